@@ -1,0 +1,138 @@
+"""Runbook 2-1: the cephx client Proxmox uses, ``ceph auth get-or-create client.proxmox ...``.
+
+A dynamic resource: refresh reads the client back (``ceph auth get ... -f json``) so deleted
+clients and widened caps show as drift. Its key is a secret output, never printed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from components import ceph_cli
+from components.ceph_cli import Caps, normalise_caps
+from components.config import ClientSpec
+from components.dynamic import ExecutorFactory, OperatorError, SshBacked
+from components.ssh import Executor, RemoteError, check
+
+
+class ClientProvider(SshBacked, ResourceProvider):
+    def __init__(self, executor_factory: ExecutorFactory | None = None) -> None:
+        SshBacked.__init__(self, executor_factory)
+
+    def observe(self, executor: Executor, name: str) -> dict[str, Any] | None:
+        """The client's caps and key as Ceph has them, or None. Its output is secret: never shown."""
+        result = executor.run(ceph_cli.auth_get(name))
+        if result.exit_status == ceph_cli.ENOENT:
+            return None
+        check(result, f"ceph auth get client.{name}", secret_output=True)
+        try:
+            (entry,) = json.loads(result.stdout)
+            return {"caps": normalise_caps(entry.get("caps", {})), "key": str(entry["key"])}
+        except (ValueError, KeyError, TypeError):
+            raise OperatorError(f"ceph auth get client.{name}: the answer was not the expected JSON (not shown: it holds a key)") from None
+
+    def set_caps(self, executor: Executor, props: dict[str, Any]) -> None:
+        caps = Caps(**props["caps"])
+        check(executor.run(ceph_cli.auth_caps(props["name"], caps)), f"ceph auth caps client.{props['name']}")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        executor = self.executor(props)
+        name = props["name"]
+        try:
+            seen = self.observe(executor, name)
+            if seen is not None and not props["adopt"]:
+                raise OperatorError(
+                    f"cephx client client.{name} already exists and this stack did not create it. To manage it here "
+                    "(its caps will be set to the configured ones), run `pulumi config set --path adopt.client true`; "
+                    "otherwise choose another ceph.client.name."
+                )
+            if seen is None:
+                check(executor.run(ceph_cli.auth_get_or_create(name, Caps(**props["caps"]))), f"ceph auth get-or-create client.{name}", secret_output=True)
+            else:
+                self.set_caps(executor, props)
+            seen = self.observe(executor, name)
+            if seen is None:
+                raise OperatorError(f"ceph auth get-or-create client.{name} reported success but the client does not exist")
+            return CreateResult(id_=f"client.{name}", outs={**props, **seen})
+        except RemoteError as exc:
+            raise OperatorError(f"cephx client client.{name}: {exc}") from None
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        name = id_.removeprefix("client.")
+        try:
+            seen = self.observe(self.executor(props), name)
+        except RemoteError as exc:
+            raise OperatorError(f"cephx client {id_}: {exc}") from None
+        if seen is None:
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, **seen})
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if olds.get("name") != news.get("name"):
+            return DiffResult(changes=True, replaces=["name"], delete_before_replace=False)
+        changes = []
+        if normalise_caps(olds.get("caps") or {}) != normalise_caps(news.get("caps") or {}):
+            changes.append("caps")
+        if olds.get("adopt") != news.get("adopt"):
+            changes.append("adopt")
+        old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
+        if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
+            changes.append("connection")
+        return DiffResult(changes=bool(changes), replaces=[], stables=["name", "key"])
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        executor = self.executor(news)
+        try:
+            if self.observe(executor, news["name"]) is None:
+                raise OperatorError(f"cephx client {id_} no longer exists; run `pulumi refresh` and `pulumi up` to create it again")
+            self.set_caps(executor, news)
+            seen = self.observe(executor, news["name"])
+            return UpdateResult(outs={**news, **(seen or {})})
+        except RemoteError as exc:
+            raise OperatorError(f"cephx client {id_}: {exc}") from None
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        executor = self.executor(props)
+        try:
+            result = executor.run(ceph_cli.auth_del(props["name"]))
+            if result.exit_status not in (0, ceph_cli.ENOENT):
+                check(result, f"ceph auth del {id_}")
+        except RemoteError as exc:
+            raise OperatorError(f"cephx client {id_}: {exc}") from None
+
+
+class CephClientResource(Resource, module="pveceph", name="CephClient"):
+    key: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["connection", "key"])
+        super().__init__(ClientProvider(), name, {"key": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
+
+
+class CephClient(pulumi.ComponentResource):
+    """Runbook 2-1: ``ceph auth get-or-create client.proxmox mon '...' osd '...'``; the key is a secret."""
+
+    client_name: pulumi.Output[str]
+    key: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        spec: ClientSpec,
+        pool_name: pulumi.Input[str],
+        connection: pulumi.Input[dict[str, Any]],
+        *,
+        adopt: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("pveceph:ceph:Client", name, None, opts)
+        caps = pulumi.Output.from_input(pool_name).apply(lambda pool: Caps.for_profile(spec.caps, pool).as_dict())
+        props = {"connection": connection, "name": spec.name, "caps": caps, "adopt": adopt}
+        self.client = CephClientResource(f"{name}-client", props, pulumi.ResourceOptions(parent=self))
+        self.client_name = pulumi.Output.from_input(spec.name)
+        self.key = pulumi.Output.secret(self.client.key)
+        self.register_outputs({"client_name": self.client_name, "key": self.key})

@@ -1,0 +1,186 @@
+"""Runbook 1-2/1-3: the RBD pool on the external Ceph cluster, created and initialised for RBD.
+
+A dynamic resource, so that refresh reads the pool back (``ceph osd pool get ... -f json``) and
+drift (pg_num, size, autoscale mode, the rbd application) shows in ``pulumi preview``.
+The pool is retained on delete unless ``allowPoolDeletion`` is set, and even then deletion is
+refused while the pool holds images.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from components import ceph_cli
+from components.config import PoolSpec
+from components.dynamic import ExecutorFactory, OperatorError, SshBacked
+from components.ssh import Executor, RemoteError, check
+
+COMPARED = ("size", "autoscaleMode", "application")
+
+
+def _json(executor: Executor, argv: list[str], what: str) -> Any:
+    result = check(executor.run(argv), what)
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise OperatorError(f"{what}: the Ceph CLI did not answer with JSON: {result.stdout.strip()[:200]!r}") from None
+
+
+class PoolProvider(SshBacked, ResourceProvider):
+    def __init__(self, executor_factory: ExecutorFactory | None = None) -> None:
+        SshBacked.__init__(self, executor_factory)
+
+    # -- reading -------------------------------------------------------------------------
+    def observe(self, executor: Executor, name: str) -> dict[str, Any] | None:
+        """The pool as Ceph has it, or None when it does not exist."""
+        if name not in _json(executor, ceph_cli.pool_list(), "ceph osd pool ls"):
+            return None
+        settings = _json(executor, ceph_cli.pool_get_all(name), f"ceph osd pool get {name} all")
+        applications = _json(executor, ceph_cli.pool_application_get(name), f"ceph osd pool application get {name}")
+        return {
+            "pgNum": int(settings["pg_num"]),
+            "size": int(settings["size"]),
+            "autoscaleMode": str(settings.get("pg_autoscale_mode", "off")),
+            "application": "rbd" if "rbd" in applications else ",".join(sorted(applications)),
+        }
+
+    # -- writing -------------------------------------------------------------------------
+    def converge(self, executor: Executor, props: dict[str, Any], seen: dict[str, Any]) -> None:
+        name = props["name"]
+        if seen["autoscaleMode"] != props["autoscaleMode"]:
+            check(executor.run(ceph_cli.pool_set(name, "pg_autoscale_mode", props["autoscaleMode"])), f"ceph osd pool set {name} pg_autoscale_mode")
+        if props["autoscaleMode"] != "on" and seen["pgNum"] != props["pgNum"]:
+            check(executor.run(ceph_cli.pool_set(name, "pg_num", props["pgNum"])), f"ceph osd pool set {name} pg_num {props['pgNum']}")
+        if seen["size"] != props["size"]:
+            check(executor.run(ceph_cli.pool_set(name, "size", props["size"])), f"ceph osd pool set {name} size {props['size']}")
+        if seen["application"] != "rbd":
+            check(executor.run(ceph_cli.rbd_pool_init(name)), f"rbd pool init {name}")
+
+    def state(self, executor: Executor, props: dict[str, Any]) -> dict[str, Any]:
+        seen = self.observe(executor, props["name"])
+        if seen is None:
+            raise OperatorError(f"Ceph pool {props['name']} disappeared while it was being configured")
+        return {**props, **seen}
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        executor = self.executor(props)
+        name = props["name"]
+        try:
+            seen = self.observe(executor, name)
+            if seen is not None and not props["adopt"]:
+                raise OperatorError(
+                    f"Ceph pool {name} already exists and this stack did not create it. To manage it here, run "
+                    "`pulumi config set --path adopt.pool true`; to leave it alone, choose another ceph.pool.name."
+                )
+            if seen is None:
+                result = executor.run(ceph_cli.pool_create(name, props["pgNum"], props["autoscaleMode"]))
+                if result.exit_status != 0:
+                    reason = (result.stderr.strip() or result.stdout.strip())[-400:]
+                    hint = " Lower ceph.pool.pgNum, or add OSDs." if "ERANGE" in reason else ""
+                    raise OperatorError(f"ceph osd pool create {name} {props['pgNum']} failed: {reason}.{hint}")
+                seen = self.observe(executor, name)
+                if seen is None:
+                    raise OperatorError(f"ceph osd pool create {name} reported success but the pool does not exist")
+            self.converge(executor, props, seen)
+            return CreateResult(id_=name, outs=self.state(executor, props))
+        except RemoteError as exc:
+            raise OperatorError(f"Ceph pool {name}: {exc}") from None
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        try:
+            seen = self.observe(self.executor(props), id_)
+        except RemoteError as exc:
+            raise OperatorError(f"Ceph pool {id_}: {exc}") from None
+        if seen is None:
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, **seen})
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if olds.get("name") != news.get("name"):
+            return DiffResult(changes=True, replaces=["name"], delete_before_replace=False)
+        changes = [key for key in COMPARED if key != "application" and olds.get(key) != news.get(key)]
+        if olds.get("application") != "rbd":
+            changes.append("application")
+        if news.get("autoscaleMode") != "on" and olds.get("pgNum") != news.get("pgNum"):
+            changes.append("pgNum")
+        for key in ("adopt", "allowDeletion"):
+            if olds.get(key) != news.get(key):
+                changes.append(key)
+        old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
+        if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
+            changes.append("connection")
+        return DiffResult(changes=bool(changes), replaces=[], stables=["name"])
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        executor = self.executor(news)
+        try:
+            seen = self.observe(executor, id_)
+            if seen is None:
+                raise OperatorError(f"Ceph pool {id_} no longer exists; run `pulumi refresh` and `pulumi up` to create it again")
+            self.converge(executor, news, seen)
+            return UpdateResult(outs=self.state(executor, news))
+        except RemoteError as exc:
+            raise OperatorError(f"Ceph pool {id_}: {exc}") from None
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        if not props.get("allowDeletion"):
+            return  # retained: data is never destroyed by default
+        executor = self.executor(props)
+        try:
+            if self.observe(executor, id_) is None:
+                return
+            images = _json(executor, ceph_cli.rbd_ls(id_), f"rbd ls {id_}")
+            if images:
+                shown = ", ".join(images[:10]) + (f" and {len(images) - 10} more" if len(images) > 10 else "")
+                raise OperatorError(f"refusing to delete Ceph pool {id_}: it still holds {len(images)} image(s): {shown}. Remove them first, or keep the pool (allowPoolDeletion: false).")
+            result = executor.run(ceph_cli.pool_delete(id_))
+            if result.exit_status != 0:
+                reason = (result.stderr.strip() or result.stdout.strip())[-300:]
+                raise OperatorError(f"ceph osd pool delete {id_} failed: {reason} (the monitors need mon_allow_pool_delete = true)")
+        except RemoteError as exc:
+            raise OperatorError(f"Ceph pool {id_}: {exc}") from None
+
+
+class RbdPoolResource(Resource, module="pveceph", name="RbdPool"):
+    name: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["connection"])
+        super().__init__(PoolProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret))
+
+
+class CephRbdPool(pulumi.ComponentResource):
+    """Runbook 1-2/1-3: ``ceph osd pool create rbd-pool 256`` and ``rbd pool init rbd-pool``."""
+
+    pool_name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        spec: PoolSpec,
+        connection: pulumi.Input[dict[str, Any]],
+        *,
+        adopt: bool,
+        allow_deletion: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("pveceph:ceph:RbdPool", name, None, opts)
+        props = {
+            "connection": connection,
+            "name": spec.name,
+            "pgNum": spec.pg_num,
+            "size": spec.size,
+            "autoscaleMode": spec.autoscale_mode,
+            "application": "rbd",
+            "adopt": adopt,
+            "allowDeletion": allow_deletion,
+        }
+        # Retained on delete by the provider itself unless allowDeletion; `retain_on_delete` would
+        # also keep it when the operator explicitly asked for deletion.
+        self.pool = RbdPoolResource(f"{name}-pool", props, pulumi.ResourceOptions(parent=self))
+        self.pool_name = self.pool.name
+        self.register_outputs({"pool_name": self.pool_name})

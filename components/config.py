@@ -1,0 +1,444 @@
+"""The one source of truth for every input of the program.
+
+The stack config (``Pulumi.<stack>.yaml``) is read into :class:`StackConfig`, a pydantic v2
+model, and validated before any resource is declared. Every error names the config key, the
+bad value, the rule and the fix; a secret value is never shown.
+
+Keys are camelCase in YAML (``ceph.pool.pgNum``) and snake_case in Python (``ceph.pool.pg_num``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT = "pve-ceph-ha"
+
+# Names that reach a shell or an API path. Ceph pool names may hold more than this, PVE storage
+# ids less; these are the intersection an operator can rely on everywhere.
+POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+STORAGE_ID = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")  # PVE's pve-storage-id
+NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a host name label
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+VM_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")  # PVE's dns-name
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+ISO_VOLUME = re.compile(r"^[a-z][a-z0-9_-]{1,62}:iso/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.iso$")
+BRIDGE = re.compile(r"^vmbr[0-9]{1,4}$|^[a-z][a-z0-9]{0,14}$")
+CPU_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+HA_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")
+API_TOKEN = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z][A-Za-z0-9._-]*=[A-Za-z0-9-]{8,128}$")
+ENDPOINT = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+VM_ID_MIN, VM_ID_MAX = 100, 999_999_999  # PVE's pve-vmid range
+
+SECRET_KEYS = frozenset({"proxmoxApiToken", "sshPrivateKey"})
+
+
+class ConfigError(Exception):
+    """A config that cannot be deployed. ``str()`` is the operator's message, one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"config error: {p}" for p in problems))
+
+
+def _pattern(regex: re.Pattern[str], rule: str, fix: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(f"{rule}; {fix}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if HOSTNAME.fullmatch(value) and not re.fullmatch(r"[0-9.]+", value):
+        return value
+    raise ValueError("must be an IP address or a host name (letters, digits, '-', '.'); e.g. 10.10.10.101")
+
+
+PoolName = Annotated[str, _pattern(POOL_NAME, "must be 1-63 of a-z 0-9 _ . - starting with a letter or digit", "e.g. rbd-pool")]
+ClientName = Annotated[str, _pattern(CLIENT_NAME, "must be 1-63 of a-z 0-9 _ - without the 'client.' prefix", "e.g. proxmox")]
+StorageId = Annotated[str, _pattern(STORAGE_ID, "must be a PVE storage id: 2-63 of a-z 0-9 _ - starting with a letter", "e.g. ceph-rbd")]
+NodeName = Annotated[str, _pattern(NODE_NAME, "must be a PVE node name (a host name label: a-z 0-9 -)", "e.g. pve-node1")]
+Host = Annotated[str, AfterValidator(_host)]
+UserName = Annotated[str, _pattern(USER_NAME, "must be a POSIX user name", "e.g. root")]
+HaName = Annotated[str, _pattern(HA_NAME, "must be 2-63 of a-z 0-9 _ - starting with a letter", "e.g. ha-prefer-node1")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Model(BaseModel):
+    """Base of every config section: camelCase keys, unknown keys refused, immutable."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class SshEndpoint(Model):
+    host: Host
+    port: Port = 22
+    user: UserName = "root"
+
+
+class PoolSpec(Model):
+    """Runbook 1-2: ``ceph osd pool create rbd-pool 256``; 1-3: ``rbd pool init rbd-pool``."""
+
+    name: PoolName = "rbd-pool"
+    pg_num: int = Field(default=256, ge=1, le=32768)
+    size: int = Field(default=3, ge=1, le=10)
+    autoscale_mode: Literal["on", "off", "warn"] = "off"
+
+    @field_validator("pg_num")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            lower = 1 << (value.bit_length() - 1)
+            raise ValueError(f"must be a power of two (e.g. {lower} or {lower * 2})")
+        return value
+
+
+class ClientSpec(Model):
+    """Runbook 2-1: the cephx client Proxmox uses."""
+
+    name: ClientName = "proxmox"
+    caps: Literal["profile-rbd", "runbook"] = "profile-rbd"
+
+
+class ScrubWindow(Model):
+    """Runbook 8: scrubs outside business hours (``osd_scrub_begin_hour``/``osd_scrub_end_hour``)."""
+
+    begin_hour: int = Field(default=22, ge=0, le=23)
+    end_hour: int = Field(default=6, ge=0, le=23)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ScrubWindow:
+        if self.begin_hour == self.end_hour:
+            raise ValueError("beginHour and endHour must differ (an empty window would stop scrubbing)")
+        return self
+
+
+class CephSpec(Model):
+    admin: SshEndpoint
+    monitors: list[Host] = Field(min_length=1)
+    pool: PoolSpec = PoolSpec()
+    client: ClientSpec = ClientSpec()
+    scrub_window: ScrubWindow | None = ScrubWindow()
+
+    @field_validator("monitors")
+    @classmethod
+    def _unique_monitors(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each monitor must appear once")
+        return value
+
+
+class SshSpec(Model):
+    """How the program reaches the Ceph admin node and the PVE nodes' shells."""
+
+    private_key_file: str | None = "~/.ssh/id_ed25519"
+    known_hosts_file: str = "~/.ssh/known_hosts"
+
+
+class NodeSpec(Model):
+    name: NodeName
+    address: Host
+    ssh_port: Port = 22
+
+
+class ProxmoxSpec(Model):
+    endpoint: Annotated[str, _pattern(ENDPOINT, "must be the API's https URL", "e.g. https://10.10.10.11:8006")]
+    verify_tls: bool = True
+    ca_file: str | None = None
+    ssh_user: UserName = "root"
+    nodes: list[NodeSpec] = Field(min_length=1)
+
+    @field_validator("nodes")
+    @classmethod
+    def _unique_nodes(cls, value: list[NodeSpec]) -> list[NodeSpec]:
+        names = [n.name for n in value]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"node names must be unique; {', '.join(duplicated)} appears more than once")
+        return value
+
+
+class StorageSpec(Model):
+    """Runbook 2-3: Datacenter → Storage → Add → RBD."""
+
+    id: StorageId = "ceph-rbd"
+    content: list[Literal["images", "rootdir"]] = ["images"]
+
+    @field_validator("content")
+    @classmethod
+    def _images(cls, value: list[str]) -> list[str]:
+        if "images" not in value:
+            raise ValueError("must include 'images' (Disk image): VM disks live on this storage")
+        return sorted(set(value))
+
+
+class VmSpec(Model):
+    """Runbook 3-1: a VM with its disk on the RBD storage."""
+
+    id: int = Field(ge=VM_ID_MIN, le=VM_ID_MAX)
+    name: Annotated[str, _pattern(VM_NAME, "must be a DNS name (a-z 0-9 - .)", "e.g. vm101")]
+    node: NodeName
+    cores: int = Field(default=2, ge=1, le=512)
+    memory_mb: int = Field(default=2048, ge=16, le=4_194_304)
+    disk_gb: int = Field(default=32, ge=1, le=131_072)
+    iso: Annotated[str, _pattern(ISO_VOLUME, "must be an ISO volume id '<storage>:iso/<file>.iso'", "e.g. local:iso/debian-12.iso")] | None = None
+    bridge: Annotated[str, _pattern(BRIDGE, "must be a Linux bridge name", "e.g. vmbr0")] = "vmbr0"
+    cpu_type: Annotated[str, _pattern(CPU_TYPE, "must be a QEMU CPU model name", "e.g. x86-64-v2-AES")] = "x86-64-v2-AES"
+    ha: bool = True
+    affinity: HaName | None = None
+
+
+class AffinitySpec(Model):
+    """Where HA prefers to run a VM: an HA group (PVE 8) or a node-affinity rule (PVE 9)."""
+
+    name: HaName
+    nodes: dict[NodeName, Annotated[int, Field(ge=0, le=1000)]] = Field(min_length=1)
+    strict: bool = False
+    failback: bool = True
+
+
+class HaSpec(Model):
+    """Runbook 5: the HA resource (max restart/relocate) and an optional group or rule."""
+
+    mode: Literal["groups", "rules"] = "rules"
+    max_restart: int = Field(default=1, ge=0, le=10)
+    max_relocate: int = Field(default=1, ge=0, le=10)
+    state: Literal["started", "stopped", "ignored", "disabled"] = "started"
+    affinities: list[AffinitySpec] = []
+
+
+class AdoptSpec(Model):
+    """Adopt objects that already exist instead of refusing to touch them."""
+
+    pool: bool = False
+    client: bool = False
+    storage: bool = False
+
+
+class StackConfig(Model):
+    ceph: CephSpec
+    ssh: SshSpec = SshSpec()
+    proxmox: ProxmoxSpec
+    storage: StorageSpec = StorageSpec()
+    vms: list[VmSpec] = []
+    ha: HaSpec = HaSpec()
+    adopt: AdoptSpec = AdoptSpec()
+    allow_pool_deletion: bool = False
+    # Secrets: set with `pulumi config set --secret`.
+    proxmox_api_token: SecretStr
+    ssh_private_key: SecretStr | None = None
+
+    @field_validator("proxmox_api_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        if not API_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("must be a PVE API token 'USER@REALM!TOKENID=SECRET', e.g. root@pam!pulumi=<uuid>")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StackConfig:
+        problems: list[tuple[str, Any, str]] = []
+        nodes = {n.name for n in self.proxmox.nodes}
+        affinities = {a.name: a for a in self.ha.affinities}
+        ids = [vm.id for vm in self.vms]
+        names = [vm.name for vm in self.vms]
+        for i, vm in enumerate(self.vms):
+            if ids.count(vm.id) > 1:
+                problems.append((f"vms[{i}].id", vm.id, "VM ids must be unique; give each VM its own id"))
+            if names.count(vm.name) > 1:
+                problems.append((f"vms[{i}].name", vm.name, "VM names must be unique; give each VM its own name"))
+            if vm.node not in nodes:
+                problems.append((f"vms[{i}].node", vm.node, f"must be one of proxmox.nodes ({', '.join(sorted(nodes))})"))
+            if vm.affinity is not None and vm.affinity not in affinities:
+                known = ", ".join(sorted(affinities)) or "none defined"
+                problems.append((f"vms[{i}].affinity", vm.affinity, f"must name an entry of ha.affinities ({known})"))
+            if vm.ha and vm.cpu_type == "host":
+                problems.append(
+                    (f"vms[{i}].cpuType", vm.cpu_type, "an HA VM must not use 'host': it may not start on another node's CPU; use one model on every node, e.g. x86-64-v2-AES")
+                )
+        ha_cpu_types = sorted({vm.cpu_type for vm in self.vms if vm.ha})
+        if len(ha_cpu_types) > 1:
+            for i, vm in enumerate(self.vms):
+                if vm.ha and vm.cpu_type != ha_cpu_types[0]:
+                    problems.append((f"vms[{i}].cpuType", vm.cpu_type, f"every HA VM must use one CPU type (runbook 8); others use {ha_cpu_types[0]}"))
+        for i, affinity in enumerate(self.ha.affinities):
+            for node in affinity.nodes:
+                if node not in nodes:
+                    problems.append((f"ha.affinities[{i}].nodes.{node}", node, f"must be one of proxmox.nodes ({', '.join(sorted(nodes))})"))
+        seen: set[str] = set()
+        for i, affinity in enumerate(self.ha.affinities):
+            if affinity.name in seen:
+                problems.append((f"ha.affinities[{i}].name", affinity.name, "HA group/rule names must be unique"))
+            seen.add(affinity.name)
+        if problems:
+            raise _CrossCheckError(problems)
+        return self
+
+
+class _CrossCheckError(ValueError):
+    def __init__(self, problems: list[tuple[str, Any, str]]):
+        self.problems = problems
+        super().__init__("; ".join(rule for _, _, rule in problems))
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """``('ceph', 'pool', 'pg_num')`` → ``ceph.pool.pgNum``; list positions as ``[i]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-after") or part.startswith("constrained-str"):
+            continue
+        else:
+            name = part if not part.islower() or "_" not in part else to_camel(part)
+            out += f".{name}" if out else name
+    return out
+
+
+def _show(key: str, value: Any) -> str:
+    root = key.split(".")[0].split("[")[0]
+    if root in SECRET_KEYS:
+        return "<secret>"
+    if isinstance(value, str):
+        return repr(value) if value == "" or value != value.strip() or any(c in value for c in " \t\n'\"") else value
+    return repr(value) if isinstance(value, dict | list) else str(value)
+
+
+def _rule(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known key; check the spelling against the config reference in README.md"
+    bounds = {"greater_than_equal": ("ge", ">="), "less_than_equal": ("le", "<="), "greater_than": ("gt", ">"), "less_than": ("lt", "<")}
+    if kind in bounds:
+        name, word = bounds[kind]
+        return f"must be {word} {ctx.get(name)}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be a whole number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "must be true or false"
+    if kind in ("string_type",):
+        return "must be a string"
+    if kind in ("list_type",):
+        return "must be a list"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be an object (a YAML mapping)"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}"
+    if kind == "too_short":
+        return "must not be empty"
+    message = str(error.get("msg", kind))
+    return message.removeprefix("Value error, ")
+
+
+def _lookup(raw: Any, loc: tuple[int | str, ...]) -> Any:
+    value = raw
+    for part in loc:
+        if isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        elif isinstance(value, dict):
+            camel = to_camel(part) if isinstance(part, str) else part
+            if camel in value:
+                value = value[camel]
+            elif part in value:
+                value = value[part]
+            else:
+                return None
+        else:
+            return None
+    return value
+
+
+def validate(raw: Mapping[str, Any]) -> StackConfig:
+    """Validate raw stack config (keys without the project prefix); raise :class:`ConfigError`."""
+    try:
+        return StackConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems: list[str] = []
+        for error in exc.errors(include_url=False, include_input=False):
+            loc = tuple(error["loc"])
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, _CrossCheckError):
+                prefix = _key_path(loc)
+                for key, value, rule in cause.problems:
+                    full = f"{prefix}.{key}" if prefix else key
+                    problems.append(f"{PROJECT}:{full} = {_show(full, value)}: {rule}")
+                continue
+            key = _key_path(loc)
+            value = _lookup(raw, loc)
+            shown = "(not set)" if error["type"] == "missing" else _show(key, value)
+            problems.append(f"{PROJECT}:{key} = {shown}: {_rule(error)}")
+        raise ConfigError(problems) from None
+
+
+def warnings(config: StackConfig) -> list[str]:
+    """Deployable but risky choices, printed by the program as warnings."""
+    out = []
+    if config.ceph.client.caps == "runbook":
+        out.append(
+            f"{PROJECT}:ceph.client.caps = runbook: client.{config.ceph.client.name} gets mon 'allow r', which lacks the "
+            "blocklist permission a node needs to break a dead node's exclusive lock: an HA failover can hang. "
+            "Use profile-rbd (the default) unless you know why not."
+        )
+    if not config.proxmox.verify_tls:
+        out.append(f"{PROJECT}:proxmox.verifyTls = false: the API's certificate is not checked; set proxmox.caFile instead")
+    non_ha = [vm.name for vm in config.vms if not vm.ha]
+    if non_ha:
+        out.append(f"{PROJECT}:vms: {', '.join(non_ha)} not HA-managed (ha: false): they will not fail over")
+    return out
+
+
+def _parse(value: str) -> Any:
+    """Structured stack config arrives JSON-encoded; plain strings stay strings."""
+    import json
+
+    if value[:1] in "[{" or value in ("true", "false"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if value.isdigit():
+        return int(value)
+    return value
+
+
+def load_from_pulumi() -> StackConfig:
+    """Read this project's keys from the running stack's config and validate them."""
+    from pulumi.runtime.config import get_config_env, get_config_secret_keys_env
+
+    prefix = f"{PROJECT}:"
+    raw = {key[len(prefix) :]: _parse(value) for key, value in get_config_env().items() if key.startswith(prefix)}
+    secret_keys = {key[len(prefix) :] for key in get_config_secret_keys_env() if key.startswith(prefix)}
+    plaintext = sorted(k for k in SECRET_KEYS if k in raw and k not in secret_keys)
+    config = validate(raw)
+    if plaintext:
+        raise ConfigError(
+            [f"{PROJECT}:{k} = <secret>: is stored in plain text; set it with `pulumi config set --secret {k}`" for k in plaintext]
+        )
+    return config

@@ -1,0 +1,79 @@
+"""The files a stack config points at (SSH key, known_hosts), read once when the program starts.
+
+Everything read here is wrapped as a Pulumi secret before it reaches a resource; errors name the
+config key and never the content.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import paramiko
+import pulumi
+
+from components.config import PROJECT, ConfigError, StackConfig
+from components.ssh import parse_known_hosts
+
+PREFERRED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "ssh-rsa")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    private_key: str = field(repr=False)
+    known_hosts_text: str = field(repr=False)
+    known_hosts: paramiko.HostKeys = field(repr=False)
+
+    def host_key(self, host: str, port: int, key: str) -> str:
+        """The recorded host key of ``host:port`` in authorized_keys form, for pulumi-command."""
+        name = host if port == 22 else f"[{host}]:{port}"
+        found = self.known_hosts.lookup(name)
+        if not found:
+            raise ConfigError(
+                [f"{PROJECT}:{key} = {host}:{port}: has no host key in ssh.knownHostsFile; check the host, then add it: ssh-keyscan -p {port} {host} >> <knownHostsFile>"]
+            )
+        for kind in PREFERRED_KEY_TYPES:
+            if kind in found:
+                return f"{kind} {found[kind].get_base64()}"
+        kind, pkey = next(iter(found.items()))
+        return f"{kind} {pkey.get_base64()}"
+
+    def connection(self, host: str, port: int, user: str) -> dict[str, Any]:
+        """The secret ``connection`` input of an SSH-backed dynamic resource."""
+        return pulumi.Output.secret({"host": host, "port": port, "user": user, "privateKey": self.private_key, "knownHosts": self.known_hosts_text})
+
+
+    def command_connection(self, host: str, port: int, user: str, key: str) -> Any:
+        """pulumi-command's connection to ``host``, its host key pinned from known_hosts (``key`` names the config key)."""
+        from pulumi_command.remote import ConnectionArgs
+
+        return ConnectionArgs(
+            host=host,
+            port=port,
+            user=user,
+            private_key=pulumi.Output.secret(self.private_key),
+            host_key=self.host_key(host, port, key),
+            dial_error_limit=3,
+            per_dial_timeout=15,
+        )
+
+def _read(path: str, key: str, what: str) -> str:
+    full = os.path.expanduser(path)
+    try:
+        with open(full, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError([f"{PROJECT}:{key} = {path}: {what} cannot be read ({exc.strerror}); set the right path"]) from None
+
+
+def load(config: StackConfig) -> Credentials:
+    if config.ssh_private_key is not None:
+        private_key = config.ssh_private_key.get_secret_value()
+    elif config.ssh.private_key_file:
+        private_key = _read(config.ssh.private_key_file, "ssh.privateKeyFile", "the SSH private key")
+    else:
+        raise ConfigError([f"{PROJECT}:sshPrivateKey = (not set): is required when ssh.privateKeyFile is empty; `pulumi config set --secret sshPrivateKey < key`"])
+    text = _read(config.ssh.known_hosts_file, "ssh.knownHostsFile", "the known_hosts file")
+    return Credentials(private_key=private_key, known_hosts_text=text, known_hosts=parse_known_hosts(text))
+

@@ -1,0 +1,113 @@
+"""Runbook 3 and 5: a VM with its disk on the RBD storage, registered as an HA resource.
+
+Pulumi must never fight the HA manager: after a failover the VM runs on another node, so for an
+HA-managed VM the node is its initial placement (``ignore_changes=["nodeName"]``) and its power
+state belongs to HA (``ignore_changes=["started"]``). The next preview shows no change and never
+plans a migration back or a re-create.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_proxmoxve as proxmoxve
+
+from components.config import AffinitySpec, HaSpec, VmSpec
+
+SCSI_CONTROLLER = "virtio-scsi-pci"  # runbook 3-1: Bus VirtIO SCSI
+
+
+def sid(vm: VmSpec) -> str:
+    return f"vm:{vm.id}"
+
+
+class HaVm(pulumi.ComponentResource):
+    """One VM on ``ceph-rbd`` (VirtIO SCSI, cache writeback, discard on, VirtIO net) and its HA resource."""
+
+    vm_id: pulumi.Output[int]
+    sid: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        vm: VmSpec,
+        ha: HaSpec,
+        storage_id: pulumi.Input[str],
+        *,
+        group: pulumi.Resource | None = None,
+        ha_depends_on: list[pulumi.Resource] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("pveceph:proxmox:HaVm", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.machine = proxmoxve.VmLegacy(
+            f"{name}-vm",
+            node_name=vm.node,
+            vm_id=vm.id,
+            name=vm.name,
+            cpu=proxmoxve.VmLegacyCpuArgs(cores=vm.cores, type=vm.cpu_type),
+            memory=proxmoxve.VmLegacyMemoryArgs(dedicated=vm.memory_mb),
+            scsi_hardware=SCSI_CONTROLLER,
+            disks=[
+                proxmoxve.VmLegacyDiskArgs(
+                    interface="scsi0",
+                    datastore_id=storage_id,
+                    size=vm.disk_gb,
+                    file_format="raw",
+                    cache="writeback",
+                    discard="on",
+                )
+            ],
+            network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=vm.bridge, model="virtio")],
+            cdrom=proxmoxve.VmLegacyCdromArgs(file_id=vm.iso, interface="ide2") if vm.iso else None,
+            operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
+            on_boot=True,
+            started=(ha.state == "started") if vm.ha else True,
+            stop_on_destroy=True,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["nodeName", "started"] if vm.ha else [])),
+        )
+        self.vm_id = self.machine.vm_id
+        self.sid = pulumi.Output.from_input(sid(vm))
+        self.resource: proxmoxve.Haresource | None = None
+        if vm.ha:
+            self.resource = proxmoxve.Haresource(
+                f"{name}-ha",
+                resource_id=sid(vm),
+                type="vm",
+                state=ha.state,
+                max_restart=ha.max_restart,
+                max_relocate=ha.max_relocate,
+                group=vm.affinity if ha.mode == "groups" and vm.affinity else None,
+                comment="managed by pve-ceph-ha",
+                opts=pulumi.ResourceOptions.merge(
+                    child,
+                    pulumi.ResourceOptions(depends_on=[self.machine, *(ha_depends_on or []), *([group] if group else [])]),
+                ),
+            )
+        self.register_outputs({"vm_id": self.vm_id, "sid": self.sid})
+
+
+def ha_group(name: str, affinity: AffinitySpec, opts: pulumi.ResourceOptions) -> proxmoxve.Hagroup:
+    """PVE 8: an HA group with node priorities."""
+    return proxmoxve.Hagroup(
+        name,
+        group=affinity.name,
+        nodes=dict(affinity.nodes),
+        restricted=affinity.strict,
+        no_failback=not affinity.failback,
+        comment="managed by pve-ceph-ha",
+        opts=opts,
+    )
+
+
+def ha_rule(name: str, affinity: AffinitySpec, resources: list[str], opts: pulumi.ResourceOptions) -> proxmoxve.Harule:
+    """PVE 9: a node-affinity rule with node priorities over the VMs that name it."""
+    return proxmoxve.Harule(
+        name,
+        rule=affinity.name,
+        type="node-affinity",
+        resources=resources,
+        nodes=dict(affinity.nodes),
+        strict=affinity.strict,
+        comment="managed by pve-ceph-ha",
+        opts=opts,
+    )

@@ -1,0 +1,48 @@
+"""A Proxmox VE API client for the dynamic providers (proxmoxer over HTTPS, API-token auth)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxmoxer import ProxmoxAPI  # type: ignore[import-untyped]
+from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
+
+from components.dynamic import OperatorError
+
+__all__ = ["ResourceException", "connect", "api_props", "reason"]
+
+
+def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None) -> dict[str, Any]:
+    """The ``api`` input of a PVE-backed dynamic resource (``token`` is a secret Output)."""
+    return {"endpoint": endpoint, "token": token, "verifyTls": verify_tls, "caFile": ca_file or ""}
+
+
+def connect(api: dict[str, Any], timeout: float = 30) -> Any:
+    """A proxmoxer client for ``api`` (see :func:`api_props`)."""
+    url = urlsplit(api["endpoint"])
+    user_token, _, secret = str(api["token"]).partition("=")
+    user, _, token_name = user_token.partition("!")
+    verify: bool | str = (api.get("caFile") or True) if api.get("verifyTls", True) else False
+    try:
+        return ProxmoxAPI(
+            url.hostname,
+            port=url.port or 8006,
+            user=user,
+            token_name=token_name,
+            token_value=secret,
+            verify_ssl=verify,
+            timeout=timeout,
+        )
+    except Exception as exc:  # proxmoxer raises plain exceptions for bad URLs and TLS errors
+        raise OperatorError(f"Proxmox VE API {api['endpoint']}: {type(exc).__name__}: {exc}") from None
+
+
+def reason(exc: Exception) -> str:
+    """PVE's own words for a failed call (never the token: proxmoxer does not echo headers)."""
+    if isinstance(exc, ResourceException):
+        detail = exc.content or exc.status_message
+        if exc.errors:
+            detail = f"{detail} {exc.errors}"
+        return f"{exc.status_code} {detail}".strip()
+    return f"{type(exc).__name__}: {exc}"

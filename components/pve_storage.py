@@ -1,0 +1,205 @@
+"""Runbook 2-3: Datacenter → Storage → Add → RBD, through the PVE API ``/storage``.
+
+pulumi-proxmoxve has no RBD storage resource, so this is a dynamic resource with create, read,
+diff, update and delete: refresh reads ``/storage/{id}`` back, so a deleted storage or an edited
+monhost shows as drift. Create and update wait until the storage is active on every node
+(runbook: "After saving, check Status = Active") and fail with PVE's reason otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pulumi
+import requests
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from components.config import StorageSpec
+from components.dynamic import OperatorError
+from components.pve_api import ResourceException, connect, reason
+
+COMPARED = ("pool", "monhost", "username", "content")
+ACTIVE_DEADLINE_S = 90.0
+
+
+def _missing(exc: ResourceException) -> bool:
+    text = f"{exc.content} {exc.status_message}".lower()
+    return exc.status_code in (404, 500) and ("does not exist" in text or "no such" in text or "not found" in text)
+
+
+class StorageProvider(ResourceProvider):
+    def __init__(self, api_factory: Any = None, poll_interval: float = 1.0) -> None:
+        self._api_factory = api_factory
+        self._poll_interval = poll_interval
+
+    def api(self, props: dict[str, Any]) -> Any:
+        return (self._api_factory or connect)(props["api"])
+
+    # -- reading -------------------------------------------------------------------------
+    def observe(self, api: Any, storage_id: str) -> dict[str, Any] | None:
+        try:
+            entry = api.storage(storage_id).get()
+        except ResourceException as exc:
+            if _missing(exc):
+                return None
+            raise OperatorError(f"GET /storage/{storage_id}: {reason(exc)}") from None
+        except requests.RequestException as exc:
+            raise OperatorError(f"GET /storage/{storage_id}: {reason(exc)}") from None
+        if not isinstance(entry, dict):
+            raise OperatorError(f"GET /storage/{storage_id}: unexpected answer from the PVE API: {str(entry)[:200]!r}")
+        return {
+            "type": str(entry.get("type", "")),
+            "pool": str(entry.get("pool", "")),
+            "monhost": " ".join(str(entry.get("monhost", "")).replace(",", " ").replace(";", " ").split()),
+            "username": str(entry.get("username", "")),
+            "content": ",".join(sorted(str(entry.get("content", "")).split(","))),
+        }
+
+    def wait_active(self, api: Any, storage_id: str, nodes: list[str]) -> list[str]:
+        """Poll ``/nodes/{node}/storage/{id}/status`` until ``active`` on every node (runbook 2-3)."""
+        deadline = time.monotonic() + ACTIVE_DEADLINE_S
+        pending = list(nodes)
+        last: dict[str, str] = {}
+        while pending:
+            for node in list(pending):
+                try:
+                    status = api.nodes(node).storage(storage_id).status.get()
+                    if isinstance(status, dict) and int(status.get("active", 0)) == 1:
+                        pending.remove(node)
+                    else:
+                        last[node] = "Status is not active"
+                except ResourceException as exc:
+                    last[node] = reason(exc)
+                except requests.RequestException as exc:
+                    last[node] = reason(exc)
+            if pending and time.monotonic() > deadline:
+                detail = "; ".join(f"{n}: {last.get(n, 'no answer')}" for n in pending)
+                raise OperatorError(
+                    f"storage {storage_id} is not active on {', '.join(pending)} after {ACTIVE_DEADLINE_S:.0f} s ({detail}). "
+                    "Check the monitors, the client name and key, and that ceph-common is installed on the node."
+                )
+            if pending:
+                time.sleep(self._poll_interval)
+        return list(nodes)
+
+    # -- writing -------------------------------------------------------------------------
+    def params(self, props: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "pool": props["pool"],
+            "monhost": props["monhost"],
+            "username": props["username"],
+            "content": props["content"],
+            "keyring": props["key"],
+            "krbd": 0,
+        }
+
+    def outs(self, props: dict[str, Any], seen: dict[str, Any], active: list[str]) -> dict[str, Any]:
+        return {**props, **{k: seen[k] for k in COMPARED}, "activeNodes": active}
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        api = self.api(props)
+        storage_id = props["storageId"]
+        seen = self.observe(api, storage_id)
+        if seen is not None and not props["adopt"]:
+            raise OperatorError(
+                f"PVE storage {storage_id} already exists and this stack did not create it. To manage it here, run "
+                "`pulumi config set --path adopt.storage true`; otherwise choose another storage.id."
+            )
+        if seen is not None and seen["type"] != "rbd":
+            raise OperatorError(f"PVE storage {storage_id} exists with type {seen['type']}, not rbd: it cannot be adopted; choose another storage.id")
+        try:
+            if seen is None:
+                api.storage.post(storage=storage_id, type="rbd", **self.params(props))
+            else:
+                api.storage(storage_id).put(**self.params(props))
+        except (ResourceException, requests.RequestException) as exc:
+            verb = "POST /storage" if seen is None else f"PUT /storage/{storage_id}"
+            raise OperatorError(f"{verb} (rbd {storage_id}): {reason(exc)}") from None
+        active = self.wait_active(api, storage_id, props["nodes"])
+        seen = self.observe(api, storage_id)
+        if seen is None:
+            raise OperatorError(f"PVE storage {storage_id} was created but cannot be read back")
+        return CreateResult(id_=storage_id, outs=self.outs(props, seen, active))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        seen = self.observe(self.api(props), id_)
+        if seen is None:
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, **{k: seen[k] for k in COMPARED}})
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if olds.get("storageId") != news.get("storageId"):
+            return DiffResult(changes=True, replaces=["storageId"], delete_before_replace=True)
+        changes = [key for key in (*COMPARED, "key", "nodes", "adopt") if olds.get(key) != news.get(key)]
+        old_api, new_api = olds.get("api") or {}, news.get("api") or {}
+        if old_api.get("endpoint") != new_api.get("endpoint"):
+            changes.append("api")
+        return DiffResult(changes=bool(changes), replaces=[], stables=["storageId"])
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        api = self.api(news)
+        if self.observe(api, id_) is None:
+            raise OperatorError(f"PVE storage {id_} no longer exists; run `pulumi refresh` and `pulumi up` to create it again")
+        try:
+            api.storage(id_).put(**self.params(news))
+        except (ResourceException, requests.RequestException) as exc:
+            raise OperatorError(f"PUT /storage/{id_}: {reason(exc)}") from None
+        active = self.wait_active(api, id_, news["nodes"])
+        seen = self.observe(api, id_) or {}
+        return UpdateResult(outs=self.outs(news, seen, active))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        api = self.api(props)
+        try:
+            api.storage(id_).delete()
+        except ResourceException as exc:
+            if not _missing(exc):
+                raise OperatorError(f"DELETE /storage/{id_}: {reason(exc)}") from None
+        except requests.RequestException as exc:
+            raise OperatorError(f"DELETE /storage/{id_}: {reason(exc)}") from None
+
+
+class RbdStorageResource(Resource, module="pveceph", name="RbdStorage"):
+    storageId: pulumi.Output[str]
+    activeNodes: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["api", "key"])
+        super().__init__(StorageProvider(), name, {"activeNodes": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
+
+
+class RbdStorage(pulumi.ComponentResource):
+    """Runbook 2-3: the external Ceph RBD storage ``ceph-rbd``, active on every node."""
+
+    storage_id: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        spec: StorageSpec,
+        *,
+        api: dict[str, Any],
+        pool_name: pulumi.Input[str],
+        monitors: list[str],
+        username: pulumi.Input[str],
+        key: pulumi.Input[str],
+        nodes: list[str],
+        adopt: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("pveceph:proxmox:RbdStorage", name, None, opts)
+        props = {
+            "api": api,
+            "storageId": spec.id,
+            "pool": pool_name,
+            "monhost": " ".join(monitors),
+            "username": username,
+            "key": pulumi.Output.secret(key),
+            "content": ",".join(spec.content),
+            "nodes": nodes,
+            "adopt": adopt,
+        }
+        self.storage = RbdStorageResource(f"{name}-storage", props, pulumi.ResourceOptions(parent=self))
+        self.storage_id = self.storage.storageId
+        self.register_outputs({"storage_id": self.storage_id})

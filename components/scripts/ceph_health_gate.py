@@ -1,0 +1,61 @@
+"""Runbook 1-1 on the Ceph admin node: HEALTH_OK, every OSD up and in, the mon quorum complete,
+and room for the pool's placement groups. Run as ``python3 - POOL PG_NUM SIZE`` with this file on
+stdin. Prints the runbook's check points; exits 1 with every problem found.
+
+This file is sent to the admin node: it uses the standard library and the ceph CLI only.
+"""
+
+import json
+import subprocess
+import sys
+
+
+def ceph(*args):
+    done = subprocess.run(["ceph", *args, "-f", "json"], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        print(f"ceph health gate: `ceph {' '.join(args)}` failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+        sys.exit(1)
+    return json.loads(done.stdout or "null")
+
+
+def main():
+    pool, pg_num, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    problems = []
+    status = ceph("status")
+    health = status["health"]["status"]
+    if health != "HEALTH_OK":
+        checks = status["health"].get("checks", {})
+        why = "; ".join(f"{name}: {c['summary']['message']}" for name, c in sorted(checks.items()))
+        problems.append(f"health is {health}, not HEALTH_OK ({why or 'see ceph health detail'})")
+    osdmap = status["osdmap"].get("osdmap", status["osdmap"])
+    total, up, in_ = osdmap["num_osds"], osdmap["num_up_osds"], osdmap["num_in_osds"]
+    if total == 0 or up != total or in_ != total:
+        problems.append(f"osd: {total} osds: {up} up, {in_} in (every OSD must be up and in)")
+    mons = status["monmap"]["num_mons"]
+    quorum = status.get("quorum_names", [])
+    if len(quorum) != mons:
+        problems.append(f"mon: {mons} daemons, quorum {','.join(quorum)} (every monitor must be in quorum)")
+
+    max_per_osd = int(subprocess.run(["ceph", "config", "get", "mon", "mon_max_pg_per_osd"], capture_output=True, text=True, timeout=60).stdout.strip() or 250)
+    others = sum(p["pg_num"] * p["size"] for p in ceph("osd", "pool", "ls", "detail") if p["pool_name"] != pool)
+    wanted = pg_num * size
+    budget = max_per_osd * max(in_, 1)
+    if others + wanted > budget:
+        problems.append(
+            f"pool {pool}: pg_num {pg_num} x size {size} = {wanted} PG replicas (+{others} in other pools) would exceed "
+            f"mon_max_pg_per_osd {max_per_osd} x {in_} OSDs in = {budget}; lower ceph.pool.pgNum (at most "
+            f"{max(((budget - others) // size), 0)}, as a power of two) or add OSDs"
+        )
+
+    print(f"health: {health}")
+    print(f"mon: {mons} daemons, quorum {','.join(quorum)}")
+    print(f"osd: {total} osds: {up} up, {in_} in")
+    if problems:
+        for problem in problems:
+            print(f"ceph health gate: {problem}")
+        print("ceph health gate: refusing to touch Ceph; fix the cluster (ceph health detail) and run pulumi up again")
+        sys.exit(1)
+    print(f"ceph health gate: passed; room for pool {pool} ({wanted} of {budget - others} PG replicas)")
+
+
+main()

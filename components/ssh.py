@@ -1,0 +1,144 @@
+"""Running commands on the Ceph admin node over SSH, for the dynamic providers.
+
+Every command is an argv list: it is rendered with :func:`shlex.join`, so no value is ever
+interpreted by the remote shell. Host keys are checked against a known_hosts file; an unknown
+or changed key is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import paramiko
+
+
+class RemoteError(Exception):
+    """A remote command or connection failed; the message is safe to show (no secrets, no output of secret commands)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how to log in; ``private_key`` is a secret and never printed."""
+
+    host: str
+    port: int
+    user: str
+    private_key: str = field(repr=False)
+    known_hosts: str = field(repr=False, default="")
+
+    @classmethod
+    def from_props(cls, props: dict[str, Any]) -> Connection:
+        return cls(
+            host=str(props["host"]),
+            port=int(props["port"]),
+            user=str(props["user"]),
+            private_key=str(props["privateKey"]),
+            known_hosts=str(props.get("knownHosts", "")),
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+class Executor(Protocol):
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 120) -> Result: ...
+
+
+def render(argv: list[str]) -> str:
+    """The exact string the remote shell receives."""
+    return shlex.join(argv)
+
+
+def parse_known_hosts(text: str) -> paramiko.HostKeys:
+    """known_hosts lines (hashed or plain) as paramiko's host key table."""
+    keys = paramiko.HostKeys()
+    for line in text.splitlines():
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+        if entry is not None:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+    return keys
+
+
+def _load_key(text: str) -> paramiko.PKey:
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return kind.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise RemoteError("the SSH private key could not be read (expected an unencrypted OpenSSH or PEM private key)")
+
+
+class SshExecutor:
+    """One SSH connection per command: the providers run few commands, and this keeps no state."""
+
+    def __init__(self, connection: Connection, connect_timeout: float = 15):
+        self.connection = connection
+        self.connect_timeout = connect_timeout
+
+    def _client(self) -> paramiko.SSHClient:
+        conn = self.connection
+        client = paramiko.SSHClient()
+        if conn.known_hosts:
+            client._host_keys = parse_known_hosts(conn.known_hosts)  # the config's known_hosts, not the user's file
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                conn.host,
+                port=conn.port,
+                username=conn.user,
+                pkey=_load_key(conn.private_key),
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException:
+            raise RemoteError(f"SSH to {conn.where}: the host key changed since it was recorded in known_hosts; verify the host and update ssh.knownHostsFile") from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise RemoteError(f"SSH to {conn.where}: the host key is not in ssh.knownHostsFile; add it (ssh-keyscan -p {conn.port} {conn.host}) after checking it") from None
+            raise RemoteError(f"SSH to {conn.where} failed: {exc}") from None
+        except (OSError, socket.timeout) as exc:
+            raise RemoteError(f"SSH to {conn.where} failed: {exc.strerror or exc}") from None
+        return client
+
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 120) -> Result:
+        command = render(argv)
+        client = self._client()
+        try:
+            chan_in, chan_out, chan_err = client.exec_command(command, timeout=timeout)
+            if stdin is not None:
+                chan_in.write(stdin)
+                chan_in.channel.shutdown_write()
+            out = chan_out.read().decode(errors="replace")
+            err = chan_err.read().decode(errors="replace")
+            status = chan_out.channel.recv_exit_status()
+        except (socket.timeout, TimeoutError):
+            raise RemoteError(f"SSH to {self.connection.where}: `{argv[0]} {argv[1] if len(argv) > 1 else ''}` did not finish within {timeout:.0f} s") from None
+        except (paramiko.SSHException, OSError) as exc:
+            raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{argv[0]}`: {exc}") from None
+        finally:
+            client.close()
+        return Result(status, out, err)
+
+
+def check(result: Result, what: str, *, secret_output: bool = False) -> Result:
+    """Raise a :class:`RemoteError` naming ``what`` when the command failed."""
+    if result.exit_status != 0:
+        detail = "" if secret_output else (result.stderr.strip() or result.stdout.strip())[-600:]
+        raise RemoteError(f"{what} failed (exit {result.exit_status})" + (f": {detail}" if detail else ""))
+    return result

@@ -1,0 +1,124 @@
+"""The top component: the runbook's steps 1-6 (and 8's settings) as one resource graph.
+
+Order comes from real dependencies: the health gate before the pool, the pool before the
+client, the client's key and ceph-common on every node before the storage, the storage before
+the VMs' disks, and the HA preflight before any HA resource. Independent work (the package on
+each node, the preflight on each node, one VM per node) runs in parallel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_proxmoxve as proxmoxve
+
+from components.ceph_client import CephClient
+from components.ceph_common import CephCommonPackage
+from components.ceph_health import CephHealthGate
+from components.ceph_pool import CephRbdPool
+from components.ceph_scrub import CephScrubWindow
+from components.config import StackConfig
+from components.credentials import Credentials
+from components.ha_preflight import HaPreflight
+from components.ha_vm import HaVm, ha_group, ha_rule, sid
+from components.pve_api import api_props
+from components.pve_storage import RbdStorage
+
+
+class PveCephHa(pulumi.ComponentResource):
+    """Proxmox VE VMs on external Ceph RBD, highly available (runbook steps 1-6 and 8)."""
+
+    def __init__(self, name: str, config: StackConfig, credentials: Credentials, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("pveceph:index:PveCephHa", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        ceph = config.ceph
+        admin = ceph.admin
+        admin_command = credentials.command_connection(admin.host, admin.port, admin.user, "ceph.admin.host")
+        admin_dynamic = credentials.connection(admin.host, admin.port, admin.user)
+        node_commands = {
+            node.name: credentials.command_connection(node.address, node.ssh_port, config.proxmox.ssh_user, f"proxmox.nodes[{i}].address")
+            for i, node in enumerate(config.proxmox.nodes)
+        }
+        token = pulumi.Output.secret(config.proxmox_api_token.get_secret_value())
+        api = api_props(config.proxmox.endpoint, token, config.proxmox.verify_tls, config.proxmox.ca_file)
+        self.provider = proxmoxve.Provider(
+            f"{name}-pve",
+            endpoint=config.proxmox.endpoint,
+            api_token=token,
+            insecure=not config.proxmox.verify_tls,
+            opts=child,
+        )
+        with_pve = pulumi.ResourceOptions(parent=self, providers={"proxmoxve": self.provider})
+
+        # 1-1: the health gate, before anything in Ceph is touched.
+        self.gate = CephHealthGate(f"{name}-health", ceph.pool, ceph.monitors, admin_command, opts=child)
+        after_gate = pulumi.ResourceOptions(parent=self, depends_on=[self.gate])
+        # 1-2/1-3: the pool; 2-1: the client (its caps name the pool: a real dependency).
+        self.pool = CephRbdPool(
+            f"{name}-rbd", ceph.pool, admin_dynamic, adopt=config.adopt.pool, allow_deletion=config.allow_pool_deletion, opts=after_gate
+        )
+        self.client = CephClient(f"{name}-cephx", ceph.client, self.pool.pool_name, admin_dynamic, adopt=config.adopt.client, opts=after_gate)
+        # 8: scrubs outside business hours.
+        if ceph.scrub_window is not None:
+            CephScrubWindow(f"{name}-scrub", ceph.scrub_window, admin_command, opts=after_gate)
+        # 2-2: ceph-common on every node, in parallel.
+        self.packages = [CephCommonPackage(f"{name}-ceph-common-{node}", node, conn, opts=child) for node, conn in node_commands.items()]
+        # 2-3: the storage, once the key exists and every node has the Ceph client.
+        self.storage = RbdStorage(
+            f"{name}-storage",
+            config.storage,
+            api=api,
+            pool_name=self.pool.pool_name,
+            monitors=ceph.monitors,
+            username=self.client.client_name,
+            key=self.client.key,
+            nodes=[n.name for n in config.proxmox.nodes],
+            adopt=config.adopt.storage,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.packages, self.client]),
+        )
+        # 4: HA services and quorum, before any HA resource.
+        ha_vms = [vm for vm in config.vms if vm.ha]
+        self.preflight = HaPreflight(f"{name}-ha-preflight", node_commands, triggers=[sid(vm) for vm in ha_vms], opts=child)
+        # 5 (PVE 8): HA groups come before the resources that name them.
+        groups: dict[str, pulumi.Resource] = {}
+        if config.ha.mode == "groups":
+            groups = {a.name: ha_group(f"{name}-group-{a.name}", a, pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[self.preflight]))) for a in config.ha.affinities}
+        # 3 and 5: the VMs and their HA resources.
+        self.vms = [
+            HaVm(
+                f"{name}-{vm.name}",
+                vm,
+                config.ha,
+                self.storage.storage_id,
+                group=groups.get(vm.affinity or ""),
+                ha_depends_on=[self.preflight],
+                opts=with_pve,
+            )
+            for vm in config.vms
+        ]
+        # 5 (PVE 9): node-affinity rules over the HA resources that name them.
+        if config.ha.mode == "rules":
+            for affinity in config.ha.affinities:
+                members = [(vm, hv) for vm, hv in zip(config.vms, self.vms, strict=True) if vm.ha and vm.affinity == affinity.name]
+                if members:
+                    ha_rule(
+                        f"{name}-rule-{affinity.name}",
+                        affinity,
+                        [sid(vm) for vm, _ in members],
+                        pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[hv.resource for _, hv in members if hv.resource])),
+                    )
+
+        self.outputs: dict[str, Any] = {
+            "storageId": self.storage.storage_id,
+            "pool": self.pool.pool_name,
+            "monitors": ceph.monitors,
+            "clientName": self.client.client_name,
+            "clientKey": self.client.key,
+            "healthReport": self.gate.report,
+            "vms": [
+                {"id": vm.id, "name": vm.name, "initialNode": vm.node, "haSid": sid(vm) if vm.ha else None}
+                for vm in config.vms
+            ],
+        }
+        self.register_outputs(self.outputs)

@@ -1,0 +1,194 @@
+"""The whole program under mocks: the runbook's order, the runbook's values, and secrets kept secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.helpers import CEPHX_KEY, TOKEN, RecordingMonitor, deploy, valid_raw
+
+
+@pytest.fixture(scope="module")
+def lab() -> tuple[RecordingMonitor, dict]:
+    return deploy(valid_raw())
+
+
+def depends(monitor: RecordingMonitor, name: str, on: str) -> bool:
+    """``name`` waits for ``on``: directly, through a property, or through its parent component."""
+    reg = monitor.by_name(name)
+    seen = set(reg.dependencies) | {u for urns in reg.property_dependencies.values() for u in urns}
+    parent_name = reg.parent.rsplit("::", 1)[-1] if reg.parent else ""
+    parent = next((r for r in monitor.registrations if r.name == parent_name), None)
+    if parent is not None:
+        seen |= set(parent.dependencies)
+    return any(urn.endswith(f"::{on}") for urn in seen)
+
+
+def test_pool_waits_for_the_health_gate(lab: tuple) -> None:
+    monitor, _ = lab
+    assert depends(monitor, "unit-rbd-pool", "unit-health-check")
+
+
+def test_client_caps_follow_the_pool(lab: tuple) -> None:
+    monitor, _ = lab
+    reg = monitor.by_name("unit-cephx-client")
+    assert any(u.endswith("::unit-rbd-pool") for u in reg.property_dependencies["caps"])
+    assert reg.plain("caps") == {"mon": "profile rbd", "osd": "profile rbd pool=rbd-pool"}
+
+
+def test_storage_waits_for_key_and_ceph_common_on_every_node(lab: tuple) -> None:
+    monitor, _ = lab
+    for node in ("pve-node1", "pve-node2", "pve-node3"):
+        assert depends(monitor, "unit-storage-storage", f"unit-ceph-common-{node}-install"), node
+    inner = monitor.by_name("unit-storage-storage")
+    assert any(u.endswith("::unit-cephx-client") for u in inner.property_dependencies["key"])
+
+
+def test_storage_is_the_runbooks_rbd_storage(lab: tuple) -> None:
+    monitor, _ = lab
+    reg = monitor.by_name("unit-storage-storage")
+    assert reg.plain("storageId") == "ceph-rbd"
+    assert reg.plain("pool") == "rbd-pool"
+    assert reg.plain("monhost") == "127.10.10.101 127.10.10.102 127.10.10.103"
+    assert reg.plain("username") == "proxmox"
+    assert reg.plain("content") == "images"
+    assert reg.plain("nodes") == ["pve-node1", "pve-node2", "pve-node3"]
+
+
+def test_vm_disk_is_on_ceph_rbd_with_the_runbooks_options(lab: tuple) -> None:
+    monitor, _ = lab
+    vm = monitor.by_name("unit-vm101-vm")
+    assert any(u.endswith("::unit-storage-storage") for u in vm.property_dependencies["disks"])
+    (disk,) = vm.plain("disks")
+    assert disk["datastoreId"] == "ceph-rbd"
+    assert (disk["interface"], disk["cache"], disk["discard"]) == ("scsi0", "writeback", "on")
+    assert vm.plain("scsiHardware") == "virtio-scsi-pci"
+    assert vm.plain("networkDevices")[0]["model"] == "virtio"
+    assert vm.plain("cdrom")["fileId"] == "local:iso/debian-12.iso"
+    assert vm.plain("cpu")["type"] == "x86-64-v2-AES"
+    assert (vm.plain("nodeName"), vm.plain("vmId")) == ("pve-node1", 101)
+
+
+def test_ha_vm_never_fights_the_ha_manager(lab: tuple) -> None:
+    monitor, _ = lab
+    assert set(monitor.by_name("unit-vm101-vm").ignore_changes) == {"nodeName", "started"}
+
+
+def test_ha_resource_after_vm_and_preflight(lab: tuple) -> None:
+    monitor, _ = lab
+    ha = monitor.by_name("unit-vm101-ha")
+    assert any(u.endswith("::unit-vm101-vm") for u in ha.dependencies)
+    for node in ("pve-node1", "pve-node2", "pve-node3"):
+        assert depends(monitor, "unit-vm101-ha", f"unit-ha-preflight-{node}"), node
+    assert ha.plain("resourceId") == "vm:101"
+    assert (ha.plain("maxRestart"), ha.plain("maxRelocate"), ha.plain("state")) == (1, 1, "started")
+
+
+def test_ceph_common_runs_on_each_node_in_parallel(lab: tuple) -> None:
+    monitor, _ = lab
+    installs = [r for r in monitor.registrations if r.name.endswith("-install")]
+    assert len(installs) == 3
+    assert all(not r.dependencies for r in installs)
+    assert {r.plain("connection")["host"] for r in installs} == {"127.10.20.11", "127.10.20.12", "127.10.20.13"}
+    assert all(r.plain("create") == "DEBIAN_FRONTEND=noninteractive apt-get install -y ceph-common" for r in installs)
+
+
+def test_ssh_host_keys_are_pinned(lab: tuple) -> None:
+    monitor, _ = lab
+    for reg in monitor.of_type("command:remote:Command"):
+        assert reg.plain("connection")["hostKey"].startswith("ssh-ed25519 ")
+
+
+def test_secrets_stay_secret(lab: tuple) -> None:
+    monitor, _ = lab
+    assert "apiToken" in monitor.by_name("unit-pve").secret_paths()
+    for name in ("unit-rbd-pool", "unit-cephx-client"):
+        assert "connection" in monitor.by_name(name).secret_paths()
+    storage = monitor.by_name("unit-storage-storage")
+    assert {"api", "key"} <= storage.secret_paths()
+    assert {"api", "key"} <= set(storage.additional_secret_outputs)
+    assert "key" in monitor.by_name("unit-cephx-client").additional_secret_outputs
+    for reg in monitor.of_type("command:remote:Command"):
+        assert "connection" in reg.secret_paths()
+
+
+def test_no_secret_travels_in_plain_text(lab: tuple) -> None:
+    monitor, _ = lab
+    for reg in monitor.registrations:
+        for key, value in reg.raw.items():
+            if key in reg.secret_paths():
+                continue
+            text = str(value)
+            assert TOKEN not in text and "PRIVATE KEY" not in text and CEPHX_KEY not in text, (reg.name, key)
+
+
+def test_outputs_for_other_stacks(lab: tuple) -> None:
+    _, outputs = lab
+    assert outputs["storageId"] == "ceph-rbd"
+    assert outputs["pool"] == "rbd-pool"
+    assert outputs["clientName"] == "proxmox"
+    assert outputs["clientKey"] == CEPHX_KEY
+    assert outputs["vms"] == [{"id": 101, "name": "vm101", "initialNode": "pve-node1", "haSid": "vm:101"}]
+
+
+def test_every_child_is_parented_to_its_component(lab: tuple) -> None:
+    monitor, _ = lab
+    for reg in monitor.registrations:
+        if reg.name != "unit":
+            assert reg.parent, reg.name
+
+
+def test_rules_mode_adds_a_node_affinity_rule_after_the_ha_resource() -> None:
+    raw = valid_raw()
+    raw["vms"][0]["affinity"] = "prefer-node1"
+    monitor, _ = deploy(raw, stack="rules")
+    rule = monitor.by_name("rules-rule-prefer-node1")
+    assert rule.plain("type") == "node-affinity"
+    assert rule.plain("resources") == ["vm:101"]
+    assert rule.plain("nodes") == {"pve-node1": 2, "pve-node2": 1}
+    assert any(u.endswith("::rules-vm101-ha") for u in rule.dependencies)
+
+
+def test_groups_mode_adds_an_ha_group_before_the_resource() -> None:
+    raw = valid_raw()
+    raw["ha"]["mode"] = "groups"
+    raw["vms"][0]["affinity"] = "prefer-node1"
+    monitor, _ = deploy(raw, stack="groups")
+    group = monitor.by_name("groups-group-prefer-node1")
+    assert group.plain("group") == "prefer-node1"
+    ha = monitor.by_name("groups-vm101-ha")
+    assert ha.plain("group") == "prefer-node1"
+    assert depends(monitor, "groups-vm101-ha", "groups-group-prefer-node1")
+    assert not monitor.of_type("proxmoxve:index/harule:Harule")
+
+
+def test_non_ha_vm_has_no_ha_resource_and_keeps_its_node() -> None:
+    raw = valid_raw()
+    raw["vms"][0]["ha"] = False
+    monitor, outputs = deploy(raw, stack="plain")
+    assert not monitor.of_type("proxmoxve:index/haresource:Haresource")
+    assert monitor.by_name("plain-vm101-vm").ignore_changes == []
+    assert outputs["vms"][0]["haSid"] is None
+
+
+def test_one_vm_per_node_in_parallel() -> None:
+    raw = valid_raw()
+    raw["vms"] = [{"id": 100 + i, "name": f"vm{100 + i}", "node": f"pve-node{i}"} for i in (1, 2, 3)]
+    monitor, _ = deploy(raw, stack="three")
+    vms = monitor.of_type("proxmoxve:index/vmLegacy:VmLegacy")
+    assert len(vms) == 3
+    for vm in vms:
+        assert not any("vm10" in u for u in vm.dependencies), vm.name
+
+
+def test_runbook_caps_are_the_runbooks_words() -> None:
+    raw = valid_raw()
+    raw["ceph"]["client"]["caps"] = "runbook"
+    monitor, _ = deploy(raw, stack="caps")
+    assert monitor.by_name("caps-cephx-client").plain("caps") == {"mon": "allow r", "osd": "allow rwx pool=rbd-pool"}
+
+
+def test_health_gate_is_told_the_pool_it_must_make_room_for(lab: tuple) -> None:
+    monitor, _ = lab
+    gate = monitor.by_name("unit-health-check")
+    assert gate.plain("create") == "python3 - rbd-pool 32 3"
+    assert "HEALTH_OK" in gate.plain("stdin")
