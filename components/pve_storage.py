@@ -56,6 +56,15 @@ class StorageProvider(ResourceProvider):
             "content": ",".join(sorted(str(entry.get("content", "")).split(","))),
         }
 
+    @staticmethod
+    def inactive_reason(api: Any, node: str, storage_id: str) -> str:
+        """PVE says why a storage is inactive when its content is listed (``pvesm list``)."""
+        try:
+            api.nodes(node).storage(storage_id).content.get()
+        except (ResourceException, requests.RequestException) as exc:
+            return reason(exc)
+        return "Status is not active"
+
     def wait_active(self, api: Any, storage_id: str, nodes: list[str]) -> list[str]:
         """Poll ``/nodes/{node}/storage/{id}/status`` until ``active`` on every node (runbook 2-3)."""
         deadline = time.monotonic() + ACTIVE_DEADLINE_S
@@ -68,7 +77,7 @@ class StorageProvider(ResourceProvider):
                     if isinstance(status, dict) and int(status.get("active", 0)) == 1:
                         pending.remove(node)
                     else:
-                        last[node] = "Status is not active"
+                        last[node] = self.inactive_reason(api, node, storage_id)
                 except ResourceException as exc:
                     last[node] = reason(exc)
                 except requests.RequestException as exc:

@@ -1,0 +1,90 @@
+"""A recording SSH executor that answers the Ceph CLI commands the providers send.
+
+It checks that every command it is given survives the remote shell's word splitting unchanged
+(i.e. it was quoted) and records them, so tests can assert the exact runbook commands. The
+real-Ceph tests of the same providers run against the lab (tests/lab, tests/integration).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.ssh import Connection, RemoteError, Result, render
+
+
+@dataclass
+class FakeCeph:
+    osds: int = 3
+    max_pg_per_osd: int = 250
+    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: dict[str, list[str]] = field(default_factory=dict)
+    commands: list[list[str]] = field(default_factory=list)
+    drop_connection: bool = False
+
+    def executor(self, connection: Connection) -> FakeCeph:
+        return self
+
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 120) -> Result:
+        assert shlex.split(render(argv)) == argv
+        if self.drop_connection:
+            raise RemoteError(f"SSH to root@127.10.10.101:2222: the connection dropped while running `{argv[0]}`")
+        self.commands.append(argv)
+        return self.answer(argv)
+
+    def ran(self, prefix: str) -> bool:
+        return any(" ".join(c).startswith(prefix) for c in self.commands)
+
+    @staticmethod
+    def ok(payload: Any = "") -> Result:
+        return Result(0, payload if isinstance(payload, str) else json.dumps(payload), "")
+
+    def answer(self, argv: list[str]) -> Result:  # noqa: C901 - a dispatcher over the CLI's verbs
+        words = [w for w in argv if w not in ("-f", "json", "--format")]
+        match words:
+            case ["ceph", "osd", "pool", "ls"]:
+                return self.ok(sorted(self.pools))
+            case ["ceph", "osd", "pool", "create", name, pg, _, "replicated", mode]:
+                if name in self.pools:
+                    return Result(0, "", f"pool '{name}' already exists")
+                used = sum(p["pg_num"] * p["size"] for p in self.pools.values())
+                if used + int(pg) * 3 > self.max_pg_per_osd * self.osds:
+                    return Result(34, "", f"Error ERANGE: pg_num {pg} size 3 would mean {int(pg) * 3} total pgs, which exceeds max {self.max_pg_per_osd * self.osds} (mon_max_pg_per_osd {self.max_pg_per_osd} * num_in_osds {self.osds})")
+                self.pools[name] = {"pg_num": int(pg), "size": 3, "pg_autoscale_mode": mode.split("=")[1], "apps": {}}
+                return Result(0, "", f"pool '{name}' created")
+            case ["ceph", "osd", "pool", "get", name, "all"]:
+                if name not in self.pools:
+                    return Result(2, "", f"Error ENOENT: unrecognized pool '{name}'")
+                pool = self.pools[name]
+                return self.ok({"pool": name, "size": pool["size"], "pg_num": pool["pg_num"], "pg_autoscale_mode": pool["pg_autoscale_mode"]})
+            case ["ceph", "osd", "pool", "set", name, key, value, *_]:
+                self.pools[name]["pg_num" if key == "pg_num" else key] = int(value) if value.isdigit() else value
+                return self.ok()
+            case ["ceph", "osd", "pool", "application", "get", name]:
+                return self.ok(self.pools[name]["apps"])
+            case ["rbd", "pool", "init", name]:
+                self.pools[name]["apps"]["rbd"] = {}
+                return self.ok()
+            case ["rbd", "ls", "-p", name]:
+                return self.ok(self.images.get(name, []))
+            case ["ceph", "osd", "pool", "delete", name, _, "--yes-i-really-really-mean-it"]:
+                del self.pools[name]
+                return self.ok()
+            case ["ceph", "auth", "get", entity]:
+                if entity not in self.clients:
+                    return Result(2, "", f"Error ENOENT: failed to find {entity} in keyring")
+                return self.ok([{"entity": entity, **self.clients[entity]}])
+            case ["ceph", "auth", "get-or-create", entity, "mon", mon, "osd", osd]:
+                self.clients.setdefault(entity, {"key": "AQDfakekeyfakekeyfakekeyfakekeyfakeke==", "caps": {"mon": mon, "osd": osd}})
+                return self.ok([{"entity": entity, **self.clients[entity]}])
+            case ["ceph", "auth", "caps", entity, "mon", mon, "osd", osd]:
+                self.clients[entity]["caps"] = {"mon": mon, "osd": osd}
+                return Result(0, "", f"updated caps for {entity}")
+            case ["ceph", "auth", "del", entity]:
+                if self.clients.pop(entity, None) is None:
+                    return Result(2, "", f"Error ENOENT: failed to find {entity}")
+                return Result(0, "", "updated")
+        raise AssertionError(f"the fake Ceph does not know {argv}")
