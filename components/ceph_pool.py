@@ -136,7 +136,9 @@ class PoolProvider(SshBacked, ResourceProvider):
             images = _json(executor, ceph_cli.rbd_ls(id_), f"rbd ls {id_}")
             if images:
                 shown = ", ".join(images[:10]) + (f" and {len(images) - 10} more" if len(images) > 10 else "")
-                raise OperatorError(f"refusing to delete Ceph pool {id_}: it still holds {len(images)} image(s): {shown}. Remove them first, or keep the pool (allowPoolDeletion: false).")
+                raise OperatorError(
+                    f"refusing to delete Ceph pool {id_}: it still holds {len(images)} image(s): {shown}. Remove them first, or keep the pool (allowPoolDeletion: false)."
+                )
             result = executor.run(ceph_cli.pool_delete(id_))
             if result.exit_status != 0:
                 reason = (result.stderr.strip() or result.stdout.strip())[-300:]

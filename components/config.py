@@ -93,18 +93,20 @@ class Model(BaseModel):
 
 
 class SshEndpoint(Model):
-    host: Host
-    port: Port = 22
-    user: UserName = "root"
+    host: Host = Field(description="SSH address (IP or host name)")
+    port: Port = Field(default=22, description="SSH port")
+    user: UserName = Field(default="root", description="SSH user")
 
 
 class PoolSpec(Model):
     """Runbook 1-2: ``ceph osd pool create rbd-pool 256``; 1-3: ``rbd pool init rbd-pool``."""
 
-    name: PoolName = "rbd-pool"
-    pg_num: int = Field(default=256, ge=1, le=32768)
-    size: int = Field(default=3, ge=1, le=10)
-    autoscale_mode: Literal["on", "off", "warn"] = "off"
+    name: PoolName = Field(default="rbd-pool", description="pool name")
+    pg_num: int = Field(default=256, ge=1, le=32768, description="placement groups, a power of two; the initial value when the autoscaler is on")
+    size: int = Field(default=3, ge=1, le=10, description="replicas")
+    autoscale_mode: Literal["on", "off", "warn"] = Field(
+        default="off", description="pg_autoscale_mode; with `on`, pg_num changes by the autoscaler are not drift"
+    )
 
     @field_validator("pg_num")
     @classmethod
@@ -118,15 +120,18 @@ class PoolSpec(Model):
 class ClientSpec(Model):
     """Runbook 2-1: the cephx client Proxmox uses."""
 
-    name: ClientName = "proxmox"
-    caps: Literal["profile-rbd", "runbook"] = "profile-rbd"
+    name: ClientName = Field(default="proxmox", description="cephx client name without `client.`")
+    caps: Literal["profile-rbd", "runbook"] = Field(
+        default="profile-rbd",
+        description="`profile-rbd`: mon 'profile rbd' osd 'profile rbd pool=<pool>'; `runbook`: mon 'allow r' osd 'allow rwx pool=<pool>' (warns: no blocklist permission)",
+    )
 
 
 class ScrubWindow(Model):
     """Runbook 8: scrubs outside business hours (``osd_scrub_begin_hour``/``osd_scrub_end_hour``)."""
 
-    begin_hour: int = Field(default=22, ge=0, le=23)
-    end_hour: int = Field(default=6, ge=0, le=23)
+    begin_hour: int = Field(default=22, ge=0, le=23, description="osd_scrub_begin_hour")
+    end_hour: int = Field(default=6, ge=0, le=23, description="osd_scrub_end_hour")
 
     @model_validator(mode="after")
     def _not_empty(self) -> ScrubWindow:
@@ -136,8 +141,8 @@ class ScrubWindow(Model):
 
 
 class CephSpec(Model):
-    admin: SshEndpoint
-    monitors: list[Host] = Field(min_length=1)
+    admin: SshEndpoint = Field(description="the Ceph admin node (holds the admin keyring)")
+    monitors: list[Host] = Field(min_length=1, description="monitor addresses, as the storage's monhost")
     pool: PoolSpec = PoolSpec()
     client: ClientSpec = ClientSpec()
     scrub_window: ScrubWindow | None = ScrubWindow()
@@ -153,22 +158,22 @@ class CephSpec(Model):
 class SshSpec(Model):
     """How the program reaches the Ceph admin node and the PVE nodes' shells."""
 
-    private_key_file: str | None = "~/.ssh/id_ed25519"
-    known_hosts_file: str = "~/.ssh/known_hosts"
+    private_key_file: str | None = Field(default="~/.ssh/id_ed25519", description="private key file, used unless the secret sshPrivateKey is set")
+    known_hosts_file: str = Field(default="~/.ssh/known_hosts", description="host keys of every SSH address; an unknown or changed key is refused")
 
 
 class NodeSpec(Model):
-    name: NodeName
-    address: Host
-    ssh_port: Port = 22
+    name: NodeName = Field(description="PVE node name")
+    address: Host = Field(description="the node's SSH address")
+    ssh_port: Port = Field(default=22, description="the node's SSH port")
 
 
 class ProxmoxSpec(Model):
     endpoint: Annotated[str, _pattern(ENDPOINT, "must be the API's https URL", "e.g. https://10.10.10.11:8006")]
-    verify_tls: bool = True
-    ca_file: str | None = None
-    ssh_user: UserName = "root"
-    nodes: list[NodeSpec] = Field(min_length=1)
+    verify_tls: bool = Field(default=True, description="check the API's TLS certificate")
+    ca_file: str | None = Field(default=None, description="CA bundle for the API (also export SSL_CERT_FILE for the proxmoxve plugin)")
+    ssh_user: UserName = Field(default="root", description="SSH user on the nodes")
+    nodes: list[NodeSpec] = Field(min_length=1, description="every node of the cluster")
 
     @field_validator("nodes")
     @classmethod
@@ -183,8 +188,8 @@ class ProxmoxSpec(Model):
 class StorageSpec(Model):
     """Runbook 2-3: Datacenter → Storage → Add → RBD."""
 
-    id: StorageId = "ceph-rbd"
-    content: list[Literal["images", "rootdir"]] = ["images"]
+    id: StorageId = Field(default="ceph-rbd", description="PVE storage ID")
+    content: list[Literal["images", "rootdir"]] = Field(default=["images"], description="content types; must include images (Disk image)")
 
     @field_validator("content")
     @classmethod
@@ -197,44 +202,44 @@ class StorageSpec(Model):
 class VmSpec(Model):
     """Runbook 3-1: a VM with its disk on the RBD storage."""
 
-    id: int = Field(ge=VM_ID_MIN, le=VM_ID_MAX)
+    id: int = Field(ge=VM_ID_MIN, le=VM_ID_MAX, description="VM id (100-999999999)")
     name: Annotated[str, _pattern(VM_NAME, "must be a DNS name (a-z 0-9 - .)", "e.g. vm101")]
-    node: NodeName
-    cores: int = Field(default=2, ge=1, le=512)
-    memory_mb: int = Field(default=2048, ge=16, le=4_194_304)
-    disk_gb: int = Field(default=32, ge=1, le=131_072)
+    node: NodeName = Field(description="initial node; after a failover HA decides where it runs")
+    cores: int = Field(default=2, ge=1, le=512, description="CPU cores")
+    memory_mb: int = Field(default=2048, ge=16, le=4_194_304, description="memory in MiB")
+    disk_gb: int = Field(default=32, ge=1, le=131_072, description="scsi0 size in GiB, on the RBD storage")
     iso: Annotated[str, _pattern(ISO_VOLUME, "must be an ISO volume id '<storage>:iso/<file>.iso'", "e.g. local:iso/debian-12.iso")] | None = None
     bridge: Annotated[str, _pattern(BRIDGE, "must be a Linux bridge name", "e.g. vmbr0")] = "vmbr0"
     cpu_type: Annotated[str, _pattern(CPU_TYPE, "must be a QEMU CPU model name", "e.g. x86-64-v2-AES")] = "x86-64-v2-AES"
-    ha: bool = True
-    affinity: HaName | None = None
+    ha: bool = Field(default=True, description="register as an HA resource")
+    affinity: HaName | None = Field(default=None, description="name of an ha.affinities entry")
 
 
 class AffinitySpec(Model):
     """Where HA prefers to run a VM: an HA group (PVE 8) or a node-affinity rule (PVE 9)."""
 
-    name: HaName
-    nodes: dict[NodeName, Annotated[int, Field(ge=0, le=1000)]] = Field(min_length=1)
-    strict: bool = False
-    failback: bool = True
+    name: HaName = Field(description="HA group (groups mode) or rule (rules mode) name")
+    nodes: dict[NodeName, Annotated[int, Field(ge=0, le=1000)]] = Field(min_length=1, description="node → priority (higher wins)")
+    strict: bool = Field(default=False, description="only these nodes (group `restricted` / rule `strict`)")
+    failback: bool = Field(default=True, description="move back to the preferred node when it returns")
 
 
 class HaSpec(Model):
     """Runbook 5: the HA resource (max restart/relocate) and an optional group or rule."""
 
-    mode: Literal["groups", "rules"] = "rules"
-    max_restart: int = Field(default=1, ge=0, le=10)
-    max_relocate: int = Field(default=1, ge=0, le=10)
-    state: Literal["started", "stopped", "ignored", "disabled"] = "started"
-    affinities: list[AffinitySpec] = []
+    mode: Literal["groups", "rules"] = Field(default="rules", description="`groups` for PVE 8, `rules` for PVE 9")
+    max_restart: int = Field(default=1, ge=0, le=10, description="max restart")
+    max_relocate: int = Field(default=1, ge=0, le=10, description="max relocate")
+    state: Literal["started", "stopped", "ignored", "disabled"] = Field(default="started", description="requested HA state")
+    affinities: list[AffinitySpec] = Field(default=[], description="HA groups or node-affinity rules")
 
 
 class AdoptSpec(Model):
     """Adopt objects that already exist instead of refusing to touch them."""
 
-    pool: bool = False
-    client: bool = False
-    storage: bool = False
+    pool: bool = Field(default=False, description="adopt an existing pool")
+    client: bool = Field(default=False, description="adopt an existing cephx client (its caps are set)")
+    storage: bool = Field(default=False, description="adopt an existing PVE storage")
 
 
 class StackConfig(Model):
@@ -245,7 +250,7 @@ class StackConfig(Model):
     vms: list[VmSpec] = []
     ha: HaSpec = HaSpec()
     adopt: AdoptSpec = AdoptSpec()
-    allow_pool_deletion: bool = False
+    allow_pool_deletion: bool = Field(default=False, description="delete the pool on destroy (refused while it holds images)")
     # Secrets: set with `pulumi config set --secret`.
     proxmox_api_token: SecretStr
     ssh_private_key: SecretStr | None = None
@@ -276,7 +281,11 @@ class StackConfig(Model):
                 problems.append((f"vms[{i}].affinity", vm.affinity, f"must name an entry of ha.affinities ({known})"))
             if vm.ha and vm.cpu_type == "host":
                 problems.append(
-                    (f"vms[{i}].cpuType", vm.cpu_type, "an HA VM must not use 'host': it may not start on another node's CPU; use one model on every node, e.g. x86-64-v2-AES")
+                    (
+                        f"vms[{i}].cpuType",
+                        vm.cpu_type,
+                        "an HA VM must not use 'host': it may not start on another node's CPU; use one model on every node, e.g. x86-64-v2-AES",
+                    )
                 )
         ha_cpu_types = sorted({vm.cpu_type for vm in self.vms if vm.ha})
         if len(ha_cpu_types) > 1:
@@ -438,7 +447,5 @@ def load_from_pulumi() -> StackConfig:
     plaintext = sorted(k for k in SECRET_KEYS if k in raw and k not in secret_keys)
     config = validate(raw)
     if plaintext:
-        raise ConfigError(
-            [f"{PROJECT}:{k} = <secret>: is stored in plain text; set it with `pulumi config set --secret {k}`" for k in plaintext]
-        )
+        raise ConfigError([f"{PROJECT}:{k} = <secret>: is stored in plain text; set it with `pulumi config set --secret {k}`" for k in plaintext])
     return config

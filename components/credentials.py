@@ -31,7 +31,9 @@ class Credentials:
         found = self.known_hosts.lookup(name)
         if not found:
             raise ConfigError(
-                [f"{PROJECT}:{key} = {host}:{port}: has no host key in ssh.knownHostsFile; check the host, then add it: ssh-keyscan -p {port} {host} >> <knownHostsFile>"]
+                [
+                    f"{PROJECT}:{key} = {host}:{port}: has no host key in ssh.knownHostsFile; check the host, then add it: ssh-keyscan -p {port} {host} >> <knownHostsFile>"
+                ]
             )
         for kind in PREFERRED_KEY_TYPES:
             if kind in found:
@@ -39,10 +41,9 @@ class Credentials:
         kind, pkey = next(iter(found.items()))
         return f"{kind} {pkey.get_base64()}"
 
-    def connection(self, host: str, port: int, user: str) -> dict[str, Any]:
+    def connection(self, host: str, port: int, user: str) -> pulumi.Output[dict[str, Any]]:
         """The secret ``connection`` input of an SSH-backed dynamic resource."""
         return pulumi.Output.secret({"host": host, "port": port, "user": user, "privateKey": self.private_key, "knownHosts": self.known_hosts_text})
-
 
     def command_connection(self, host: str, port: int, user: str, key: str) -> Any:
         """pulumi-command's connection to ``host``, its host key pinned from known_hosts (``key`` names the config key)."""
@@ -57,6 +58,7 @@ class Credentials:
             dial_error_limit=3,
             per_dial_timeout=15,
         )
+
 
 def _read(path: str, key: str, what: str) -> str:
     full = os.path.expanduser(path)
@@ -73,7 +75,8 @@ def load(config: StackConfig) -> Credentials:
     elif config.ssh.private_key_file:
         private_key = _read(config.ssh.private_key_file, "ssh.privateKeyFile", "the SSH private key")
     else:
-        raise ConfigError([f"{PROJECT}:sshPrivateKey = (not set): is required when ssh.privateKeyFile is empty; `pulumi config set --secret sshPrivateKey < key`"])
+        raise ConfigError(
+            [f"{PROJECT}:sshPrivateKey = (not set): is required when ssh.privateKeyFile is empty; `pulumi config set --secret sshPrivateKey < key`"]
+        )
     text = _read(config.ssh.known_hosts_file, "ssh.knownHostsFile", "the known_hosts file")
     return Credentials(private_key=private_key, known_hosts_text=text, known_hosts=parse_known_hosts(text))
-

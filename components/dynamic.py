@@ -42,7 +42,8 @@ class _Traceback(ModuleType):
 
 def _install_clean_errors() -> None:
     server = sys.modules.get("__main__")
-    if server is not None and getattr(server, "__spec__", None) is not None and server.__spec__.name == "pulumi.dynamic.__main__":
+    spec = getattr(server, "__spec__", None)
+    if server is not None and spec is not None and spec.name == "pulumi.dynamic.__main__":
         server.traceback = _Traceback()  # type: ignore[attr-defined]
 
 

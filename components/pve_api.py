@@ -10,7 +10,7 @@ from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
 
 from components.dynamic import OperatorError
 
-__all__ = ["ResourceException", "connect", "api_props", "reason"]
+__all__ = ["ResourceException", "api_props", "connect", "reason"]
 
 
 def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import shlex
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,9 +60,9 @@ def render(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def parse_known_hosts(text: str) -> paramiko.HostKeys:
+def parse_known_hosts(text: str, into: paramiko.HostKeys | None = None) -> paramiko.HostKeys:
     """known_hosts lines (hashed or plain) as paramiko's host key table."""
-    keys = paramiko.HostKeys()
+    keys = paramiko.HostKeys() if into is None else into
     for line in text.splitlines():
         entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
         if entry is not None:
@@ -92,7 +91,7 @@ class SshExecutor:
         conn = self.connection
         client = paramiko.SSHClient()
         if conn.known_hosts:
-            client._host_keys = parse_known_hosts(conn.known_hosts)  # the config's known_hosts, not the user's file
+            parse_known_hosts(conn.known_hosts, into=client.get_host_keys())  # never the user's own file
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             client.connect(
@@ -107,12 +106,16 @@ class SshExecutor:
                 look_for_keys=False,
             )
         except paramiko.BadHostKeyException:
-            raise RemoteError(f"SSH to {conn.where}: the host key changed since it was recorded in known_hosts; verify the host and update ssh.knownHostsFile") from None
+            raise RemoteError(
+                f"SSH to {conn.where}: the host key changed since it was recorded in known_hosts; verify the host and update ssh.knownHostsFile"
+            ) from None
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
-                raise RemoteError(f"SSH to {conn.where}: the host key is not in ssh.knownHostsFile; add it (ssh-keyscan -p {conn.port} {conn.host}) after checking it") from None
+                raise RemoteError(
+                    f"SSH to {conn.where}: the host key is not in ssh.knownHostsFile; add it (ssh-keyscan -p {conn.port} {conn.host}) after checking it"
+                ) from None
             raise RemoteError(f"SSH to {conn.where} failed: {exc}") from None
-        except (OSError, socket.timeout) as exc:
+        except (TimeoutError, OSError) as exc:
             raise RemoteError(f"SSH to {conn.where} failed: {exc.strerror or exc}") from None
         return client
 
@@ -127,7 +130,7 @@ class SshExecutor:
             out = chan_out.read().decode(errors="replace")
             err = chan_err.read().decode(errors="replace")
             status = chan_out.channel.recv_exit_status()
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise RemoteError(f"SSH to {self.connection.where}: `{argv[0]} {argv[1] if len(argv) > 1 else ''}` did not finish within {timeout:.0f} s") from None
         except (paramiko.SSHException, OSError) as exc:
             raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{argv[0]}`: {exc}") from None

@@ -55,9 +55,7 @@ class PveCephHa(pulumi.ComponentResource):
         self.gate = CephHealthGate(f"{name}-health", ceph.pool, ceph.monitors, admin_command, opts=child)
         after_gate = pulumi.ResourceOptions(parent=self, depends_on=[self.gate])
         # 1-2/1-3: the pool; 2-1: the client (its caps name the pool: a real dependency).
-        self.pool = CephRbdPool(
-            f"{name}-rbd", ceph.pool, admin_dynamic, adopt=config.adopt.pool, allow_deletion=config.allow_pool_deletion, opts=after_gate
-        )
+        self.pool = CephRbdPool(f"{name}-rbd", ceph.pool, admin_dynamic, adopt=config.adopt.pool, allow_deletion=config.allow_pool_deletion, opts=after_gate)
         self.client = CephClient(f"{name}-cephx", ceph.client, self.pool.pool_name, admin_dynamic, adopt=config.adopt.client, opts=after_gate)
         # 8: scrubs outside business hours.
         if ceph.scrub_window is not None:
@@ -83,7 +81,10 @@ class PveCephHa(pulumi.ComponentResource):
         # 5 (PVE 8): HA groups come before the resources that name them.
         groups: dict[str, pulumi.Resource] = {}
         if config.ha.mode == "groups":
-            groups = {a.name: ha_group(f"{name}-group-{a.name}", a, pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[self.preflight]))) for a in config.ha.affinities}
+            groups = {
+                a.name: ha_group(f"{name}-group-{a.name}", a, pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[self.preflight])))
+                for a in config.ha.affinities
+            }
         # 3 and 5: the VMs and their HA resources.
         self.vms = [
             HaVm(
@@ -116,9 +117,6 @@ class PveCephHa(pulumi.ComponentResource):
             "clientName": self.client.client_name,
             "clientKey": self.client.key,
             "healthReport": self.gate.report,
-            "vms": [
-                {"id": vm.id, "name": vm.name, "initialNode": vm.node, "haSid": sid(vm) if vm.ha else None}
-                for vm in config.vms
-            ],
+            "vms": [{"id": vm.id, "name": vm.name, "initialNode": vm.node, "haSid": sid(vm) if vm.ha else None} for vm in config.vms],
         }
         self.register_outputs(self.outputs)

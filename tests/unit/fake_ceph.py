@@ -42,7 +42,7 @@ class FakeCeph:
     def ok(payload: Any = "") -> Result:
         return Result(0, payload if isinstance(payload, str) else json.dumps(payload), "")
 
-    def answer(self, argv: list[str]) -> Result:  # noqa: C901 - a dispatcher over the CLI's verbs
+    def answer(self, argv: list[str]) -> Result:
         words = [w for w in argv if w not in ("-f", "json", "--format")]
         match words:
             case ["ceph", "osd", "pool", "ls"]:
@@ -52,7 +52,11 @@ class FakeCeph:
                     return Result(0, "", f"pool '{name}' already exists")
                 used = sum(p["pg_num"] * p["size"] for p in self.pools.values())
                 if used + int(pg) * 3 > self.max_pg_per_osd * self.osds:
-                    return Result(34, "", f"Error ERANGE: pg_num {pg} size 3 would mean {int(pg) * 3} total pgs, which exceeds max {self.max_pg_per_osd * self.osds} (mon_max_pg_per_osd {self.max_pg_per_osd} * num_in_osds {self.osds})")
+                    return Result(
+                        34,
+                        "",
+                        f"Error ERANGE: pg_num {pg} size 3 would mean {int(pg) * 3} total pgs, which exceeds max {self.max_pg_per_osd * self.osds} (mon_max_pg_per_osd {self.max_pg_per_osd} * num_in_osds {self.osds})",
+                    )
                 self.pools[name] = {"pg_num": int(pg), "size": 3, "pg_autoscale_mode": mode.split("=")[1], "apps": {}}
                 return Result(0, "", f"pool '{name}' created")
             case ["ceph", "osd", "pool", "get", name, "all"]:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from components.ceph_client import ClientProvider
 from components.ceph_cli import Caps
+from components.ceph_client import ClientProvider
 from components.ceph_pool import PoolProvider
 from components.dynamic import OperatorError
 from tests.unit.fake_ceph import FakeCeph
@@ -21,7 +21,16 @@ def ceph() -> FakeCeph:
 
 
 def pool_props(**overrides: Any) -> dict[str, Any]:
-    props = {"connection": CONNECTION, "name": "rbd-pool", "pgNum": 32, "size": 3, "autoscaleMode": "off", "application": "rbd", "adopt": False, "allowDeletion": False}
+    props = {
+        "connection": CONNECTION,
+        "name": "rbd-pool",
+        "pgNum": 32,
+        "size": 3,
+        "autoscaleMode": "off",
+        "application": "rbd",
+        "adopt": False,
+        "allowDeletion": False,
+    }
     return {**props, **overrides}
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from components import ceph_cli, config as cfg
+from components import ceph_cli
+from components import config as cfg
 from components.ceph_cli import Caps
 from components.ha_preflight import services_script
 from components.ssh import render

@@ -133,10 +133,8 @@ def test_a_wrong_token_is_a_clear_error_without_the_token(pve: Any, props: dict)
 
 
 def test_tls_verification_refuses_an_unknown_certificate(pve: Any, props: dict, tmp_path: Any) -> None:
-    other_ca = tmp_path / "other.pem"
     from fakepve.certs import make_cert
 
-    certfile, _, _ = make_cert(str(tmp_path), name="other")
-    other_ca.write_text(open(certfile).read())
+    other_ca, _, _ = make_cert(str(tmp_path), name="other")
     with pytest.raises(OperatorError, match="SSL|certificate"):
-        provider().create({**props, "api": {**props["api"], "caFile": str(other_ca)}})
+        provider().create({**props, "api": {**props["api"], "caFile": other_ca}})

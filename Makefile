@@ -1,0 +1,39 @@
+# The README's commands. Every target installs what it needs first (make setup is idempotent).
+SHELL := /bin/bash
+PY := .venv/bin/python
+# The lab and the tests keep Pulumi state in a local folder with a passphrase secrets provider.
+export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
+export PULUMI_CONFIG_PASSPHRASE ?= lab-only-passphrase
+ENV := source tools/env.sh &&
+
+.PHONY: setup test unit lint lab-up lab-down lab-status demo preview drill docs
+
+setup:
+	@bash tools/setup.sh
+
+test: setup
+	@bash tools/run-tests.sh
+
+unit: setup
+	@$(PY) -m pytest -q tests/unit
+
+lint: setup
+	@$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
+
+docs: setup
+	@$(PY) tools/config_reference.py --write
+
+lab-up: setup
+	@$(PY) -m lab up
+
+lab-down:
+	@$(PY) -m lab down
+
+lab-status:
+	@$(PY) -m lab status
+
+demo: setup
+	@$(ENV) bash tools/demo.sh
+
+preview: setup
+	@$(ENV) bash tools/demo.sh --preview
