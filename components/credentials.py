@@ -6,15 +6,16 @@ config key and never the content.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import paramiko
 import pulumi
 
 from components.config import PROJECT, ConfigError, StackConfig
-from components.ssh import parse_known_hosts
 
 PREFERRED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "ssh-rsa")
 
@@ -23,23 +24,20 @@ PREFERRED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "ss
 class Credentials:
     private_key: str = field(repr=False)
     known_hosts_text: str = field(repr=False)
-    known_hosts: paramiko.HostKeys = field(repr=False)
+    known_hosts: dict[str, dict[str, str]] = field(repr=False)
 
     def host_key(self, host: str, port: int, key: str) -> str:
         """The recorded host key of ``host:port`` in authorized_keys form, for pulumi-command."""
         name = host if port == 22 else f"[{host}]:{port}"
-        found = self.known_hosts.lookup(name)
+        found = lookup(self.known_hosts, name)
         if not found:
             raise ConfigError(
                 [
                     f"{PROJECT}:{key} = {host}:{port}: has no host key in ssh.knownHostsFile; check the host, then add it: ssh-keyscan -p {port} {host} >> <knownHostsFile>"
                 ]
             )
-        for kind in PREFERRED_KEY_TYPES:
-            if kind in found:
-                return f"{kind} {found[kind].get_base64()}"
-        kind, pkey = next(iter(found.items()))
-        return f"{kind} {pkey.get_base64()}"
+        kind = next((k for k in PREFERRED_KEY_TYPES if k in found), next(iter(found)))
+        return f"{kind} {found[kind]}"
 
     def connection(self, host: str, port: int, user: str) -> pulumi.Output[dict[str, Any]]:
         """The secret ``connection`` input of an SSH-backed dynamic resource."""
@@ -58,6 +56,30 @@ class Credentials:
             dial_error_limit=3,
             per_dial_timeout=15,
         )
+
+
+def parse_known_hosts(text: str) -> dict[str, dict[str, str]]:
+    """known_hosts lines as {host pattern (or |1|salt|hash): {key type: base64 key}}."""
+    table: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or line.lstrip().startswith(("#", "@")):
+            continue
+        for name in fields[0].split(","):
+            table.setdefault(name, {})[fields[1]] = fields[2]
+    return table
+
+
+def lookup(table: dict[str, dict[str, str]], name: str) -> dict[str, str]:
+    """The keys recorded for ``name`` (``host`` or ``[host]:port``), plain or hashed (``|1|salt|hash``)."""
+    found = dict(table.get(name, {}))
+    for pattern, keys in table.items():
+        if pattern.startswith("|1|"):
+            salt, digest = pattern[3:].split("|", 1)
+            mac = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
+            if hmac.compare_digest(base64.b64encode(mac).decode(), digest):
+                found.update(keys)
+    return found
 
 
 def _read(path: str, key: str, what: str) -> str:

@@ -5,12 +5,18 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxmoxer import ProxmoxAPI  # type: ignore[import-untyped]
-from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
-
 from components.dynamic import OperatorError
 
-__all__ = ["ResourceException", "api_props", "connect", "reason"]
+# proxmoxer and requests are imported where they are used (the provider process): the program
+# itself never calls the API, and its start-up stays fast.
+
+
+def api_errors() -> tuple[type[Exception], ...]:
+    """What a failed API call raises: PVE's answer (proxmoxer) or the transport (requests)."""
+    import requests
+    from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
+
+    return (ResourceException, requests.RequestException)
 
 
 def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None) -> dict[str, Any]:
@@ -20,6 +26,8 @@ def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None) 
 
 def connect(api: dict[str, Any], timeout: float = 30) -> Any:
     """A proxmoxer client for ``api`` (see :func:`api_props`)."""
+    from proxmoxer import ProxmoxAPI  # type: ignore[import-untyped]
+
     url = urlsplit(api["endpoint"])
     user_token, _, secret = str(api["token"]).partition("=")
     user, _, token_name = user_token.partition("!")
@@ -40,6 +48,8 @@ def connect(api: dict[str, Any], timeout: float = 30) -> Any:
 
 def reason(exc: Exception) -> str:
     """PVE's own words for a failed call (never the token: proxmoxer does not echo headers)."""
+    from proxmoxer.core import ResourceException
+
     if isinstance(exc, ResourceException):
         detail = exc.content or exc.status_message
         if exc.errors:

@@ -12,20 +12,20 @@ import time
 from typing import Any
 
 import pulumi
-import requests
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components.config import StorageSpec
 from components.dynamic import OperatorError
-from components.pve_api import ResourceException, connect, reason
+from components.pve_api import api_errors, connect, reason
 
 COMPARED = ("pool", "monhost", "username", "content")
 ACTIVE_DEADLINE_S = 90.0
 
 
-def _missing(exc: ResourceException) -> bool:
-    text = f"{exc.content} {exc.status_message}".lower()
-    return exc.status_code in (404, 500) and ("does not exist" in text or "no such" in text or "not found" in text)
+def _missing(exc: Exception) -> bool:
+    """PVE's answer for a storage id that does not exist."""
+    text = f"{getattr(exc, 'content', '')} {getattr(exc, 'status_message', '')}".lower()
+    return getattr(exc, "status_code", None) in (404, 500) and ("does not exist" in text or "no such" in text or "not found" in text)
 
 
 class StorageProvider(ResourceProvider):
@@ -40,11 +40,9 @@ class StorageProvider(ResourceProvider):
     def observe(self, api: Any, storage_id: str) -> dict[str, Any] | None:
         try:
             entry = api.storage(storage_id).get()
-        except ResourceException as exc:
+        except api_errors() as exc:
             if _missing(exc):
                 return None
-            raise OperatorError(f"GET /storage/{storage_id}: {reason(exc)}") from None
-        except requests.RequestException as exc:
             raise OperatorError(f"GET /storage/{storage_id}: {reason(exc)}") from None
         if not isinstance(entry, dict):
             raise OperatorError(f"GET /storage/{storage_id}: unexpected answer from the PVE API: {str(entry)[:200]!r}")
@@ -61,7 +59,7 @@ class StorageProvider(ResourceProvider):
         """PVE says why a storage is inactive when its content is listed (``pvesm list``)."""
         try:
             api.nodes(node).storage(storage_id).content.get()
-        except (ResourceException, requests.RequestException) as exc:
+        except api_errors() as exc:
             return reason(exc)
         return "Status is not active"
 
@@ -78,9 +76,7 @@ class StorageProvider(ResourceProvider):
                         pending.remove(node)
                     else:
                         last[node] = self.inactive_reason(api, node, storage_id)
-                except ResourceException as exc:
-                    last[node] = reason(exc)
-                except requests.RequestException as exc:
+                except api_errors() as exc:
                     last[node] = reason(exc)
             if pending and time.monotonic() > deadline:
                 detail = "; ".join(f"{n}: {last.get(n, 'no answer')}" for n in pending)
@@ -122,7 +118,7 @@ class StorageProvider(ResourceProvider):
                 api.storage.post(storage=storage_id, type="rbd", **self.params(props))
             else:
                 api.storage(storage_id).put(**self.params(props))
-        except (ResourceException, requests.RequestException) as exc:
+        except api_errors() as exc:
             verb = "POST /storage" if seen is None else f"PUT /storage/{storage_id}"
             raise OperatorError(f"{verb} (rbd {storage_id}): {reason(exc)}") from None
         active = self.wait_active(api, storage_id, props["nodes"])
@@ -152,7 +148,7 @@ class StorageProvider(ResourceProvider):
             raise OperatorError(f"PVE storage {id_} no longer exists; run `pulumi refresh` and `pulumi up` to create it again")
         try:
             api.storage(id_).put(**self.params(news))
-        except (ResourceException, requests.RequestException) as exc:
+        except api_errors() as exc:
             raise OperatorError(f"PUT /storage/{id_}: {reason(exc)}") from None
         active = self.wait_active(api, id_, news["nodes"])
         seen = self.observe(api, id_) or {}
@@ -162,11 +158,9 @@ class StorageProvider(ResourceProvider):
         api = self.api(props)
         try:
             api.storage(id_).delete()
-        except ResourceException as exc:
+        except api_errors() as exc:
             if not _missing(exc):
                 raise OperatorError(f"DELETE /storage/{id_}: {reason(exc)}") from None
-        except requests.RequestException as exc:
-            raise OperatorError(f"DELETE /storage/{id_}: {reason(exc)}") from None
 
 
 class RbdStorageResource(Resource, module="pveceph", name="RbdStorage"):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import paramiko
+if TYPE_CHECKING:  # paramiko is imported where it is used: the program itself never opens SSH
+    import paramiko
 
 
 class RemoteError(Exception):
@@ -62,6 +63,8 @@ def render(argv: list[str]) -> str:
 
 def parse_known_hosts(text: str, into: paramiko.HostKeys | None = None) -> paramiko.HostKeys:
     """known_hosts lines (hashed or plain) as paramiko's host key table."""
+    import paramiko
+
     keys = paramiko.HostKeys() if into is None else into
     for line in text.splitlines():
         entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
@@ -72,6 +75,8 @@ def parse_known_hosts(text: str, into: paramiko.HostKeys | None = None) -> param
 
 
 def _load_key(text: str) -> paramiko.PKey:
+    import paramiko
+
     for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return kind.from_private_key(io.StringIO(text))
@@ -88,6 +93,8 @@ class SshExecutor:
         self.connect_timeout = connect_timeout
 
     def _client(self) -> paramiko.SSHClient:
+        import paramiko
+
         conn = self.connection
         client = paramiko.SSHClient()
         if conn.known_hosts:
@@ -120,6 +127,8 @@ class SshExecutor:
         return client
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 120) -> Result:
+        import paramiko
+
         command = render(argv)
         client = self._client()
         try:

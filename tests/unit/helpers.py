@@ -10,8 +10,7 @@ from google.protobuf import json_format
 from pulumi.runtime import mocks
 
 from components import config as cfg
-from components.credentials import Credentials
-from components.ssh import parse_known_hosts
+from components.credentials import Credentials, parse_known_hosts
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 TOKEN = "root@pam!pulumi=0f1e2d3c-4b5a-6978-8a9b-acbdcedfe0f1"
