@@ -175,6 +175,19 @@ def test_node_sshd_stops_and_starts_alone(lab_up):
     assert ssh("pve-node2", "echo $PVE_LAB_NODE").stdout.strip() == "pve-node2"
 
 
+def test_node_sshd_stopped_from_its_own_session(lab_up):
+    """A node's `poweroff` shim runs inside an ssh session of that node's sshd: the sshd goes,
+    the calling session finishes, and status shows the node's sshd dead."""
+    code = "import lab.sshd as s; print(s.stop_role('pve-node3'))"
+    r = ssh("pve-node3", f'cd "$LAB_ROOT" && {sys.executable} -c "{code}" && echo survived')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "survived"]
+    assert not lab.port_open("127.10.20.13", 2222)
+    assert lab.status()["daemons"]["sshd.pve-node3"] == {"pid": None, "alive": False}
+    sshd.start_role("pve-node3")
+    assert ssh("pve-node3", "true").returncode == 0
+
+
 def test_status_reports_daemons_and_listeners(lab_up):
     s = lab.status()
     assert s["ceph"]["health"] == "HEALTH_OK"
