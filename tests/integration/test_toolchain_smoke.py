@@ -17,7 +17,7 @@ from tests.integration.engine import ROOT, cli, engine_env, workspace_options
 
 VERSIONS = dict(line.split("=", 1) for line in (ROOT / "tools" / "versions.env").read_text().splitlines() if re.match(r"^[A-Z_]+=", line))
 
-PROGRAM = '''
+PROGRAM = """
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 from pulumi.dynamic import CreateResult, ReadResult, Resource, ResourceProvider
@@ -30,9 +30,9 @@ pve = proxmoxve.Provider("pve", endpoint="https://127.0.0.1:8006", api_token=pul
 counter = Counter("counter", 41)
 pulumi.export("stdout", hello.stdout)
 pulumi.export("value", counter.value)
-'''
+"""
 
-PROVIDER = '''
+PROVIDER = """
 from pulumi.dynamic import CreateResult, ReadResult, Resource, ResourceProvider
 
 
@@ -47,7 +47,7 @@ class CounterProvider(ResourceProvider):
 class Counter(Resource):
     def __init__(self, name, start):
         super().__init__(CounterProvider(), name, {"start": start, "value": None})
-'''
+"""
 
 
 @pytest.fixture(scope="module")

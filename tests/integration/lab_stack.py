@@ -1,0 +1,98 @@
+"""A fresh stack of the real program on the lab, driven through the Automation API.
+
+Each test gets its own stack (and its own pool, client, storage and VM ids), in a throwaway
+copy of the project folder whose config starts from Pulumi.lab.yaml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pulumi import automation as auto
+
+from tests.integration.engine import ROOT, engine_env, workspace_options
+
+PREFIX = "pve-ceph-ha:"
+
+
+def base_config() -> dict[str, Any]:
+    with open(ROOT / "Pulumi.lab.yaml", encoding="utf-8") as handle:
+        return {k.removeprefix(PREFIX): v for k, v in yaml.safe_load(handle)["config"].items()}
+
+
+def project_copy(where: Path) -> Path:
+    """The program's files, linked into a folder of the test's own (stack files stay out of the repo)."""
+    where.mkdir(parents=True, exist_ok=True)
+    settings = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    settings["runtime"]["options"]["virtualenv"] = str(ROOT / ".venv")
+    (where / "Pulumi.yaml").write_text(yaml.safe_dump(settings))
+    for name in ("__main__.py", "components", ".lab"):
+        target = where / name
+        if not target.exists():
+            target.symlink_to(ROOT / name)
+    return where
+
+
+class LabStack:
+    def __init__(self, name: str, lab_state: dict[str, Any], tmp: Path, edit: Callable[[dict[str, Any]], None] | None = None):
+        self.name = name
+        self.lab = lab_state
+        self.work = project_copy(tmp / "project")
+        self.config = copy.deepcopy(base_config())
+        if edit is not None:
+            edit(self.config)
+        self.env = engine_env(tmp / "state")
+        self.env["SSL_CERT_FILE"] = lab_state["pve"]["ca_file"]
+        self.write_config()
+        self.stack = auto.create_or_select_stack(name, work_dir=str(self.work), opts=workspace_options(self.env, self.work))
+        pve = lab_state["pve"]
+        self.stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{pve['token_id']}={pve['token_secret']}", secret=True))
+        self.log: list[str] = []
+
+    def write_config(self) -> None:
+        text = yaml.safe_dump({"config": {PREFIX + k: v for k, v in self.config.items()}})
+        path = self.work / f"Pulumi.{self.name}.yaml"
+        existing = yaml.safe_load(path.read_text()) if path.exists() else {}
+        merged = {**(existing or {}), "config": {**(existing or {}).get("config", {}), **yaml.safe_load(text)["config"]}}
+        path.write_text(yaml.safe_dump(merged))
+
+    def reconfigure(self, edit: Callable[[dict[str, Any]], None]) -> None:
+        edit(self.config)
+        self.write_config()
+
+    def _out(self, line: str) -> None:
+        self.log.append(line)
+
+    def up(self) -> auto.UpResult:
+        return self.stack.up(on_output=self._out, color="never")
+
+    def preview(self) -> auto.PreviewResult:
+        return self.stack.preview(on_output=self._out, color="never", diff=True)
+
+    def refresh(self) -> auto.RefreshResult:
+        return self.stack.refresh(on_output=self._out, color="never")
+
+    def destroy(self) -> auto.DestroyResult:
+        return self.stack.destroy(on_output=self._out, color="never")
+
+    def remove(self) -> None:
+        with contextlib.suppress(auto.CommandError):
+            self.stack.workspace.remove_stack(self.name, force=True)
+
+    def text(self) -> str:
+        return "\n".join(self.log)
+
+
+def changes(summary: dict[str, int]) -> dict[str, int]:
+    """A change summary without the unchanged resources: {} when nothing would change."""
+    return {op: n for op, n in summary.items() if op != "same" and n}
+
+
+def unique(name: str) -> str:
+    return f"{name}-{os.getpid() % 1000}"

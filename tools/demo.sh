@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make demo: the lab up, `pulumi up` on the lab stack, the runbook's checks, the stack outputs.
+# make preview: the same up to `pulumi preview` (refresh included), changing nothing.
+# Expects tools/env.sh sourced and PULUMI_BACKEND_URL / PULUMI_CONFIG_PASSPHRASE set (the Makefile does).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PY=.venv/bin/python
+say() { printf '\n== %s\n' "$*"; }
+
+say "lab up"
+$PY -m lab up
+
+lab_value() { $PY -c "import json,sys; d=json.load(open('.lab/lab.json')); print(d$1)"; }
+# The proxmoxve plugin (Go) verifies the lab API's certificate against the lab's CA.
+SSL_CERT_FILE=$(lab_value "['pve']['ca_file']")
+export SSL_CERT_FILE
+
+say "stack lab (state in ${PULUMI_BACKEND_URL})"
+mkdir -p .state
+pulumi stack select lab 2>/dev/null || pulumi stack init lab
+# The lab's API token, as a secret, through stdin: never on a command line.
+lab_value "['pve']['token_id'] + '=' + d['pve']['token_secret']" | pulumi config set --secret proxmoxApiToken -s lab
+
+if [ "${1:-}" = "--preview" ]; then
+  say "pulumi preview -s lab (refresh first)"
+  exec pulumi preview -s lab --diff
+fi
+
+say "pulumi up -s lab"
+pulumi up --yes -s lab
+
+say "runbook checks"
+$PY tools/runbook_checks.py
+
+say "stack outputs"
+pulumi stack output -s lab
