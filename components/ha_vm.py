@@ -14,6 +14,7 @@ import pulumi_proxmoxve as proxmoxve
 from components.config import AffinitySpec, HaSpec, VmSpec
 
 SCSI_CONTROLLER = "virtio-scsi-pci"  # runbook 3-1: Bus VirtIO SCSI
+NO_HA_TAG = "no-ha"  # marks a VM deliberately left out of HA (the policy pack reads it)
 
 
 def sid(vm: VmSpec) -> str:
@@ -60,6 +61,7 @@ class HaVm(pulumi.ComponentResource):
             network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=vm.bridge, model="virtio")],
             cdrom=proxmoxve.VmLegacyCdromArgs(file_id=vm.iso, interface="ide2") if vm.iso else None,
             operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
+            tags=None if vm.ha else [NO_HA_TAG],
             on_boot=True,
             started=(ha.state == "started") if vm.ha else True,
             stop_on_destroy=True,

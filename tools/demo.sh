@@ -24,7 +24,7 @@ lab_value "['pve']['token_id'] + '=' + d['pve']['token_secret']" | pulumi config
 
 if [ "${1:-}" = "--preview" ]; then
   say "pulumi preview -s lab (refresh first)"
-  exec pulumi preview -s lab --diff
+  exec pulumi preview -s lab --diff --policy-pack policy
 fi
 
 say "pulumi up -s lab"

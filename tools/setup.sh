@@ -38,3 +38,4 @@ else
 fi
 
 bash tools/build-toolchain.sh
+bash tools/install-actionlint.sh
