@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from pveceph_policy.pack import CEPHX_CAPS
 
 from tests.policy.stacks import Spec, violated, violations
