@@ -1,18 +1,13 @@
 """The policy pack through the real Pulumi engine: ``pulumi policy analyze`` and ``pulumi preview``.
 
-The engine starts a Python policy pack through the Python language host (``RunPlugin``). A host
-that cannot run plugins (the project's minimal host, tools/langhost) cannot start ``policy/``;
-then the pack is handed to the engine as an executable analyzer that runs ``policy/`` with the
-project's virtualenv: the same pack, the same engine, started without the language host.
+The engine starts the Python policy pack (``policy/``) through the Python language host's
+``RunPlugin`` (tools/langhost/runplugin.go).
 """
 
 from __future__ import annotations
 
-import atexit
 import json
-import shutil
 import subprocess
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -21,16 +16,6 @@ from tests.integration.engine import ROOT, engine_env, pulumi_binary
 
 POLICY_DIR = ROOT / "policy"
 TIMEOUT_S = 600
-_pack_for: dict[str, str] = {}
-
-
-def analyzer_launcher(where: Path) -> Path:
-    """An executable analyzer plugin that serves policy/ with the project's virtualenv."""
-    where.mkdir(parents=True, exist_ok=True)
-    launcher = where / "pve-ceph-ha-policy"
-    launcher.write_text(f'#!/bin/sh\nexec "{ROOT / ".venv" / "bin" / "python"}" -u "{POLICY_DIR}"\n')
-    launcher.chmod(0o755)
-    return launcher
 
 
 def run(env: dict[str, str], *args: str, cwd: Path | None = None) -> tuple[int, str]:
@@ -56,15 +41,8 @@ def analyze(state: Path, env: dict[str, str], pack: str | None = None) -> tuple[
 
 
 def policy_pack(env: dict[str, str]) -> str:
-    """The ``--policy-pack`` argument that starts policy/ with this toolchain (probed once)."""
-    binary = pulumi_binary(env)
-    if binary not in _pack_for:
-        probe = Path(tempfile.mkdtemp(prefix="pve-ceph-ha-policy-"))
-        atexit.register(shutil.rmtree, probe, True)
-        state = state_file([("proxmoxve:index/haresource:Haresource", "probe", {"resourceId": "vm:100", "maxRestart": 1})], probe / "state.json")
-        code, _ = analyze(state, env, str(POLICY_DIR))
-        _pack_for[binary] = str(POLICY_DIR) if code == 0 else str(analyzer_launcher(probe))
-    return _pack_for[binary]
+    """The ``--policy-pack`` argument: the pack's folder, started by the language host."""
+    return str(POLICY_DIR)
 
 
 def preview_with_policy(stack_dir: Path, stack: str, env: dict[str, str]) -> tuple[bool, str]:
