@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,24 +25,33 @@ def base_config() -> dict[str, Any]:
         return {k.removeprefix(PREFIX): v for k, v in yaml.safe_load(handle)["config"].items()}
 
 
-def project_copy(where: Path) -> Path:
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+def project_copy(where: Path, program: Path = ROOT / "__main__.py") -> Path:
     """The program's files, linked into a folder of the test's own (stack files stay out of the repo)."""
     where.mkdir(parents=True, exist_ok=True)
     settings = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     settings["runtime"]["options"]["virtualenv"] = str(ROOT / ".venv")
     (where / "Pulumi.yaml").write_text(yaml.safe_dump(settings))
-    for name in ("__main__.py", "components", ".lab"):
-        target = where / name
-        if not target.exists():
-            target.symlink_to(ROOT / name)
+    (where / "__main__.py").symlink_to(program)
+    for name in ("components", ".lab"):
+        (where / name).symlink_to(ROOT / name)
     return where
 
 
 class LabStack:
-    def __init__(self, name: str, lab_state: dict[str, Any], tmp: Path, edit: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        name: str,
+        lab_state: dict[str, Any],
+        tmp: Path,
+        edit: Callable[[dict[str, Any]], None] | None = None,
+        program: Path = ROOT / "__main__.py",
+    ):
         self.name = name
         self.lab = lab_state
-        self.work = project_copy(tmp / "project")
+        self.work = project_copy(tmp / "project", program)
         self.config = copy.deepcopy(base_config())
         if edit is not None:
             edit(self.config)
@@ -94,5 +102,3 @@ def changes(summary: dict[str, int]) -> dict[str, int]:
     return {op: n for op, n in summary.items() if op != "same" and n}
 
 
-def unique(name: str) -> str:
-    return f"{name}-{os.getpid() % 1000}"

@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from tests.integration.lab_stack import LabStack, changes
+from tests.integration.test_toolchain_smoke import NOT_BUILT, PLUGINS_BUILT
 from tools import runbook_checks
+
+pytestmark = pytest.mark.skipif(not PLUGINS_BUILT, reason=f"the whole program needs both plugins: {NOT_BUILT}")
 
 POOL, STORAGE, CLIENT, VM = "e2e-pool", "e2e-rbd", "e2e", 201
 

@@ -1,0 +1,207 @@
+"""The real engine against the real Ceph and the lab's PVE API, for the program's own resources:
+the pool, the cephx client and the RBD storage (tests/integration/programs/dynamic_only).
+
+Up from nothing, nothing to do the second time, drift made out of band and repaired, adoption
+refused and granted, destroy that keeps the pool and refuses to delete one that holds images,
+secrets that never appear in plain text, and a bad config stopped before anything is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pulumi import automation as auto
+
+from tests.integration.engine import cli
+from tests.integration.lab_stack import PROGRAMS, LabStack, changes
+from tools import runbook_checks
+
+PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
+
+
+def names(prefix: str) -> Callable[[dict[str, Any]], None]:
+    def edit(config: dict[str, Any]) -> None:
+        config["ceph"]["pool"]["name"] = f"{prefix}-pool"
+        config["ceph"]["client"]["name"] = prefix
+        config["storage"]["id"] = f"{prefix}-rbd"
+
+    return edit
+
+
+def admin(command: str) -> str:
+    return runbook_checks.Lab.load().ssh("ceph-admin", command)
+
+
+def api() -> Any:
+    return runbook_checks.Lab.load().api()
+
+
+def pool_exists(pool: str) -> bool:
+    return pool in admin("ceph osd pool ls").split()
+
+
+def client_caps(client: str) -> dict[str, str] | None:
+    try:
+        return json.loads(admin(f"ceph auth get client.{client} -f json"))[0]["caps"]
+    except runbook_checks.CheckFailed:
+        return None
+
+
+def storages() -> dict[str, Any]:
+    return {s["storage"]: s for s in api().storage.get()}
+
+
+@pytest.fixture(scope="module")
+def dyn(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
+    stack = LabStack("dyn", lab_state, tmp_path_factory.mktemp("dyn"), names("dyn"), program=PROGRAM)
+    yield stack
+    stack.remove()
+
+
+def test_1_up_from_nothing_creates_pool_client_and_active_storage(dyn: LabStack) -> None:
+    t0 = time.monotonic()
+    result = dyn.up()
+    print(f"\n  cold up (pool, client, storage): {time.monotonic() - t0:.1f} s")
+    assert result.outputs["clientKey"].secret
+    pool = json.loads(admin("ceph osd pool get dyn-pool all -f json"))
+    assert (pool["pg_num"], pool["size"]) == (32, 3)
+    assert "rbd" in json.loads(admin("ceph osd pool application get dyn-pool -f json"))
+    assert client_caps("dyn") == {"mon": "profile rbd", "osd": "profile rbd pool=dyn-pool"}
+    store = storages()["dyn-rbd"]
+    assert (store["type"], store["pool"], store["username"]) == ("rbd", "dyn-pool", "dyn")
+    runbook_checks.storage_active(runbook_checks.Lab.load(), "dyn-rbd")
+
+
+def test_2_second_up_and_preview_change_nothing(dyn: LabStack) -> None:
+    t0 = time.monotonic()
+    up = dyn.up()
+    print(f"\n  no-op up: {time.monotonic() - t0:.1f} s")
+    assert changes(up.summary.resource_changes or {}) == {}, dyn.text()[-3000:]
+    t0 = time.monotonic()
+    assert changes(dyn.preview().change_summary) == {}, dyn.text()[-3000:]
+    print(f"  no-op preview: {time.monotonic() - t0:.1f} s")
+
+
+def drift_then_repair(stack: LabStack, make_drift: Callable[[], Any], repaired: Callable[[], bool]) -> None:
+    make_drift()
+    assert changes(stack.preview().change_summary), f"preview did not show the drift:\n{stack.text()[-3000:]}"
+    stack.up()
+    assert repaired()
+    assert changes(stack.preview().change_summary) == {}, stack.text()[-3000:]
+
+
+def test_3_drift_pool_pg_num_changed(dyn: LabStack) -> None:
+    drift_then_repair(
+        dyn,
+        lambda: admin("ceph osd pool set dyn-pool pg_num 16"),
+        lambda: json.loads(admin("ceph osd pool get dyn-pool pg_num -f json"))["pg_num"] == 32,
+    )
+
+
+def test_3_drift_pool_application_removed(dyn: LabStack) -> None:
+    drift_then_repair(
+        dyn,
+        lambda: admin("ceph osd pool application disable dyn-pool rbd --yes-i-really-mean-it"),
+        lambda: "rbd" in json.loads(admin("ceph osd pool application get dyn-pool -f json")),
+    )
+
+
+def test_3_drift_client_caps_widened(dyn: LabStack) -> None:
+    drift_then_repair(
+        dyn,
+        lambda: admin("ceph auth caps client.dyn mon 'allow *' osd 'allow *'"),
+        lambda: client_caps("dyn") == {"mon": "profile rbd", "osd": "profile rbd pool=dyn-pool"},
+    )
+
+
+def test_3_drift_client_deleted(dyn: LabStack) -> None:
+    drift_then_repair(dyn, lambda: admin("ceph auth del client.dyn"), lambda: client_caps("dyn") is not None)
+
+
+def test_3_drift_storage_monhost_edited(dyn: LabStack) -> None:
+    drift_then_repair(
+        dyn,
+        lambda: api().storage("dyn-rbd").put(monhost="127.10.10.101"),
+        lambda: storages()["dyn-rbd"]["monhost"].split() == ["127.10.10.101", "127.10.10.102", "127.10.10.103"],
+    )
+
+
+def test_3_drift_storage_deleted(dyn: LabStack) -> None:
+    drift_then_repair(dyn, lambda: api().storage("dyn-rbd").delete(), lambda: "dyn-rbd" in storages())
+
+
+def test_4_no_secret_in_state_or_output(dyn: LabStack, lab_state: dict[str, Any]) -> None:
+    key = json.loads(admin("ceph auth get client.dyn -f json"))[0]["key"]
+    token = lab_state["pve"]["token_secret"]
+    private_key = Path(lab_state["ssh"]["private_key_path"]).read_text().strip().splitlines()[1]
+    state = cli(dyn.env, "stack", "export", "--stack", "dyn", cwd=dyn.work)
+    assert state.returncode == 0, state.stderr
+    for secret in (key, token, private_key):
+        assert secret not in state.stdout
+        assert secret not in dyn.text()
+
+
+def test_5_destroy_keeps_the_pool_and_removes_the_rest(dyn: LabStack) -> None:
+    assert dyn.destroy().summary.result == "succeeded"
+    assert pool_exists("dyn-pool")
+    assert client_caps("dyn") is None
+    assert "dyn-rbd" not in storages()
+
+
+def test_6_adoption_is_refused_without_the_switch_and_granted_with_it(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    admin("ceph osd pool create adopt-pool 8 8 replicated --autoscale-mode=off")
+    admin("ceph auth get-or-create client.adopt mon 'allow r' osd 'allow rwx pool=adopt-pool'")
+    api().storage.post(storage="adopt-rbd", type="rbd", pool="adopt-pool", monhost="127.10.10.101", username="adopt", content="images")
+    stack = LabStack("adopt", lab_state, tmp_path, names("adopt"), program=PROGRAM)
+    try:
+        with pytest.raises(auto.CommandError) as info:
+            stack.up()
+        message = str(info.value)
+        assert "Ceph pool adopt-pool already exists" in message and "adopt.pool true" in message
+        assert "Traceback" not in message
+        stack.reconfigure(lambda c: c.update(adopt={"pool": True, "client": True, "storage": True}))
+        stack.up()
+        assert client_caps("adopt") == {"mon": "profile rbd", "osd": "profile rbd pool=adopt-pool"}
+        assert storages()["adopt-rbd"]["monhost"].split() == ["127.10.10.101", "127.10.10.102", "127.10.10.103"]
+        assert changes(stack.preview().change_summary) == {}
+    finally:
+        stack.destroy()
+        stack.remove()
+
+
+def test_7_pool_deletion_refuses_while_images_exist(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    stack = LabStack("delpool", lab_state, tmp_path, names("delpool"), program=PROGRAM)
+    stack.reconfigure(lambda c: c.update(allowPoolDeletion=True))
+    try:
+        stack.up()
+        admin("rbd create delpool-pool/vm-999-disk-0 --size 4M")
+        with pytest.raises(auto.CommandError) as info:
+            stack.destroy()
+        message = str(info.value)
+        assert "refusing to delete Ceph pool delpool-pool" in message and "vm-999-disk-0" in message
+        assert "Traceback" not in message
+        assert pool_exists("delpool-pool")
+        admin("rbd rm delpool-pool/vm-999-disk-0")
+        stack.destroy()
+        assert not pool_exists("delpool-pool")
+    finally:
+        stack.remove()
+
+
+def test_8_bad_config_is_stopped_before_anything_is_touched(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    stack = LabStack("badcfg", lab_state, tmp_path, names("badcfg"), program=PROGRAM)
+    stack.reconfigure(lambda c: c["ceph"]["pool"].update(pgNum=200))
+    try:
+        with pytest.raises(auto.CommandError) as info:
+            stack.preview()
+        message = str(info.value)
+        assert "config error: pve-ceph-ha:ceph.pool.pgNum = 200: must be a power of two" in message
+        assert "Traceback" not in message
+        assert not pool_exists("badcfg-pool")
+    finally:
+        stack.remove()
