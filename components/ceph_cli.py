@@ -35,9 +35,9 @@ def pool_list() -> list[str]:
     return ["ceph", "osd", "pool", "ls", "-f", "json"]
 
 
-def pool_create(name: str, pg_num: int, autoscale_mode: str) -> list[str]:
-    # runbook 1-2: ceph osd pool create rbd-pool 256
-    return ["ceph", "osd", "pool", "create", name, str(pg_num), str(pg_num), "replicated", f"--autoscale-mode={autoscale_mode}"]
+def pool_create(name: str, pg_num: int) -> list[str]:
+    # runbook 1-2: ceph osd pool create rbd-pool 256 (the autoscale mode is set right after)
+    return ["ceph", "osd", "pool", "create", name, str(pg_num), str(pg_num), "replicated"]
 
 
 def pool_get_all(name: str) -> list[str]:

@@ -20,6 +20,12 @@ from components.dynamic import ExecutorFactory, OperatorError, SshBacked
 from components.ssh import Executor, RemoteError, check
 
 COMPARED = ("size", "autoscaleMode", "application")
+NUMBERS = ("pgNum", "size")
+
+
+def _typed(props: dict[str, Any]) -> dict[str, Any]:
+    """Pulumi hands a dynamic provider every number as a float: ``32.0`` must reach Ceph as ``32``."""
+    return {**props, **{k: int(props[k]) for k in NUMBERS if isinstance(props.get(k), float)}}
 
 
 def _json(executor: Executor, argv: list[str], what: str) -> Any:
@@ -67,6 +73,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         return {**props, **seen}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        props = _typed(props)
         executor = self.executor(props)
         name = props["name"]
         try:
@@ -77,7 +84,7 @@ class PoolProvider(SshBacked, ResourceProvider):
                     "`pulumi config set --path adopt.pool true`; to leave it alone, choose another ceph.pool.name."
                 )
             if seen is None:
-                result = executor.run(ceph_cli.pool_create(name, props["pgNum"], props["autoscaleMode"]))
+                result = executor.run(ceph_cli.pool_create(name, props["pgNum"]))
                 if result.exit_status != 0:
                     reason = (result.stderr.strip() or result.stdout.strip())[-400:]
                     hint = " Lower ceph.pool.pgNum, or add OSDs." if "ERANGE" in reason else ""
@@ -100,6 +107,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         return ReadResult(id_=id_, outs={**props, **seen})
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        olds, news = _typed(olds), _typed(news)
         if olds.get("name") != news.get("name"):
             return DiffResult(changes=True, replaces=["name"], delete_before_replace=False)
         changes = [key for key in COMPARED if key != "application" and olds.get(key) != news.get(key)]
@@ -116,6 +124,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         return DiffResult(changes=bool(changes), replaces=[], stables=["name"])
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        news = _typed(news)
         executor = self.executor(news)
         try:
             seen = self.observe(executor, id_)

@@ -25,6 +25,7 @@ class Credentials:
     private_key: str = field(repr=False)
     known_hosts_text: str = field(repr=False)
     known_hosts: dict[str, dict[str, str]] = field(repr=False)
+    ca_file: str | None = None  # proxmox.caFile, absolute
 
     def host_key(self, host: str, port: int, key: str) -> str:
         """The recorded host key of ``host:port`` in authorized_keys form, for pulumi-command."""
@@ -91,6 +92,18 @@ def _read(path: str, key: str, what: str) -> str:
         raise ConfigError([f"{PROJECT}:{key} = {path}: {what} cannot be read ({exc.strerror}); set the right path"]) from None
 
 
+def ca_file(config: StackConfig) -> str | None:
+    """``proxmox.caFile`` as an absolute path (the providers run in another folder), checked to exist."""
+    if not config.proxmox.ca_file:
+        return None
+    path = os.path.abspath(os.path.expanduser(config.proxmox.ca_file))
+    if not os.path.isfile(path):
+        raise ConfigError(
+            [f"{PROJECT}:proxmox.caFile = {config.proxmox.ca_file}: no such file; give the CA certificate (PEM) that signed the API's certificate"]
+        )
+    return path
+
+
 def load(config: StackConfig) -> Credentials:
     if config.ssh_private_key is not None:
         private_key = config.ssh_private_key.get_secret_value()
@@ -101,4 +114,4 @@ def load(config: StackConfig) -> Credentials:
             [f"{PROJECT}:sshPrivateKey = (not set): is required when ssh.privateKeyFile is empty; `pulumi config set --secret sshPrivateKey < key`"]
         )
     text = _read(config.ssh.known_hosts_file, "ssh.knownHostsFile", "the known_hosts file")
-    return Credentials(private_key=private_key, known_hosts_text=text, known_hosts=parse_known_hosts(text))
+    return Credentials(private_key=private_key, known_hosts_text=text, known_hosts=parse_known_hosts(text), ca_file=ca_file(config))

@@ -12,11 +12,11 @@ from components.dynamic import OperatorError
 
 
 def api_errors() -> tuple[type[Exception], ...]:
-    """What a failed API call raises: PVE's answer (proxmoxer) or the transport (requests)."""
+    """What a failed API call raises: PVE's answer (proxmoxer), the transport (requests), or TLS setup (OSError)."""
     import requests
     from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
 
-    return (ResourceException, requests.RequestException)
+    return (ResourceException, requests.RequestException, OSError)
 
 
 def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None) -> dict[str, Any]:

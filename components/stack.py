@@ -41,7 +41,7 @@ class PveCephHa(pulumi.ComponentResource):
             for i, node in enumerate(config.proxmox.nodes)
         }
         token = pulumi.Output.secret(config.proxmox_api_token.get_secret_value())
-        api = api_props(config.proxmox.endpoint, token, config.proxmox.verify_tls, config.proxmox.ca_file)
+        api = api_props(config.proxmox.endpoint, token, config.proxmox.verify_tls, credentials.ca_file)
         self.provider = proxmoxve.Provider(
             f"{name}-pve",
             endpoint=config.proxmox.endpoint,

@@ -12,8 +12,10 @@ import lab
 
 @pytest.fixture(scope="session")
 def lab_state() -> Iterator[dict[str, Any]]:
+    was_up = lab.paths.LAB_JSON.exists()
     state = lab.up(log=lambda _line: None)
     if "pve" not in state:
         pytest.fail("the lab came up without its PVE API (lab/pve): the integration tests need it")
     yield state
-    lab.down(log=lambda _line: None)
+    if not was_up:
+        lab.down(log=lambda _line: None)

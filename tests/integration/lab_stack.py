@@ -100,5 +100,3 @@ class LabStack:
 def changes(summary: dict[str, int]) -> dict[str, int]:
     """A change summary without the unchanged resources: {} when nothing would change."""
     return {op: n for op, n in summary.items() if op != "same" and n}
-
-

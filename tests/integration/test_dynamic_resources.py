@@ -56,8 +56,19 @@ def storages() -> dict[str, Any]:
     return {s["storage"]: s for s in api().storage.get()}
 
 
+def forget(prefix: str) -> None:
+    """Remove what an earlier, interrupted run of a test may have left in the lab."""
+    if f"{prefix}-rbd" in storages():
+        api().storage(f"{prefix}-rbd").delete()
+    if client_caps(prefix) is not None:
+        admin(f"ceph auth del client.{prefix}")
+    if pool_exists(f"{prefix}-pool"):
+        admin(f"ceph osd pool delete {prefix}-pool {prefix}-pool --yes-i-really-really-mean-it")
+
+
 @pytest.fixture(scope="module")
 def dyn(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
+    forget("dyn")
     stack = LabStack("dyn", lab_state, tmp_path_factory.mktemp("dyn"), names("dyn"), program=PROGRAM)
     yield stack
     stack.remove()
@@ -154,6 +165,7 @@ def test_5_destroy_keeps_the_pool_and_removes_the_rest(dyn: LabStack) -> None:
 
 
 def test_6_adoption_is_refused_without_the_switch_and_granted_with_it(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    forget("adopt")
     admin("ceph osd pool create adopt-pool 8 8 replicated --autoscale-mode=off")
     admin("ceph auth get-or-create client.adopt mon 'allow r' osd 'allow rwx pool=adopt-pool'")
     api().storage.post(storage="adopt-rbd", type="rbd", pool="adopt-pool", monhost="127.10.10.101", username="adopt", content="images")
@@ -175,6 +187,7 @@ def test_6_adoption_is_refused_without_the_switch_and_granted_with_it(lab_state:
 
 
 def test_7_pool_deletion_refuses_while_images_exist(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    forget("delpool")
     stack = LabStack("delpool", lab_state, tmp_path, names("delpool"), program=PROGRAM)
     stack.reconfigure(lambda c: c.update(allowPoolDeletion=True))
     try:

@@ -47,7 +47,7 @@ class FakeCeph:
         match words:
             case ["ceph", "osd", "pool", "ls"]:
                 return self.ok(sorted(self.pools))
-            case ["ceph", "osd", "pool", "create", name, pg, _, "replicated", mode]:
+            case ["ceph", "osd", "pool", "create", name, pg, _, "replicated"]:
                 if name in self.pools:
                     return Result(0, "", f"pool '{name}' already exists")
                 used = sum(p["pg_num"] * p["size"] for p in self.pools.values())
@@ -57,7 +57,7 @@ class FakeCeph:
                         "",
                         f"Error ERANGE: pg_num {pg} size 3 would mean {int(pg) * 3} total pgs, which exceeds max {self.max_pg_per_osd * self.osds} (mon_max_pg_per_osd {self.max_pg_per_osd} * num_in_osds {self.osds})",
                     )
-                self.pools[name] = {"pg_num": int(pg), "size": 3, "pg_autoscale_mode": mode.split("=")[1], "apps": {}}
+                self.pools[name] = {"pg_num": int(pg), "size": 3, "pg_autoscale_mode": "on", "apps": {}}  # Ceph's default
                 return Result(0, "", f"pool '{name}' created")
             case ["ceph", "osd", "pool", "get", name, "all"]:
                 if name not in self.pools:

@@ -45,9 +45,16 @@ def client_props(**overrides: Any) -> dict[str, Any]:
 def test_pool_create_runs_the_runbooks_commands(ceph: FakeCeph) -> None:
     result = PoolProvider(ceph.executor).create(pool_props())
     assert result.id == "rbd-pool"
-    assert ["ceph", "osd", "pool", "create", "rbd-pool", "32", "32", "replicated", "--autoscale-mode=off"] in ceph.commands
+    assert ["ceph", "osd", "pool", "create", "rbd-pool", "32", "32", "replicated"] in ceph.commands
+    assert ["ceph", "osd", "pool", "set", "rbd-pool", "pg_autoscale_mode", "off"] in ceph.commands
     assert ["rbd", "pool", "init", "rbd-pool"] in ceph.commands
     assert result.outs["application"] == "rbd"
+
+
+def test_numbers_from_the_engine_reach_ceph_as_integers(ceph: FakeCeph) -> None:
+    """The engine hands dynamic providers floats; ``pg_num 32.0`` is not a command Ceph accepts."""
+    PoolProvider(ceph.executor).create(pool_props(pgNum=32.0, size=3.0))
+    assert ["ceph", "osd", "pool", "create", "rbd-pool", "32", "32", "replicated"] in ceph.commands
 
 
 def test_pool_create_reports_erange_with_a_fix(ceph: FakeCeph) -> None:
