@@ -8,12 +8,26 @@ cd "$ROOT"
 PY=.venv/bin/python
 say() { printf '\n== %s\n' "$*"; }
 
+# The program needs the command and proxmoxve plugins. The official CLI fetches them by itself;
+# the offline toolchain builds them only where the Go module proxy serves their modules.
+if [ "$(cat .tools/mode 2>/dev/null)" = local ]; then
+  plugins=$(pulumi plugin ls 2>/dev/null || true)
+  for plugin in command proxmoxve; do
+    if ! grep -qE "^$plugin[[:space:]]+resource" <<<"$plugins"; then
+      echo "demo: the $plugin resource plugin is not installed in $PULUMI_HOME." >&2
+      echo "      tools/versions.env says why it could not be built here; with internet access, use the official" >&2
+      echo "      Pulumi CLI (it installs plugins itself) and run make demo again." >&2
+      exit 1
+    fi
+  done
+fi
+
 say "lab up"
 $PY -m lab up
 
 lab_value() { $PY -c "import json,sys; d=json.load(open('.lab/lab.json')); print(d$1)"; }
 # The proxmoxve plugin (Go) verifies the lab API's certificate against the lab's CA.
-SSL_CERT_FILE=$(lab_value "['pve']['ca_file']")
+SSL_CERT_FILE=$(lab_value "['pve']['ca_bundle']")
 export SSL_CERT_FILE
 
 say "stack lab (state in ${PULUMI_BACKEND_URL})"

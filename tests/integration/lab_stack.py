@@ -56,7 +56,7 @@ class LabStack:
         if edit is not None:
             edit(self.config)
         self.env = engine_env(tmp / "state")
-        self.env["SSL_CERT_FILE"] = lab_state["pve"]["ca_file"]
+        self.env["SSL_CERT_FILE"] = lab_state["pve"]["ca_bundle"]  # the Go plugins verify the lab API with it
         self.write_config()
         self.stack = auto.create_or_select_stack(name, work_dir=str(self.work), opts=workspace_options(self.env, self.work))
         pve = lab_state["pve"]
