@@ -22,6 +22,15 @@ COMPARED = ("pool", "monhost", "username", "content")
 ACTIVE_DEADLINE_S = 90.0
 
 
+def keyring(username: str, key: str) -> str:
+    """What PVE's ``keyring`` parameter takes: the client's keyring file, as `ceph auth get` prints it.
+
+    PVE writes it to /etc/pve/priv/ceph/<storage>.keyring; a bare key there is not a keyring,
+    and every node's ``rbd`` then fails with "Operation not permitted".
+    """
+    return f"[client.{username}]\n\tkey = {key}\n"
+
+
 def _missing(exc: Exception) -> bool:
     """PVE's answer for a storage id that does not exist."""
     text = f"{getattr(exc, 'content', '')} {getattr(exc, 'status_message', '')}".lower()
@@ -95,7 +104,7 @@ class StorageProvider(ResourceProvider):
             "monhost": props["monhost"],
             "username": props["username"],
             "content": props["content"],
-            "keyring": props["key"],
+            "keyring": keyring(props["username"], props["key"]),
             "krbd": 0,
         }
 

@@ -51,6 +51,11 @@ def test_create_registers_an_rbd_storage_active_on_every_node(pve: Any, props: d
     assert result.outs["activeNodes"] == sorted(pve.nodes)
 
 
+def test_the_key_reaches_pve_as_a_keyring_file(props: dict) -> None:
+    params = provider().params(props)
+    assert params["keyring"] == f"[client.proxmox]\n\tkey = {props['key']}\n"
+
+
 def test_create_refuses_an_existing_storage_without_adoption(pve: Any, props: dict) -> None:
     provider().create(props)
     with pytest.raises(OperatorError, match=r"already exists.*adopt\.storage true"):

@@ -1,0 +1,272 @@
+"""The lab's Proxmox VE API: a 3-node cluster pve-node1..3 on 127.10.20.11-13:8006 (HTTPS,
+API tokens, a CA to verify with), with stateful HA, an HA manager that fences and recovers,
+RBD storages and disks on the lab's real Ceph, and real librbd lock handover on failover.
+
+Built on fakepve (AGPL-3.0, pinned: see compat.py): lab and tests only, never the product.
+
+    start(lab_state) -> dict   start it detached (or reuse the running one); the "pve" part
+                               of .lab/lab.json
+    stop()                     stop it and every VM process it started
+    fault(node, action)        poweroff | isolate | restore a node
+    info() -> dict             what start() returned, from <state>/pve/info.json
+
+Configuration by environment (start() keywords win):
+    LAB_PVE_MODE        rules (PVE 9, default) | groups (PVE 8); switchable at run time
+    LAB_TIME_SCALE      real seconds per PVE second (default 0.1: the 60 s fence delay is 6 s)
+    LAB_PVE_LOCK_WAIT   real seconds a starting VM waits for its disks' locks (default 90)
+
+The control channel (control.py) steers it at run time; the shims (shims/) are the PVE
+nodes' commands over SSH. This module imports nothing heavy: the server runs in its own
+process (`python -m lab.pve.server`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lab.pve import procs
+from lab.pve.control import Control, ControlError
+
+__all__ = ["CONTROL", "NODES", "TOKEN_ID", "Control", "ControlError", "fault", "info", "start", "stop"]
+
+NODES = {"pve-node1": "127.10.20.11", "pve-node2": "127.10.20.12", "pve-node3": "127.10.20.13"}
+CONTROL = ("127.10.20.10", 8007)
+API_PORT = 8006
+TOKEN_ID = "root@pam!pulumi"
+MODES = ("rules", "groups")
+DEFAULT_TIME_SCALE = 0.1
+START_DEADLINE = 30.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _state_dir(state_dir: str | os.PathLike[str] | None) -> Path:
+    if state_dir is not None:
+        return Path(state_dir).resolve()
+    return Path(os.environ.get("LAB_STATE_DIR") or ROOT / ".lab").resolve()
+
+
+def _paths(state: Path) -> dict[str, Path]:
+    pve = state / "pve"
+    return {
+        "dir": pve,
+        "config": pve / "config.json",
+        "info": pve / "info.json",
+        "log": pve / "server.log",
+        "pids": state / "pids",
+        "pid": state / "pids" / "pve.pid",
+    }
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    tmp.replace(path)
+
+
+def _api_up(url: str, ca_file: str, token: str) -> bool:
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=ca_file)
+    req = urllib.request.Request(url + "/api2/json/version", headers={"Authorization": f"PVEAPIToken={token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2, context=ctx) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def info(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """What start() returned (the "pve" part of lab.json)."""
+    return json.loads(_paths(_state_dir(state_dir))["info"].read_text())
+
+
+def start(
+    lab_state: dict[str, Any] | None = None,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    nodes: dict[str, str] | None = None,
+    control: tuple[str, int] | None = None,
+    mode: str | None = None,
+    time_scale: float | None = None,
+    fake_ceph: bool | None = None,
+    lock_wait: float | None = None,
+    restart: bool = False,
+) -> dict[str, Any]:
+    """Start the PVE API detached (reusing a running one unless RESTART) and wait until every
+    node answers; returns the "pve" entry of lab.json.
+
+    lab_state["ceph"] (fsid, monitors, conf, admin_keyring) tells it the lab's Ceph; with no
+    Ceph (fake_ceph, or no lab_state) RBD storages stay inactive and VM disks cannot be made."""
+    lab_state = lab_state or {}
+    state = _state_dir(state_dir)
+    p = _paths(state)
+    nodes = dict(nodes or NODES)
+    control = control or CONTROL
+    mode = mode or os.environ.get("LAB_PVE_MODE") or "rules"
+    if mode not in MODES:
+        raise ValueError(f"LAB_PVE_MODE must be one of {', '.join(MODES)} (got {mode!r})")
+    if time_scale is None:
+        time_scale = float(os.environ.get("LAB_TIME_SCALE") or DEFAULT_TIME_SCALE)
+    if lock_wait is None:
+        lock_wait = float(os.environ.get("LAB_PVE_LOCK_WAIT") or 90)
+    ceph = lab_state.get("ceph") or {}
+    if fake_ceph is None:
+        fake_ceph = not ceph
+
+    if not restart and procs.read_pid(p["pid"]) is not None and p["info"].exists():
+        current = json.loads(p["info"].read_text())
+        if (
+            current.get("nodes", {})
+            and {n: v["address"] for n, v in current["nodes"].items()} == nodes
+            and Control(current["control"]).ping()
+            and _api_up(current["endpoint"], current["ca_file"], f"{current['token_id']}={current['token_secret']}")
+        ):
+            return current
+    stop(state_dir=state)
+
+    p["dir"].mkdir(parents=True, exist_ok=True)
+    os.chmod(p["dir"], 0o700)
+    from lab.pve.tls import make_certs  # needs cryptography: only here, not for the shims
+
+    certs = make_certs(p["dir"] / "tls", [*nodes.values(), *nodes])
+    certs["ca_bundle"] = _ca_bundle(Path(certs["ca_file"]))
+    previous = {}
+    if p["config"].exists():
+        try:
+            previous = json.loads(p["config"].read_text())
+        except ValueError:
+            previous = {}
+    config = {
+        "state_dir": str(p["dir"]),
+        "pids_dir": str(p["pids"]),
+        "nodes": nodes,
+        "port": API_PORT,
+        "control_host": control[0],
+        "control_port": control[1],
+        "token_id": TOKEN_ID,
+        "token_secret": previous.get("token_secret") or str(uuid.uuid4()),
+        "password": previous.get("password") or secrets.token_urlsafe(18),
+        "mode": mode,
+        "time_scale": time_scale,
+        "lock_wait": lock_wait,
+        "fake_ceph": bool(fake_ceph),
+        # a `poweroff` typed on a node (the shim) also stops that node's sshd: only in the lab
+        # whose sshd runs on these nodes' addresses
+        "manage_sshd": bool(lab_state.get("ssh")) and nodes == NODES,
+        "ceph": {k: ceph.get(k) for k in ("fsid", "monitors", "conf", "admin_keyring")},
+        **{k: certs[k] for k in ("cert_file", "key_file")},
+    }
+    _write_private(p["config"], config)
+
+    p["pids"].mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEPH_")}
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(os.devnull, "rb") as devnull, open(p["log"], "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lab.pve.server", "--config", str(p["config"])],
+            stdin=devnull,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    proc.returncode = 0  # detached: nobody waits for it here
+    procs.write_pid(p["pid"], proc.pid)
+
+    endpoints = {n: f"https://{addr}:{API_PORT}" for n, addr in nodes.items()}
+    token = f"{TOKEN_ID}={config['token_secret']}"
+    ctl = Control(f"http://{control[0]}:{control[1]}")
+    end = time.monotonic() + START_DEADLINE
+    while True:
+        if not procs.alive(proc.pid):
+            raise RuntimeError(f"the lab PVE API exited at start; see {p['log']}:\n" + _tail(p["log"]))
+        if ctl.ping() and all(_api_up(url, certs["ca_file"], token) for url in endpoints.values()):
+            break
+        if time.monotonic() > end:
+            raise RuntimeError(f"the lab PVE API did not answer within {START_DEADLINE:.0f}s; see {p['log']}:\n" + _tail(p["log"]))
+        time.sleep(0.2)
+
+    result = {
+        "nodes": {n: {"address": addr, "api": endpoints[n]} for n, addr in nodes.items()},
+        "endpoint": endpoints[next(iter(nodes))],
+        "endpoints": list(endpoints.values()),
+        "token_id": TOKEN_ID,
+        "token_secret": config["token_secret"],
+        "user": "root@pam",
+        "password": config["password"],
+        "ca_file": certs["ca_file"],
+        "ca_bundle": certs["ca_bundle"],
+        "fingerprint": certs["fingerprint"],
+        "insecure": False,
+        "mode": mode,
+        "version": "9.0.10" if mode == "rules" else "8.4.1",
+        "time_scale": time_scale,
+        "control": f"http://{control[0]}:{control[1]}",
+        "pid": proc.pid,
+        "log": str(p["log"]),
+        "ceph_backed": not fake_ceph,
+        "fakepve": _fakepve_version(),
+    }
+    _write_private(p["info"], result)
+    return result
+
+
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _ca_bundle(ca_file: Path) -> str:
+    """The system's CAs plus the lab's: for clients that only read SSL_CERT_FILE (Go, so the
+    proxmoxve provider plugin, which has no CA option: SSL_CERT_FILE=<ca_bundle>)."""
+    bundle = ca_file.with_name("ca-bundle.pem")
+    system = SYSTEM_CA_BUNDLE.read_text() if SYSTEM_CA_BUNDLE.is_file() else ""
+    bundle.write_text(system.rstrip("\n") + "\n" + ca_file.read_text() if system else ca_file.read_text())
+    return str(bundle)
+
+
+def _fakepve_version() -> str:
+    try:
+        from importlib import metadata
+
+        return metadata.version("fakepve")
+    except Exception:
+        return "unknown"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop(*, state_dir: str | os.PathLike[str] | None = None) -> None:
+    """Stop the API (it releases its VMs' locks), then any VM process still recorded."""
+    p = _paths(_state_dir(state_dir))
+    procs.stop_pidfile(p["pid"], deadline=20.0)
+    if p["pids"].is_dir():
+        for pidfile in sorted(p["pids"].glob("pve-holder-*.pid")):
+            procs.stop_pidfile(pidfile, deadline=5.0)
+
+
+def fault(node: str, action: str, *, state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """poweroff | isolate | restore NODE: its API address stops (or starts again) answering,
+    it leaves (or rejoins) the cluster; a poweroff kills its VMs' processes outright."""
+    if node not in NODES and state_dir is None:
+        raise ValueError(f"unknown node {node!r}: use one of {', '.join(NODES)}")
+    return Control(info(state_dir)["control"]).fault(node, action)

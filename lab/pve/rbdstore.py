@@ -1,0 +1,300 @@
+"""The real Ceph behind the lab's RBD storages: status checks, images, keyrings.
+
+Everything here acts as the *storage's* client (its `monhost`, `username` and the keyring
+PVE keeps at /etc/pve/priv/ceph/<storage>.keyring, here `<state>/pve/priv/ceph/`), never as
+the admin: a wrong key or missing capability fails here as it fails on a real node.
+
+- status: PVE's RBDPlugin::status runs the mon command `df` through librados; the lab does
+  the same (Debian's python3-rados, in a worker thread, with timeouts), cached for a few
+  seconds. A failure gives PVE's wording (`rados_connect failed - Permission denied`).
+- images: the `rbd` CLI, invoked as PVE invokes it (`rbd -p <pool> -m <monhost>
+  --auth_supported cephx -n client.<user> --keyring <file> create ...`), errors worded as
+  PVE words them (`rbd create 'vm-101-disk-0' error: ...`).
+
+Keys never reach a command line, a log or an error message: only the keyring's path does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger("lab.pve.rbd")
+
+DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+RBD = "/usr/bin/rbd"
+# Seconds: librados connect and mon/osd operation timeouts, and the whole CLI call.
+CONNECT_TIMEOUT = 5
+CLI_TIMEOUT = 30
+STATUS_TTL = 5.0
+
+_ERRNO_TEXT = {
+    1: "Operation not permitted",
+    2: "No such file or directory",
+    13: "Permission denied",
+    22: "Invalid argument",
+    95: "Operation not supported",
+    108: "Cannot send after transport endpoint shutdown",
+    110: "Connection timed out",
+}
+
+
+class RbdError(Exception):
+    """A failed Ceph operation, worded as PVE words it."""
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for Ceph tools: no CEPH_ARGS / CEPH_CONF from whoever started us."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEPH_")}
+    env.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    env["LC_ALL"] = "C"
+    return env
+
+
+def monhost_list(monhost: str) -> str:
+    """PVE's monhost ("a b;c,d") as a mon_host value ("a,b,c,d")."""
+    return ",".join(m for m in re.split(r"[\s,;]+", str(monhost or "")) if m)
+
+
+def _import_rados():
+    if DIST_PACKAGES not in sys.path:
+        sys.path.append(DIST_PACKAGES)
+    import rados
+
+    return rados
+
+
+def _errno_of(exc: BaseException) -> int:
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code:
+        return abs(code)
+    found = re.search(r"\[errno (\d+)\]", str(exc))
+    return int(found.group(1)) if found else 0
+
+
+def _rados_message(exc: BaseException) -> str:
+    code = _errno_of(exc)
+    if code:
+        return _ERRNO_TEXT.get(code) or os.strerror(code)
+    return str(exc) or type(exc).__name__
+
+
+class CephAccess:
+    """Per-storage access to the real Ceph cluster."""
+
+    def __init__(self, state_dir: Path, fake: bool = False) -> None:
+        self.priv = Path(state_dir) / "priv" / "ceph"
+        self.fake = fake
+        self._status: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    # ---------------------------------------------------------------- keyrings
+
+    def keyring_path(self, sid: str) -> Path:
+        return self.priv / f"{sid}.keyring"
+
+    def write_keyring(self, sid: str, content: str) -> None:
+        """PVE::CephConfig::ceph_create_keyfile: the given text, one trailing newline, 0400."""
+        self.priv.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.priv.parent, 0o700)
+        path = self.keyring_path(sid)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(str(content).rstrip("\n") + "\n")
+        os.chmod(tmp, 0o400)
+        tmp.replace(path)
+        self.forget(sid)
+
+    def remove_keyring(self, sid: str) -> None:
+        self.keyring_path(sid).unlink(missing_ok=True)
+        self.forget(sid)
+
+    def has_keyring(self, sid: str) -> bool:
+        return self.keyring_path(sid).is_file()
+
+    def forget(self, sid: str) -> None:
+        self._status.pop(sid, None)
+
+    # ------------------------------------------------------------------ client
+
+    def client(self, sid: str, store: dict[str, Any]) -> dict[str, str]:
+        """What a node uses to reach the storage: mon_host, user, keyring path, pool."""
+        return {
+            "mon_host": monhost_list(store.get("monhost", "")),
+            "user": str(store.get("username") or "admin"),
+            "keyring": str(self.keyring_path(sid)),
+            "pool": str(store.get("pool") or "rbd"),
+        }
+
+    # ------------------------------------------------------------------ status
+
+    def cached_status(self, sid: str) -> dict[str, Any] | None:
+        entry = self._status.get(sid)
+        return entry[1] if entry else None
+
+    def stale(self, sid: str) -> bool:
+        entry = self._status.get(sid)
+        return entry is None or time.monotonic() - entry[0] > STATUS_TTL
+
+    async def status(self, sid: str, store: dict[str, Any], refresh: bool = False) -> dict[str, Any]:
+        """{'active': 0|1, 'reason': str|None, 'total', 'used', 'avail'} for the storage."""
+        if not refresh and not self.stale(sid):
+            return self._status[sid][1]
+        running = self._inflight.get(sid)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[sid] = fut
+        try:
+            result = await self._check(sid, store)
+            self._status[sid] = (time.monotonic(), result)
+            fut.set_result(result)
+            return result
+        except BaseException as exc:
+            fut.set_exception(exc)
+            raise
+        finally:
+            self._inflight.pop(sid, None)
+            if not fut.done():
+                fut.cancel()
+            elif fut.exception() is not None:
+                fut.exception()  # retrieved: no "never retrieved" warning
+
+    async def _check(self, sid: str, store: dict[str, Any]) -> dict[str, Any]:
+        down = {"active": 0, "total": 0, "used": 0, "avail": 0}
+        if self.fake:
+            return dict(down, reason="rados_connect failed - Connection timed out (the lab runs without Ceph)")
+        cli = self.client(sid, store)
+        if not cli["mon_host"]:
+            return dict(down, reason="rados_connect failed - No such file or directory (no monhost)")
+        if not self.has_keyring(sid):
+            return dict(down, reason="rados_connect failed - No such file or directory (no keyring for the storage)")
+        try:
+            df = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._df, cli), CONNECT_TIMEOUT * 3)
+        except TimeoutError:
+            return dict(down, reason="rados_connect failed - Connection timed out")
+        except RbdError as exc:
+            return dict(down, reason=str(exc))
+        pool = store.get("data-pool") or cli["pool"]
+        for entry in df.get("pools", []):
+            if entry.get("name") == pool:
+                stats = entry.get("stats", {})
+                used = int(stats.get("bytes_used", stats.get("stored", 0)) or 0)
+                avail = int(stats.get("max_avail", 0) or 0)
+                return {"active": 1, "reason": None, "total": used + avail, "used": used, "avail": avail}
+        return dict(down, reason=f"could not get usage stats for pool '{pool}'")
+
+    @staticmethod
+    def _df(cli: dict[str, str]) -> dict[str, Any]:
+        """The mon command `df` as the storage's client (runs in a worker thread)."""
+        rados = _import_rados()
+        conf = {
+            "mon_host": cli["mon_host"],
+            "keyring": cli["keyring"],
+            "client_mount_timeout": str(CONNECT_TIMEOUT),
+            "rados_mon_op_timeout": str(CONNECT_TIMEOUT),
+            "rados_osd_op_timeout": str(CONNECT_TIMEOUT),
+            "log_to_stderr": "false",
+            "err_to_stderr": "false",
+        }
+        cluster = rados.Rados(rados_id=cli["user"], conffile=None, conf=conf)
+        try:
+            try:
+                cluster.connect(timeout=CONNECT_TIMEOUT)
+            except Exception as exc:
+                raise RbdError(f"rados_connect failed - {_rados_message(exc)}") from None
+            ret, out, err = cluster.mon_command(json.dumps({"prefix": "df", "format": "json"}), b"", timeout=CONNECT_TIMEOUT)
+            if ret != 0:
+                raise RbdError(f"mon_command df failed - {err or _ERRNO_TEXT.get(-ret, ret)}")
+            return json.loads(out or b"{}")
+        finally:
+            with contextlib.suppress(Exception):
+                cluster.shutdown()
+
+    # ------------------------------------------------------------------ images
+
+    async def rbd(self, sid: str, store: dict[str, Any], args: list[str], errmsg: str) -> str:
+        """Run `rbd` as the storage's client; RbdError "<errmsg>: <last stderr line>" on failure."""
+        if self.fake:
+            raise RbdError(f"{errmsg}: rbd: couldn't connect to the cluster! (the lab runs without Ceph)")
+        cli = self.client(sid, store)
+        argv = [
+            RBD,
+            "-c",
+            "/dev/null",
+            "-p",
+            cli["pool"],
+            "-m",
+            cli["mon_host"],
+            "--auth_supported",
+            "cephx",
+            "-n",
+            "client." + cli["user"],
+            "--keyring",
+            cli["keyring"],
+            "--client_mount_timeout",
+            str(CONNECT_TIMEOUT),
+            "--rados_mon_op_timeout",
+            str(CONNECT_TIMEOUT),
+            "--rados_osd_op_timeout",
+            str(CONNECT_TIMEOUT * 2),
+            *args,
+        ]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=clean_env()
+            )
+        except OSError as exc:
+            raise RbdError(f"{errmsg}: {exc.strerror}") from None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RbdError(f"{errmsg}: got timeout") from None
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+            # librbd's own log lines ("2025-... -1 librbd::...") are noise; PVE shows the last line.
+            useful = [ln for ln in lines if ln.startswith("rbd:")] or lines
+            raise RbdError(f"{errmsg}: {useful[-1] if useful else f'exit code {proc.returncode}'}")
+        return out.decode(errors="replace")
+
+    async def create_image(self, sid: str, store: dict[str, Any], name: str, size_bytes: int) -> None:
+        mib = max(1, (int(size_bytes) + 1024 * 1024 - 1) // (1024 * 1024))
+        args = ["create", "--image-format", "2", "--size", str(mib)]
+        if store.get("data-pool"):
+            args += ["--data-pool", str(store["data-pool"])]
+        await self.rbd(sid, store, [*args, name], f"rbd create '{name}' error")
+
+    async def remove_image(self, sid: str, store: dict[str, Any], name: str) -> bool:
+        """Remove the image; False if it did not exist."""
+        try:
+            await self.rbd(sid, store, ["rm", "--no-progress", name], f"rbd rm '{name}' error")
+        except RbdError as exc:
+            if "No such file or directory" in str(exc) or "(2)" in str(exc):
+                return False
+            raise
+        return True
+
+    async def resize_image(self, sid: str, store: dict[str, Any], name: str, size_bytes: int) -> None:
+        mib = max(1, (int(size_bytes) + 1024 * 1024 - 1) // (1024 * 1024))
+        await self.rbd(sid, store, ["resize", "--no-progress", "--size", str(mib), name], f"rbd resize '{name}' error")
+
+    async def list_images(self, sid: str, store: dict[str, Any]) -> dict[str, int]:
+        """{image: size in bytes} of the pool (rbd ls -l)."""
+        out = await self.rbd(sid, store, ["ls", "-l", "--format", "json"], "rbd error")
+        images: dict[str, int] = {}
+        for entry in json.loads(out or "[]"):
+            if entry.get("snapshot"):
+                continue
+            images[entry["image"]] = int(entry.get("size", 0))
+        return images
