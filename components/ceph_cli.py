@@ -31,8 +31,9 @@ def normalise_caps(caps: dict[str, str]) -> dict[str, str]:
     return {k: " ".join(str(v).split()) for k, v in sorted(caps.items())}
 
 
-def pool_list() -> list[str]:
-    return ["ceph", "osd", "pool", "ls", "-f", "json"]
+def pool_list_detail() -> list[str]:
+    """Every pool with its size, pg_num_target, autoscale mode and applications, in one call."""
+    return ["ceph", "osd", "pool", "ls", "detail", "-f", "json"]
 
 
 def pool_create(name: str, pg_num: int) -> list[str]:
@@ -40,19 +41,11 @@ def pool_create(name: str, pg_num: int) -> list[str]:
     return ["ceph", "osd", "pool", "create", name, str(pg_num), str(pg_num), "replicated"]
 
 
-def pool_get_all(name: str) -> list[str]:
-    return ["ceph", "osd", "pool", "get", name, "all", "-f", "json"]
-
-
 def pool_set(name: str, key: str, value: str | int) -> list[str]:
     argv = ["ceph", "osd", "pool", "set", name, key, str(value)]
     if key == "size" and str(value) == "1":
         argv.append("--yes-i-really-mean-it")
     return argv
-
-
-def pool_application_get(name: str) -> list[str]:
-    return ["ceph", "osd", "pool", "application", "get", name, "-f", "json"]
 
 
 def rbd_pool_init(name: str) -> list[str]:

@@ -42,17 +42,25 @@ class PoolProvider(SshBacked, ResourceProvider):
 
     # -- reading -------------------------------------------------------------------------
     def observe(self, executor: Executor, name: str) -> dict[str, Any] | None:
-        """The pool as Ceph has it, or None when it does not exist."""
-        if name not in _json(executor, ceph_cli.pool_list(), "ceph osd pool ls"):
+        """The pool as Ceph has it, or None when it does not exist.
+
+        pg_num is read as ``pg_num_target``: since Nautilus a pg_num change is applied gradually,
+        and the target is what someone set.
+        """
+        pools = _json(executor, ceph_cli.pool_list_detail(), "ceph osd pool ls detail")
+        found = next((p for p in pools if isinstance(p, dict) and p.get("pool_name") == name), None)
+        if found is None:
             return None
-        settings = _json(executor, ceph_cli.pool_get_all(name), f"ceph osd pool get {name} all")
-        applications = _json(executor, ceph_cli.pool_application_get(name), f"ceph osd pool application get {name}")
-        return {
-            "pgNum": int(settings["pg_num"]),
-            "size": int(settings["size"]),
-            "autoscaleMode": str(settings.get("pg_autoscale_mode", "off")),
-            "application": "rbd" if "rbd" in applications else ",".join(sorted(applications)),
-        }
+        try:
+            applications = found.get("application_metadata") or {}
+            return {
+                "pgNum": int(found.get("pg_num_target", found["pg_num"])),
+                "size": int(found["size"]),
+                "autoscaleMode": str(found.get("pg_autoscale_mode", "off")),
+                "application": "rbd" if "rbd" in applications else ",".join(sorted(applications)),
+            }
+        except (KeyError, TypeError, ValueError):
+            raise OperatorError(f"ceph osd pool ls detail: unexpected entry for pool {name}: {str(found)[:200]!r}") from None
 
     # -- writing -------------------------------------------------------------------------
     def converge(self, executor: Executor, props: dict[str, Any], seen: dict[str, Any]) -> None:

@@ -41,6 +41,10 @@ def api() -> Any:
     return runbook_checks.Lab.load().api()
 
 
+def pool_detail(pool: str) -> dict[str, Any]:
+    return next(p for p in json.loads(admin("ceph osd pool ls detail -f json")) if p["pool_name"] == pool)
+
+
 def pool_exists(pool: str) -> bool:
     return pool in admin("ceph osd pool ls").split()
 
@@ -79,9 +83,9 @@ def test_1_up_from_nothing_creates_pool_client_and_active_storage(dyn: LabStack)
     result = dyn.up()
     print(f"\n  cold up (pool, client, storage): {time.monotonic() - t0:.1f} s")
     assert result.outputs["clientKey"].secret
-    pool = json.loads(admin("ceph osd pool get dyn-pool all -f json"))
-    assert (pool["pg_num"], pool["size"]) == (32, 3)
-    assert "rbd" in json.loads(admin("ceph osd pool application get dyn-pool -f json"))
+    pool = pool_detail("dyn-pool")
+    assert (pool["pg_num_target"], pool["size"], pool["pg_autoscale_mode"]) == (32, 3, "off")
+    assert "rbd" in pool["application_metadata"]
     assert client_caps("dyn") == {"mon": "profile rbd", "osd": "profile rbd pool=dyn-pool"}
     store = storages()["dyn-rbd"]
     assert (store["type"], store["pool"], store["username"]) == ("rbd", "dyn-pool", "dyn")
@@ -110,7 +114,7 @@ def test_3_drift_pool_pg_num_changed(dyn: LabStack) -> None:
     drift_then_repair(
         dyn,
         lambda: admin("ceph osd pool set dyn-pool pg_num 16"),
-        lambda: json.loads(admin("ceph osd pool get dyn-pool pg_num -f json"))["pg_num"] == 32,
+        lambda: pool_detail("dyn-pool")["pg_num_target"] == 32,
     )
 
 
@@ -118,7 +122,7 @@ def test_3_drift_pool_application_removed(dyn: LabStack) -> None:
     drift_then_repair(
         dyn,
         lambda: admin("ceph osd pool application disable dyn-pool rbd --yes-i-really-mean-it"),
-        lambda: "rbd" in json.loads(admin("ceph osd pool application get dyn-pool -f json")),
+        lambda: "rbd" in pool_detail("dyn-pool")["application_metadata"],
     )
 
 

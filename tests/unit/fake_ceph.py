@@ -45,8 +45,20 @@ class FakeCeph:
     def answer(self, argv: list[str]) -> Result:
         words = [w for w in argv if w not in ("-f", "json", "--format")]
         match words:
-            case ["ceph", "osd", "pool", "ls"]:
-                return self.ok(sorted(self.pools))
+            case ["ceph", "osd", "pool", "ls", "detail"]:
+                return self.ok(
+                    [
+                        {
+                            "pool_name": n,
+                            "size": p["size"],
+                            "pg_num": p["pg_num"],
+                            "pg_num_target": p["pg_num"],
+                            "pg_autoscale_mode": p["pg_autoscale_mode"],
+                            "application_metadata": p["apps"],
+                        }
+                        for n, p in sorted(self.pools.items())
+                    ]
+                )
             case ["ceph", "osd", "pool", "create", name, pg, _, "replicated"]:
                 if name in self.pools:
                     return Result(0, "", f"pool '{name}' already exists")
@@ -59,16 +71,9 @@ class FakeCeph:
                     )
                 self.pools[name] = {"pg_num": int(pg), "size": 3, "pg_autoscale_mode": "on", "apps": {}}  # Ceph's default
                 return Result(0, "", f"pool '{name}' created")
-            case ["ceph", "osd", "pool", "get", name, "all"]:
-                if name not in self.pools:
-                    return Result(2, "", f"Error ENOENT: unrecognized pool '{name}'")
-                pool = self.pools[name]
-                return self.ok({"pool": name, "size": pool["size"], "pg_num": pool["pg_num"], "pg_autoscale_mode": pool["pg_autoscale_mode"]})
             case ["ceph", "osd", "pool", "set", name, key, value, *_]:
                 self.pools[name]["pg_num" if key == "pg_num" else key] = int(value) if value.isdigit() else value
                 return self.ok()
-            case ["ceph", "osd", "pool", "application", "get", name]:
-                return self.ok(self.pools[name]["apps"])
             case ["rbd", "pool", "init", name]:
                 self.pools[name]["apps"]["rbd"] = {}
                 return self.ok()

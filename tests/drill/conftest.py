@@ -1,0 +1,57 @@
+"""The lab for the drill's tests: brought up once (left as found), a test RBD storage on its real
+Ceph, HA VMs 601+ on it, and every node restored after each test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.drill.seed import LabAccess, drop_storage, ensure_ha_vm, ensure_storage, remove_vm
+
+
+@pytest.fixture(scope="session")
+def lab_state() -> Iterator[dict[str, Any]]:
+    import lab
+
+    was_up = lab.paths.LAB_JSON.exists()
+    state = lab.up(log=lambda _line: None)
+    if "pve" not in state or not state["pve"].get("ceph_backed"):
+        pytest.fail("the lab came up without its Ceph-backed PVE API (lab/pve): the drill's tests need it")
+    yield state
+    if not was_up:
+        lab.down(log=lambda _line: None)
+
+
+@pytest.fixture(scope="session")
+def lab_access(lab_state: dict[str, Any]) -> LabAccess:
+    access = LabAccess(lab_state)
+    access.restore_all()
+    return access
+
+
+@pytest.fixture(scope="session")
+def test_storage(lab_access: LabAccess) -> Iterator[str]:
+    tag = uuid.uuid4().hex[:6]
+    storage, pool, client = f"drilltest-{tag}", f"drilltest-{tag}", f"drilltest-{tag}"
+    ensure_storage(lab_access, storage, pool, client)
+    yield storage
+    drop_storage(lab_access, storage, pool, client)
+
+
+@pytest.fixture(scope="session")
+def ha_vm(lab_access: LabAccess, test_storage: str) -> Iterator[Callable[..., str]]:
+    """ha_vm(601) -> "vm:601": a VM on the test storage, HA resource in the given state (made once)."""
+    made: list[int] = []
+
+    def make(vmid: int, state: str = "started") -> str:
+        if vmid not in made:
+            made.append(vmid)
+        return ensure_ha_vm(lab_access, vmid, test_storage, state=state, name=f"drilltest{vmid}")
+
+    yield make
+    lab_access.restore_all()
+    for vmid in made:
+        remove_vm(lab_access, vmid)
