@@ -54,7 +54,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         try:
             applications = found.get("application_metadata") or {}
             return {
-                "pgNum": int(found.get("pg_num_target", found["pg_num"])),
+                "pgNum": int(found["pg_num_target"] if "pg_num_target" in found else found["pg_num"]),
                 "size": int(found["size"]),
                 "autoscaleMode": str(found.get("pg_autoscale_mode", "off")),
                 "application": "rbd" if "rbd" in applications else ",".join(sorted(applications)),
