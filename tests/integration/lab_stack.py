@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from pulumi import automation as auto
 
 from tests.integration.engine import ROOT, engine_env, workspace_options
+from tools import runbook_checks
 
 PREFIX = "pve-ceph-ha:"
 
@@ -100,3 +102,52 @@ class LabStack:
 def changes(summary: dict[str, int]) -> dict[str, int]:
     """A change summary without the unchanged resources: {} when nothing would change."""
     return {op: n for op, n in summary.items() if op != "same" and n}
+
+
+# -- the lab's world, read and cleaned the way an operator would (SSH to the admin node, the API) --
+
+
+def names(prefix: str) -> Callable[[dict[str, Any]], None]:
+    def edit(config: dict[str, Any]) -> None:
+        config["ceph"]["pool"]["name"] = f"{prefix}-pool"
+        config["ceph"]["client"]["name"] = prefix
+        config["storage"]["id"] = f"{prefix}-rbd"
+
+    return edit
+
+
+def admin(command: str) -> str:
+    return runbook_checks.Lab.load().ssh("ceph-admin", command)
+
+
+def api() -> Any:
+    return runbook_checks.Lab.load().api()
+
+
+def pool_detail(pool: str) -> dict[str, Any]:
+    return next(p for p in json.loads(admin("ceph osd pool ls detail -f json")) if p["pool_name"] == pool)
+
+
+def pool_exists(pool: str) -> bool:
+    return pool in admin("ceph osd pool ls").split()
+
+
+def client_caps(client: str) -> dict[str, str] | None:
+    try:
+        return json.loads(admin(f"ceph auth get client.{client} -f json"))[0]["caps"]
+    except runbook_checks.CheckFailed:
+        return None
+
+
+def storages() -> dict[str, Any]:
+    return {s["storage"]: s for s in api().storage.get()}
+
+
+def forget(prefix: str) -> None:
+    """Remove what an earlier, interrupted run of a test may have left in the lab."""
+    if f"{prefix}-rbd" in storages():
+        api().storage(f"{prefix}-rbd").delete()
+    if client_caps(prefix) is not None:
+        admin(f"ceph auth del client.{prefix}")
+    if pool_exists(f"{prefix}-pool"):
+        admin(f"ceph osd pool delete {prefix}-pool {prefix}-pool --yes-i-really-really-mean-it")

@@ -18,56 +18,10 @@ import pytest
 from pulumi import automation as auto
 
 from tests.integration.engine import cli
-from tests.integration.lab_stack import PROGRAMS, LabStack, changes
+from tests.integration.lab_stack import PROGRAMS, LabStack, admin, api, changes, client_caps, forget, names, pool_detail, pool_exists, storages
 from tools import runbook_checks
 
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
-
-
-def names(prefix: str) -> Callable[[dict[str, Any]], None]:
-    def edit(config: dict[str, Any]) -> None:
-        config["ceph"]["pool"]["name"] = f"{prefix}-pool"
-        config["ceph"]["client"]["name"] = prefix
-        config["storage"]["id"] = f"{prefix}-rbd"
-
-    return edit
-
-
-def admin(command: str) -> str:
-    return runbook_checks.Lab.load().ssh("ceph-admin", command)
-
-
-def api() -> Any:
-    return runbook_checks.Lab.load().api()
-
-
-def pool_detail(pool: str) -> dict[str, Any]:
-    return next(p for p in json.loads(admin("ceph osd pool ls detail -f json")) if p["pool_name"] == pool)
-
-
-def pool_exists(pool: str) -> bool:
-    return pool in admin("ceph osd pool ls").split()
-
-
-def client_caps(client: str) -> dict[str, str] | None:
-    try:
-        return json.loads(admin(f"ceph auth get client.{client} -f json"))[0]["caps"]
-    except runbook_checks.CheckFailed:
-        return None
-
-
-def storages() -> dict[str, Any]:
-    return {s["storage"]: s for s in api().storage.get()}
-
-
-def forget(prefix: str) -> None:
-    """Remove what an earlier, interrupted run of a test may have left in the lab."""
-    if f"{prefix}-rbd" in storages():
-        api().storage(f"{prefix}-rbd").delete()
-    if client_caps(prefix) is not None:
-        admin(f"ceph auth del client.{prefix}")
-    if pool_exists(f"{prefix}-pool"):
-        admin(f"ceph osd pool delete {prefix}-pool {prefix}-pool --yes-i-really-really-mean-it")
 
 
 @pytest.fixture(scope="module")
