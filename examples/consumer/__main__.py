@@ -1,9 +1,9 @@
 """A consumer of pve-ceph-ha: one more VM on the storage that stack registered.
 
-    pulumi config set infraStack organization/pve-ceph-ha/lab
-    pulumi config set proxmoxEndpoint https://127.10.20.11:8006
-    pulumi config set --secret proxmoxApiToken 'root@pam!pulumi=<uuid>'
-    pulumi config set vmId 301
+pulumi config set infraStack organization/pve-ceph-ha/lab
+pulumi config set proxmoxEndpoint https://127.10.20.11:8006
+pulumi config set --secret proxmoxApiToken 'root@pam!pulumi=<uuid>'
+pulumi config set vmId 301
 """
 
 import pulumi
