@@ -109,20 +109,29 @@ def spawn(
         )
     # Popen keeps no reference we need: alive() reaps it when it exits while we run.
     proc.returncode = 0  # keep subprocess from tracking it in its _active list
-    pf = paths.pid_file(name)
-    tmp = pf.with_suffix(".tmp")
-    tmp.write_text(f"{proc.pid}\n{_start_time(proc.pid) or ''}\n")
-    tmp.replace(pf)
+    write_pid(paths.pid_file(name), proc.pid)
     return proc.pid
+
+
+def write_pid(path: Path, pid: int) -> None:
+    """Record PID in PATH (line 1: the pid, line 2: its start time, which guards against pid reuse)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{pid}\n{_start_time(pid) or ''}\n")
+    tmp.replace(path)
 
 
 def running(name: str) -> int | None:
     """The pid recorded for NAME if that process still runs (and is the same process)."""
-    pf = paths.pid_file(name)
+    return read_pid(paths.pid_file(name))
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid recorded in PATH if that process still runs (and is the same process)."""
     try:
-        lines = pf.read_text().split()
+        lines = path.read_text().split()
         pid = int(lines[0])
-    except (FileNotFoundError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError):
         return None
     if not alive(pid):
         return None
