@@ -2,7 +2,7 @@
 # make test: every suite, in the order that keeps the lab honest.
 #   1. unit + policy (no engine, no lab): seconds
 #   2. the lab's own tests (bring-up from nothing, Ceph, sshd; they own the lab while they run)
-#   3. the PVE API emulation, the toolchain smoke test and the integration tests, against one lab
+#   3. the PVE API emulation, the toolchain smoke test, the integration tests and the drill, against one lab
 # The lab is stopped at the end whatever happens.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +17,8 @@ echo "== unit and policy tests"
 $PY -m pytest -q tests/unit tests/policy
 echo "== lab tests (real Ceph, sshd)"
 $PY -m pytest -q tests/lab/test_ceph_sshd.py
-echo "== PVE API, toolchain smoke test, integration (real engine against the lab)"
-$PY -m pytest -q tests/lab/test_pve.py tests/integration
+echo "== lab up: real Ceph, sshd, the PVE API"
+$PY -m lab up
+echo "== PVE API, toolchain smoke test, integration (real engine against the lab), failover drill"
+$PY -m pytest -q tests/lab/test_pve.py tests/integration tests/drill
 echo "== all suites passed in $((SECONDS - start)) s"
