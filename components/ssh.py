@@ -136,6 +136,7 @@ class SshExecutor:
             if stdin is not None:
                 chan_in.write(stdin)
                 chan_in.channel.shutdown_write()
+            chan_in.close()
             out = chan_out.read().decode(errors="replace")
             err = chan_err.read().decode(errors="replace")
             status = chan_out.channel.recv_exit_status()

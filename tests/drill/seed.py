@@ -139,16 +139,24 @@ def wait_ha_state(lab: LabAccess, sid: str, state: str = "started", deadline: fl
     return poll(f"{sid} {state}", lambda: (s := lab.service(sid)).get("state") == state and s, deadline)
 
 
-def remove_vm(lab: LabAccess, vmid: int) -> None:
+def remove_vm(lab: LabAccess, vmid: int, deadline: float = 180) -> None:
+    """Remove VMID and its HA resource; retried while a start still holds the VM's lock (a
+    restart after a fault waits up to ~45 s for the dead owner's RBD lock)."""
     api, sid = lab.any_api(), f"vm:{vmid}"
     if any(r["sid"] == sid for r in api.cluster.ha.resources.get()):
         api.cluster.ha.resources(sid).delete()
-    node = lab.vm_node(vmid)
-    if node is None:
-        return
-    if api.nodes(node).qemu(vmid).status.current.get()["status"] == "running":
-        lab.wait_task(api.nodes(node).qemu(vmid).status.stop.post())
-    lab.wait_task(api.nodes(node).qemu(vmid).delete(purge=1, **{"destroy-unreferenced-disks": 1}))
+
+    def destroyed() -> bool:
+        node = lab.vm_node(vmid)
+        if node is None:
+            return True
+        vm = lab.any_api().nodes(node).qemu(vmid)
+        if vm.status.current.get()["status"] == "running":
+            lab.wait_task(vm.status.stop.post())
+        lab.wait_task(vm.delete(purge=1, **{"destroy-unreferenced-disks": 1}))
+        return True
+
+    poll(f"VM {vmid} destroyed", destroyed, deadline, interval=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import lab
 
-    lab_api = LabAccess(lab.up())
+    lab_api = LabAccess(lab.up(log=lambda _line: None))
+    print(f"seed: the lab is up ({LAB_JSON})")
     sid = f"vm:{args.vm}"
     if lab_api.vm_node(args.vm) is not None and lab_api.service(sid):
         print(f"seed: {sid} exists (from the lab stack or an earlier seed); waiting until it is started")

@@ -263,3 +263,10 @@ def test_json_errors_are_reports_too(capsys):
     assert cli.main(["--vm", "101", "--json"]) == 2
     data = json.loads(capsys.readouterr().out)
     assert data["outcome"] == "error" and report.problems(data) == []
+
+
+def test_a_new_ha_master_is_named():
+    before = _snap(True, "online", "pve-node1", "started", "started", ("pve-node1", "running"))
+    after = _snap(True, "online", "pve-node1", "started", "started", ("pve-node1", "running"))
+    before.master, after.master = "pve-node1", "pve-node2"
+    assert watch.changes(before, after) == ["master pve-node2 (was pve-node1: a new master takes over once the old one's lock expires)"]

@@ -1,0 +1,43 @@
+"""The few PVE API reads the drill needs, on one node's API (proxmoxer, token, CA: components.pve_api)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components import pve_api
+from components.dynamic import OperatorError
+from drill.sources import Cluster
+
+
+class ApiError(Exception):
+    """A PVE API call failed; the message names the node's URL, the call and PVE's reason."""
+
+
+class Pve:
+    def __init__(self, url: str, cluster: Cluster, timeout: float = 10) -> None:
+        self.url = url
+        props = pve_api.api_props(url, cluster.token, cluster.verify_tls, cluster.ca_file)
+        try:
+            self._api = pve_api.connect(props, timeout=timeout)
+        except OperatorError as exc:
+            raise ApiError(str(exc)) from None
+
+    def get(self, path: str, **params: Any) -> Any:
+        try:
+            return self._api.get(path.strip("/"), **params)
+        except pve_api.api_errors() as exc:
+            raise ApiError(f"{self.url}: GET /{path.strip('/')}: {pve_api.reason(exc)}") from None
+
+    def cluster_status(self) -> list[dict[str, Any]]:
+        return self.get("cluster/status")
+
+    def ha_current(self) -> list[dict[str, Any]]:
+        return self.get("cluster/ha/status/current")
+
+    def ha_node_states(self) -> dict[str, str]:
+        """The HA manager's view of each node (online, unknown, fence, gone)."""
+        status = self.get("cluster/ha/status/manager_status") or {}
+        return dict((status.get("manager_status") or {}).get("node_status") or {})
+
+    def resources(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return self.get("cluster/resources", **({"type": kind} if kind else {}))

@@ -1,0 +1,219 @@
+"""Where the drill finds the cluster and its HA VMs: a stack's outputs and config, a lab file, or
+the command line (which wins over the other two).
+
+- a stack: ``pulumi stack output --json -s STACK`` (``vms``, ``storageId``), its config file
+  ``Pulumi.STACK.yaml`` (``proxmox.endpoint/caFile/nodes``, ``ssh.*``) and, unless a token is
+  given, the secret ``proxmoxApiToken`` (``pulumi config get``);
+- a lab file (``.lab/lab.json``): the lab's API, token, CA, node addresses, SSH and control channel;
+- flags: ``--endpoint``, ``--token-file``/``--token-env``, ``--vm``, ``--node-api``, ``--node-ssh`` ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+PROJECT = "pve-ceph-ha"
+
+
+class SourceError(Exception):
+    """The drill cannot tell which cluster or VMs to use; the message says what to give it."""
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    api: str | None = None  # https://HOST:8006 of this node's own API
+    ssh_host: str | None = None
+    ssh_port: int = 22
+
+
+@dataclass(frozen=True)
+class Vm:
+    vmid: int
+    name: str = ""
+
+    @property
+    def sid(self) -> str:
+        return f"vm:{self.vmid}"
+
+
+@dataclass
+class Cluster:
+    """How to reach the cluster: the API (token, CA), each node's API and SSH, the lab's control channel."""
+
+    endpoint: str
+    token: str = field(repr=False)
+    ca_file: str | None = None
+    verify_tls: bool = True
+    nodes: dict[str, Node] = field(default_factory=dict)
+    ssh_user: str = "root"
+    ssh_key_file: str | None = None
+    known_hosts_file: str | None = None
+    control: str | None = None  # the lab's fault control channel (only for --method lab)
+    vms: list[Vm] = field(default_factory=list)
+    stack: str | None = None
+    project_dir: Path = field(default_factory=Path.cwd)
+
+    def node_api(self, name: str) -> str | None:
+        return self.nodes[name].api if name in self.nodes else None
+
+
+def _pulumi(args: list[str], cwd: Path, what: str) -> str:
+    try:
+        run = subprocess.run(["pulumi", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise SourceError(f"{what}: the pulumi CLI is not on PATH (or give --stack-outputs FILE and --token-file)") from None
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"{what}: `pulumi {' '.join(args)}` did not answer within 120 s") from None
+    if run.returncode != 0:
+        raise SourceError(f"{what}: `pulumi {' '.join(args)}` failed: {run.stderr.strip()[-400:]}")
+    return run.stdout
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise SourceError(f"{what} {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise SourceError(f"{what} {path}: not JSON ({exc})") from None
+
+
+def _read_stack_config(path: Path) -> dict[str, Any]:
+    """The plain values of a ``Pulumi.<stack>.yaml`` under the project's namespace (secrets stay encrypted)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SourceError(f"stack config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SourceError(f"stack config {path}: not YAML ({exc})") from None
+    config = data.get("config") or {}
+    return {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{PROJECT}:")}
+
+
+def _relative_to(base: Path, value: str | None) -> str | None:
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise SourceError(f"{flag} {value}: expected NAME=VALUE, e.g. {flag} pve-node2=https://10.10.10.12:8006")
+        out[name] = rest
+    return out
+
+
+def _host_port(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port:  # no port, or a bare IPv6 address
+        return value.strip("[]"), 22
+    if not port.isdigit():
+        raise SourceError(f"{flag} {value}: the port must be a number (HOST or HOST:PORT)")
+    return host.strip("[]"), int(port)
+
+
+def _vms_from_outputs(outputs: dict[str, Any]) -> list[Vm]:
+    vms = outputs.get("vms")
+    if not isinstance(vms, list):
+        raise SourceError("stack outputs: no `vms` list (is this a pve-ceph-ha stack?)")
+    return [Vm(int(vm["id"]), str(vm.get("name") or "")) for vm in vms if isinstance(vm, dict) and vm.get("haSid")]
+
+
+def _token(args: argparse.Namespace, lab_pve: dict[str, Any], stack: str | None, project_dir: Path) -> str:
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise SourceError(f"--token-file {args.token_file}: {exc.strerror}") from None
+    if args.token_env:
+        value = os.environ.get(args.token_env, "").strip()
+        if not value:
+            raise SourceError(f"--token-env {args.token_env}: the variable is not set or empty")
+        return value
+    if lab_pve.get("token_id") and lab_pve.get("token_secret"):
+        return f"{lab_pve['token_id']}={lab_pve['token_secret']}"
+    if stack:
+        return _pulumi(["config", "get", f"{PROJECT}:proxmoxApiToken", "-s", stack], project_dir, f"stack {stack}").strip()
+    raise SourceError("no API token: give --token-file FILE or --token-env VAR (root@pam!drill=<uuid>), or --stack STACK")
+
+
+def resolve(args: argparse.Namespace) -> Cluster:
+    """Merge the sources the operator gave into one :class:`Cluster`."""
+    project_dir = Path(args.project_dir or ".").resolve()
+    outputs: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    config_dir = project_dir
+    if args.stack:
+        outputs = json.loads(_pulumi(["stack", "output", "--json", "-s", args.stack], project_dir, f"stack {args.stack}") or "{}")
+        stack_file = project_dir / f"Pulumi.{args.stack}.yaml"
+        if stack_file.is_file() and not args.stack_config:
+            config = _read_stack_config(stack_file)
+    if args.stack_outputs:
+        outputs = _read_json(args.stack_outputs, "--stack-outputs")
+    if args.stack_config:
+        config = _read_stack_config(Path(args.stack_config))
+        config_dir = Path(args.stack_config).resolve().parent
+    lab: dict[str, Any] = _read_json(args.lab_file, "--lab-file") if args.lab_file else {}
+    lab_pve, lab_ssh = lab.get("pve") or {}, lab.get("ssh") or {}
+    proxmox, ssh = config.get("proxmox") or {}, config.get("ssh") or {}
+
+    endpoint = args.endpoint or lab_pve.get("endpoint") or proxmox.get("endpoint")
+    if not endpoint:
+        raise SourceError("no PVE API endpoint: give --endpoint https://HOST:8006, --stack STACK, --stack-config FILE or --lab-file FILE")
+    if urlsplit(endpoint).scheme != "https":
+        raise SourceError(f"--endpoint {endpoint}: must be the API's https URL, e.g. https://10.10.10.11:8006")
+    port = urlsplit(endpoint).port or 8006
+
+    nodes: dict[str, dict[str, Any]] = {}
+    for spec in proxmox.get("nodes") or []:
+        nodes[spec["name"]] = {"api": f"https://{spec['address']}:{port}", "ssh_host": spec["address"], "ssh_port": int(spec.get("sshPort", 22))}
+    for name, spec in (lab_pve.get("nodes") or {}).items():
+        nodes.setdefault(name, {}).update(api=spec.get("api"))
+    for name, host in (lab_ssh.get("hosts") or {}).items():
+        if name in nodes:
+            nodes[name].update(ssh_host=host, ssh_port=int(lab_ssh.get("port", 22)))
+    for name, url in _pairs(args.node_api, "--node-api").items():
+        nodes.setdefault(name, {})["api"] = url
+    for name, value in _pairs(args.node_ssh, "--node-ssh").items():
+        host, ssh_port = _host_port(value, "--node-ssh")
+        nodes.setdefault(name, {}).update(ssh_host=host, ssh_port=ssh_port)
+
+    if args.vm:
+        named = {vm.vmid: vm.name for vm in (_vms_from_outputs(outputs) if outputs else [])}
+        vms = [Vm(vmid, named.get(vmid, "")) for vmid in args.vm]
+    elif outputs:
+        vms = _vms_from_outputs(outputs)
+    else:
+        raise SourceError("which VMs? give --vm ID (repeatable), or --stack / --stack-outputs with HA VMs in `vms`")
+    if not vms:
+        raise SourceError("the stack outputs list no HA VM (every `vms` entry has haSid null): nothing to drill")
+
+    ca_file = args.ca_file or lab_pve.get("ca_file") or _relative_to(config_dir, proxmox.get("caFile"))
+    return Cluster(
+        endpoint=endpoint,
+        token=_token(args, lab_pve, args.stack, project_dir),
+        ca_file=ca_file,
+        verify_tls=not args.insecure and proxmox.get("verifyTls", True) is not False,
+        nodes={name: Node(name, **spec) for name, spec in nodes.items()},
+        ssh_user=args.ssh_user or lab_ssh.get("user") or proxmox.get("sshUser") or "root",
+        ssh_key_file=args.ssh_key or lab_ssh.get("private_key_path") or _relative_to(config_dir, ssh.get("privateKeyFile") or "~/.ssh/id_ed25519"),
+        known_hosts_file=args.known_hosts or lab_ssh.get("known_hosts") or _relative_to(config_dir, ssh.get("knownHostsFile") or "~/.ssh/known_hosts"),
+        control=args.control or lab_pve.get("control"),
+        vms=vms,
+        stack=args.stack,
+        project_dir=project_dir,
+    )
