@@ -312,7 +312,7 @@ build_python_scripts() {
     done
     if [[ -z $p ]]; then
       # The policy analyzer script is optional: recent SDK modules do not ship it.
-      [[ $f == pulumi-analyzer-policy-python ]] && { log "  ($f not in this sdk release; policy packs unsupported)"; continue; }
+      [[ $f == pulumi-analyzer-policy-python ]] && { log "  ($f not in this sdk release; policy packs start through the language host's RunPlugin)"; continue; }
       die "$f not found in $PULUMI_SDK_MODULE@$PULUMI_PYHOST_VERSION"
     fi
     install -m 0755 "$p" "$BIN_DIR/$f"
