@@ -151,3 +151,11 @@ def forget(prefix: str) -> None:
         admin(f"ceph auth del client.{prefix}")
     if pool_exists(f"{prefix}-pool"):
         admin(f"ceph osd pool delete {prefix}-pool {prefix}-pool --yes-i-really-really-mean-it")
+
+
+def drift_then_repair(stack: LabStack, make_drift: Callable[[], Any], repaired: Callable[[], bool]) -> None:
+    make_drift()
+    assert changes(stack.preview().change_summary), f"preview did not show the drift:\n{stack.text()[-3000:]}"
+    stack.up()
+    assert repaired()
+    assert changes(stack.preview().change_summary) == {}, stack.text()[-3000:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,20 @@ import pytest
 from pulumi import automation as auto
 
 from tests.integration.engine import cli
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, api, changes, client_caps, forget, names, pool_detail, pool_exists, storages
+from tests.integration.lab_stack import (
+    PROGRAMS,
+    LabStack,
+    admin,
+    api,
+    changes,
+    client_caps,
+    drift_then_repair,
+    forget,
+    names,
+    pool_detail,
+    pool_exists,
+    storages,
+)
 from tools import runbook_checks
 
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
@@ -54,14 +67,6 @@ def test_2_second_up_and_preview_change_nothing(dyn: LabStack) -> None:
     t0 = time.monotonic()
     assert changes(dyn.preview().change_summary) == {}, dyn.text()[-3000:]
     print(f"  no-op preview: {time.monotonic() - t0:.1f} s")
-
-
-def drift_then_repair(stack: LabStack, make_drift: Callable[[], Any], repaired: Callable[[], bool]) -> None:
-    make_drift()
-    assert changes(stack.preview().change_summary), f"preview did not show the drift:\n{stack.text()[-3000:]}"
-    stack.up()
-    assert repaired()
-    assert changes(stack.preview().change_summary) == {}, stack.text()[-3000:]
 
 
 def test_3_drift_pool_pg_num_changed(dyn: LabStack) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.lab_stack import LabStack, changes
+from tests.integration.lab_stack import LabStack, admin, changes, drift_then_repair, pool_detail
 from tests.integration.test_toolchain_smoke import NOT_BUILT, PLUGINS_BUILT
 from tools import runbook_checks
 
@@ -39,10 +39,6 @@ def e2e(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
 
 def checks() -> runbook_checks.Lab:
     return runbook_checks.Lab.load()
-
-
-def admin(command: str) -> str:
-    return checks().ssh("ceph-admin", command)
 
 
 def wait_for(what: str, predicate: Any, deadline: float = 120.0) -> Any:
@@ -89,33 +85,24 @@ def test_2_second_up_and_preview_change_nothing(e2e: LabStack) -> None:
     assert changes(preview.change_summary) == {}, e2e.text()[-3000:]
 
 
-def _drift_then_repair(e2e: LabStack, make_drift: Any, is_repaired: Any) -> None:
-    make_drift()
-    preview = e2e.preview()
-    assert changes(preview.change_summary), f"preview did not see the drift:\n{e2e.text()[-3000:]}"
-    e2e.up()
-    assert is_repaired()
-    assert changes(e2e.preview().change_summary) == {}, e2e.text()[-3000:]
-
-
 def test_3_drift_pool_pg_num(e2e: LabStack) -> None:
-    _drift_then_repair(
+    drift_then_repair(
         e2e,
         lambda: admin(f"ceph osd pool set {POOL} pg_num 16"),
-        lambda: json.loads(admin(f"ceph osd pool get {POOL} pg_num -f json"))["pg_num"] == 32,
+        lambda: pool_detail(POOL)["pg_num_target"] == 32,
     )
 
 
 def test_3_drift_pool_application_removed(e2e: LabStack) -> None:
-    _drift_then_repair(
+    drift_then_repair(
         e2e,
         lambda: admin(f"ceph osd pool application disable {POOL} rbd --yes-i-really-mean-it"),
-        lambda: "rbd" in json.loads(admin(f"ceph osd pool application get {POOL} -f json")),
+        lambda: "rbd" in pool_detail(POOL)["application_metadata"],
     )
 
 
 def test_3_drift_client_caps_widened(e2e: LabStack) -> None:
-    _drift_then_repair(
+    drift_then_repair(
         e2e,
         lambda: admin(f"ceph auth caps client.{CLIENT} mon 'allow *' osd 'allow *'"),
         lambda: json.loads(admin(f"ceph auth get client.{CLIENT} -f json"))[0]["caps"]["osd"] == f"profile rbd pool={POOL}",
@@ -123,7 +110,7 @@ def test_3_drift_client_caps_widened(e2e: LabStack) -> None:
 
 
 def test_3_drift_client_deleted(e2e: LabStack) -> None:
-    _drift_then_repair(
+    drift_then_repair(
         e2e,
         lambda: admin(f"ceph auth del client.{CLIENT}"),
         lambda: bool(json.loads(admin(f"ceph auth get client.{CLIENT} -f json"))),
@@ -132,7 +119,7 @@ def test_3_drift_client_deleted(e2e: LabStack) -> None:
 
 def test_3_drift_storage_monhost_edited(e2e: LabStack) -> None:
     api = checks().api()
-    _drift_then_repair(
+    drift_then_repair(
         e2e,
         lambda: api.storage(STORAGE).put(monhost="127.10.10.101"),
         lambda: api.storage(STORAGE).get()["monhost"] == "127.10.10.101 127.10.10.102 127.10.10.103",
@@ -141,7 +128,7 @@ def test_3_drift_storage_monhost_edited(e2e: LabStack) -> None:
 
 def test_3_drift_storage_deleted(e2e: LabStack) -> None:
     api = checks().api()
-    _drift_then_repair(
+    drift_then_repair(
         e2e,
         lambda: api.storage(STORAGE).delete(),
         lambda: api.storage(STORAGE).get()["type"] == "rbd",
@@ -150,7 +137,7 @@ def test_3_drift_storage_deleted(e2e: LabStack) -> None:
 
 def test_3_drift_ha_resource_removed(e2e: LabStack) -> None:
     api = checks().api()
-    _drift_then_repair(
+    drift_then_repair(
         e2e,
         lambda: api.cluster.ha.resources(f"vm:{VM}").delete(),
         lambda: api.cluster.ha.resources(f"vm:{VM}").get()["sid"] == f"vm:{VM}",
@@ -166,7 +153,7 @@ def test_3_drift_vm_disk_cache_changed(e2e: LabStack) -> None:
     def scsi0() -> str:
         return api.nodes(node()).qemu(VM).config.get()["scsi0"]
 
-    _drift_then_repair(
+    drift_then_repair(
         e2e,
         lambda: api.nodes(node()).qemu(VM).config.put(scsi0=scsi0().replace("cache=writeback", "cache=none")),
         lambda: "cache=writeback" in scsi0(),
