@@ -15,14 +15,11 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from components import ceph_cli
 from components.ceph_cli import Caps, normalise_caps
 from components.config import ClientSpec
-from components.dynamic import ExecutorFactory, OperatorError, SshBacked
+from components.dynamic import OperatorError, SshBacked
 from components.ssh import Executor, RemoteError, check
 
 
 class ClientProvider(SshBacked, ResourceProvider):
-    def __init__(self, executor_factory: ExecutorFactory | None = None) -> None:
-        SshBacked.__init__(self, executor_factory)
-
     def observe(self, executor: Executor, name: str) -> dict[str, Any] | None:
         """The client's caps and key as Ceph has them, or None. Its output is secret: never shown."""
         result = executor.run(ceph_cli.auth_get(name))

@@ -16,7 +16,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from components import ceph_cli
 from components.config import PoolSpec
-from components.dynamic import ExecutorFactory, OperatorError, SshBacked
+from components.dynamic import OperatorError, SshBacked
 from components.ssh import Executor, RemoteError, check
 
 COMPARED = ("size", "autoscaleMode", "application")
@@ -37,9 +37,6 @@ def _json(executor: Executor, argv: list[str], what: str) -> Any:
 
 
 class PoolProvider(SshBacked, ResourceProvider):
-    def __init__(self, executor_factory: ExecutorFactory | None = None) -> None:
-        SshBacked.__init__(self, executor_factory)
-
     # -- reading -------------------------------------------------------------------------
     def observe(self, executor: Executor, name: str) -> dict[str, Any] | None:
         """The pool as Ceph has it, or None when it does not exist.
