@@ -53,7 +53,9 @@ class StorageProvider(ResourceProvider):
             if _missing(exc):
                 return None
             raise OperatorError(f"GET /storage/{storage_id}: {reason(exc)}") from None
-        if not isinstance(entry, dict):
+        # proxmoxer turns a 200 that is not JSON (a proxy's HTML page) into {"errors": b"..."}:
+        # that is not a storage, and must never read as one that exists.
+        if not isinstance(entry, dict) or "errors" in entry or not entry.get("type"):
             raise OperatorError(f"GET /storage/{storage_id}: unexpected answer from the PVE API: {str(entry)[:200]!r}")
         return {
             "type": str(entry.get("type", "")),
