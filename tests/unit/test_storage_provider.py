@@ -143,3 +143,17 @@ def test_tls_verification_refuses_an_unknown_certificate(pve: Any, props: dict, 
     other_ca, _, _ = make_cert(str(tmp_path), name="other")
     with pytest.raises(OperatorError, match="SSL|certificate"):
         provider().create({**props, "api": {**props["api"], "caFile": other_ca}})
+
+
+def test_an_answer_that_is_not_a_storage_is_never_taken_for_one() -> None:
+    """proxmoxer turns a 200 that is not JSON (a proxy's HTML page) into ``{"errors": b"..."}``."""
+
+    class HtmlApi:
+        def storage(self, _id: str) -> Any:
+            return self
+
+        def get(self) -> dict[str, bytes]:
+            return {"errors": b"<html>maintenance</html>"}
+
+    with pytest.raises(OperatorError, match="unexpected answer from the PVE API"):
+        provider().observe(HtmlApi(), "ceph-rbd")
