@@ -13,33 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from components import pve_api
 from components.ssh import Connection, SshExecutor, check
+from lab import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_JSON = ROOT / ".lab" / "lab.json"
 STORAGE, POOL, CLIENT = "drill-rbd", "drill-pool", "drill"
-
-
-def poll(what: str, probe: Callable[[], Any], deadline: float, interval: float = 0.25) -> Any:
-    """PROBE's first truthy answer; TimeoutError naming WHAT after DEADLINE seconds."""
-    end = time.monotonic() + deadline
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except Exception as exc:  # a failed probe is retried until the deadline
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {deadline:.0f} s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 class LabAccess:
@@ -83,12 +66,12 @@ class LabAccess:
         for node, info in self.control("GET", "/status")["nodes"].items():
             if info["power"] != "on":
                 self.fault(node, "restore")
-        poll("every node online", lambda: all(n["online"] and n["listening"] for n in self.control("GET", "/status")["nodes"].values()), 30)
+        wait_for("every node online", lambda: all(n["online"] and n["listening"] for n in self.control("GET", "/status")["nodes"].values()), 30)
 
     def wait_task(self, upid: str, deadline: float = 120) -> None:
         node = upid.split(":")[1]
         api = self.any_api()
-        status = poll(f"task {upid}", lambda: (s := api.nodes(node).tasks(upid).status.get())["status"] == "stopped" and s, deadline)
+        status = wait_for(f"task {upid}", lambda: (s := api.nodes(node).tasks(upid).status.get())["status"] == "stopped" and s, deadline)
         if status.get("exitstatus") != "OK":
             raise RuntimeError(f"task {upid}: {status.get('exitstatus')}")
 
@@ -114,7 +97,7 @@ def ensure_storage(lab: LabAccess, storage: str = STORAGE, pool: str = POOL, cli
     def active_everywhere() -> bool:
         return all(api.nodes(node).storage(storage).status.get()["active"] == 1 for node in lab.nodes)
 
-    poll(f"storage {storage} active on every node", active_everywhere, 60)
+    wait_for(f"storage {storage} active on every node", active_everywhere, 60)
     return storage
 
 
@@ -136,7 +119,7 @@ def ensure_ha_vm(lab: LabAccess, vmid: int, storage: str, state: str = "started"
 
 
 def wait_ha_state(lab: LabAccess, sid: str, state: str = "started", deadline: float = 120) -> dict[str, Any]:
-    return poll(f"{sid} {state}", lambda: (s := lab.service(sid)).get("state") == state and s, deadline)
+    return wait_for(f"{sid} {state}", lambda: (s := lab.service(sid)).get("state") == state and s, deadline)
 
 
 def remove_vm(lab: LabAccess, vmid: int, deadline: float = 180) -> None:
@@ -156,7 +139,7 @@ def remove_vm(lab: LabAccess, vmid: int, deadline: float = 180) -> None:
         lab.wait_task(vm.delete(purge=1, **{"destroy-unreferenced-disks": 1}))
         return True
 
-    poll(f"VM {vmid} destroyed", destroyed, deadline, interval=2)
+    wait_for(f"VM {vmid} destroyed", destroyed, deadline, interval=2)
 
 
 def main(argv: list[str] | None = None) -> int:

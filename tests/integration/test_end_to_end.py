@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lab import wait_for
 from tests.integration.lab_stack import LabStack, admin, changes, drift_then_repair, pool_detail
 from tests.integration.test_toolchain_smoke import NOT_BUILT, PLUGINS_BUILT
 from tools import runbook_checks
@@ -41,17 +42,6 @@ def checks() -> runbook_checks.Lab:
     return runbook_checks.Lab.load()
 
 
-def wait_for(what: str, predicate: Any, deadline: float = 120.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 def test_1_up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None:
     t0 = time.monotonic()
     result = e2e.up()
@@ -65,7 +55,7 @@ def test_1_up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None
     assert runbook_checks.ceph_health(lab)[0] == "health: HEALTH_OK"
     runbook_checks.rbd_images(lab, POOL, [VM])
     runbook_checks.storage_active(lab, STORAGE)
-    wait_for(f"vm:{VM} started", lambda: _started(lab, VM))
+    wait_for(f"vm:{VM} started", lambda: _started(lab, VM), 120)
 
 
 def _started(lab: runbook_checks.Lab, vm: int) -> bool:
@@ -171,7 +161,7 @@ def test_4_failover_is_left_alone_by_pulumi(e2e: LabStack) -> None:
                 return str(r["node"])
         return None
 
-    assert wait_for("the VM running", where) == "pve-node1"
+    assert wait_for("the VM running", where, 120) == "pve-node1"
     lab.fault("pve-node1", "poweroff")
     try:
         t0 = time.monotonic()
