@@ -15,7 +15,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from components import ceph_cli
 from components.ceph_cli import Caps, normalise_caps
 from components.config import ClientSpec
-from components.dynamic import OperatorError, SshBacked
+from components.dynamic import OperatorError, PartiallyCreated, SshBacked
 from components.ssh import Executor, RemoteError, check
 
 
@@ -39,6 +39,7 @@ class ClientProvider(SshBacked, ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         executor = self.executor(props)
         name = props["name"]
+        asked = False  # once `ceph auth get-or-create` has been sent, the client may exist
         try:
             seen = self.observe(executor, name)
             if seen is not None and not props["adopt"]:
@@ -47,16 +48,25 @@ class ClientProvider(SshBacked, ResourceProvider):
                     "(its caps will be set to the configured ones), run `pulumi config set --path adopt.client true`; "
                     "otherwise choose another ceph.client.name."
                 )
+            asked = True
             if seen is None:
-                check(executor.run(ceph_cli.auth_get_or_create(name, Caps(**props["caps"]))), f"ceph auth get-or-create client.{name}", secret_output=True)
+                result = executor.run(ceph_cli.auth_get_or_create(name, Caps(**props["caps"])))
+                if result.exit_status != 0:
+                    asked = False  # Ceph answered: nothing was created
+                check(result, f"ceph auth get-or-create client.{name}", secret_output=True)
             else:
                 self.set_caps(executor, props)
             seen = self.observe(executor, name)
             if seen is None:
                 raise OperatorError(f"ceph auth get-or-create client.{name} reported success but the client does not exist")
             return CreateResult(id_=f"client.{name}", outs={**props, **seen})
-        except RemoteError as exc:
-            raise OperatorError(f"cephx client client.{name}: {exc}") from None
+        except (RemoteError, OperatorError) as exc:
+            message = f"cephx client client.{name}: {exc}" if isinstance(exc, RemoteError) else str(exc)
+            if asked:
+                raise PartiallyCreated(
+                    f"{message}. The client is recorded in the state (it may exist); the next `pulumi up` checks it and finishes it", f"client.{name}", props
+                ) from None
+            raise OperatorError(message) from None
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         name = id_.removeprefix("client.")

@@ -16,7 +16,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from components import ceph_cli
 from components.config import PoolSpec
-from components.dynamic import OperatorError, SshBacked
+from components.dynamic import OperatorError, PartiallyCreated, SshBacked
 from components.ssh import Executor, RemoteError, check
 
 COMPARED = ("size", "autoscaleMode", "application")
@@ -81,6 +81,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         props = _typed(props)
         executor = self.executor(props)
         name = props["name"]
+        asked = False  # once `ceph osd pool create` has been sent, the pool may exist
         try:
             seen = self.observe(executor, name)
             if seen is not None and not props["adopt"]:
@@ -88,9 +89,11 @@ class PoolProvider(SshBacked, ResourceProvider):
                     f"Ceph pool {name} already exists and this stack did not create it. To manage it here, run "
                     "`pulumi config set --path adopt.pool true`; to leave it alone, choose another ceph.pool.name."
                 )
+            asked = True
             if seen is None:
                 result = executor.run(ceph_cli.pool_create(name, props["pgNum"]))
                 if result.exit_status != 0:
+                    asked = False  # Ceph answered: nothing was created
                     reason = (result.stderr.strip() or result.stdout.strip())[-400:]
                     hint = " Lower ceph.pool.pgNum, or add OSDs." if "ERANGE" in reason else ""
                     raise OperatorError(f"ceph osd pool create {name} {props['pgNum']} failed: {reason}.{hint}")
@@ -99,8 +102,13 @@ class PoolProvider(SshBacked, ResourceProvider):
                     raise OperatorError(f"ceph osd pool create {name} reported success but the pool does not exist")
             self.converge(executor, props, seen)
             return CreateResult(id_=name, outs=self.state(executor, props))
-        except RemoteError as exc:
-            raise OperatorError(f"Ceph pool {name}: {exc}") from None
+        except (RemoteError, OperatorError) as exc:
+            message = f"Ceph pool {name}: {exc}" if isinstance(exc, RemoteError) else str(exc)
+            if asked:
+                raise PartiallyCreated(
+                    f"{message}. The pool is recorded in the state (it may exist); the next `pulumi up` checks it and finishes it", name, props
+                ) from None
+            raise OperatorError(message) from None
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         try:

@@ -160,6 +160,9 @@ class SshSpec(Model):
 
     private_key_file: str | None = Field(default="~/.ssh/id_ed25519", description="private key file, used unless the secret sshPrivateKey is set")
     known_hosts_file: str = Field(default="~/.ssh/known_hosts", description="host keys of every SSH address; an unknown or changed key is refused")
+    command_timeout: int = Field(
+        default=120, ge=5, le=3600, description="seconds one Ceph command may take before the run stops with a timeout (a slow or unreachable cluster)"
+    )
 
 
 class NodeSpec(Model):

@@ -26,6 +26,7 @@ class Credentials:
     known_hosts_text: str = field(repr=False)
     known_hosts: dict[str, dict[str, str]] = field(repr=False)
     ca_file: str | None = None  # proxmox.caFile, absolute
+    command_timeout: int = 120  # ssh.commandTimeout
 
     def host_key(self, host: str, port: int, key: str) -> str:
         """The recorded host key of ``host:port`` in authorized_keys form, for pulumi-command."""
@@ -42,7 +43,16 @@ class Credentials:
 
     def connection(self, host: str, port: int, user: str) -> pulumi.Output[dict[str, Any]]:
         """The secret ``connection`` input of an SSH-backed dynamic resource."""
-        return pulumi.Output.secret({"host": host, "port": port, "user": user, "privateKey": self.private_key, "knownHosts": self.known_hosts_text})
+        return pulumi.Output.secret(
+            {
+                "host": host,
+                "port": port,
+                "user": user,
+                "privateKey": self.private_key,
+                "knownHosts": self.known_hosts_text,
+                "commandTimeout": self.command_timeout,
+            }
+        )
 
     def command_connection(self, host: str, port: int, user: str, key: str) -> Any:
         """pulumi-command's connection to ``host``, its host key pinned from known_hosts (``key`` names the config key)."""
@@ -114,4 +124,10 @@ def load(config: StackConfig) -> Credentials:
             [f"{PROJECT}:sshPrivateKey = (not set): is required when ssh.privateKeyFile is empty; `pulumi config set --secret sshPrivateKey < key`"]
         )
     text = _read(config.ssh.known_hosts_file, "ssh.knownHostsFile", "the known_hosts file")
-    return Credentials(private_key=private_key, known_hosts_text=text, known_hosts=parse_known_hosts(text), ca_file=ca_file(config))
+    return Credentials(
+        private_key=private_key,
+        known_hosts_text=text,
+        known_hosts=parse_known_hosts(text),
+        ca_file=ca_file(config),
+        command_timeout=config.ssh.command_timeout,
+    )

@@ -5,6 +5,12 @@ reports any exception from it with the full Python traceback. An operator who fo
 adoption switch should read one sentence, not a stack: :class:`OperatorError` is reported as its
 message alone. Any other exception still carries its traceback, since that is a bug of ours.
 
+A create that fails after it has asked Ceph or PVE to make something raises
+:class:`PartiallyCreated`: the engine is told, as Pulumi's own providers tell it, that the object
+was created but failed to initialise (``ErrorResourceInitFailed``). The engine then records the
+object in the state with the reason, nothing is orphaned, and the next ``pulumi up`` refreshes it
+and finishes the job instead of finding an object "this stack did not create".
+
 Connection details (SSH key, API token) reach the providers as secret *inputs*, never through
 the provider object, which Pulumi pickles into the state.
 """
@@ -24,6 +30,40 @@ class OperatorError(Exception):
     """An expected failure an operator can act on; its message says what and how to fix it."""
 
 
+class PartiallyCreated(OperatorError):
+    """Create failed after the object was (or may have been) made: the state must still record it.
+
+    ``outs`` are the properties to record (the resource's inputs at least, so that refresh and
+    update can reach the object); the engine marks the secret ones as it does for a normal create.
+    """
+
+    def __init__(self, message: str, id_: str, outs: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.id_ = id_
+        self.outs = outs
+
+
+def init_failed_status(error: PartiallyCreated) -> bytes:
+    """The gRPC status details that tell the engine "created, but failed to initialise"."""
+    import asyncio
+
+    import grpc
+    from google.protobuf import any_pb2
+    from google.rpc import status_pb2
+    from pulumi.runtime import rpc
+    from pulumi.runtime.proto import provider_pb2
+
+    loop = asyncio.new_event_loop()
+    try:
+        properties = loop.run_until_complete(rpc.serialize_properties(error.outs, {}))
+    finally:
+        loop.close()
+    detail = any_pb2.Any()
+    detail.Pack(provider_pb2.ErrorResourceInitFailed(id=error.id_, properties=properties, reasons=[str(error)], refresh_before_update=True))
+    code = grpc.StatusCode.UNKNOWN.value[0]
+    return status_pb2.Status(code=code, message=str(error), details=[detail]).SerializeToString()
+
+
 class _Traceback(ModuleType):
     """Stands in for ``traceback`` inside the dynamic provider server: operator errors without frames."""
 
@@ -35,6 +75,12 @@ class _Traceback(ModuleType):
 
     def format_exc(self, limit: int | None = None, chain: bool = True) -> str:
         error = sys.exc_info()[1]
+        if isinstance(error, PartiallyCreated):
+            # Called by the server's error wrapper, right before ``context.abort(UNKNOWN, <this>)``:
+            # the trailing metadata set here travels with that status (what grpc_status does).
+            context = sys._getframe(1).f_locals.get("context")
+            if context is not None:
+                context.set_trailing_metadata((("grpc-status-details-bin", init_failed_status(error)),))
         if isinstance(error, OperatorError):
             return str(error)
         return traceback.format_exc(limit, chain)

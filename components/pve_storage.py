@@ -15,7 +15,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components.config import StorageSpec
-from components.dynamic import OperatorError
+from components.dynamic import OperatorError, PartiallyCreated
 from components.pve_api import api_errors, connect, reason
 
 COMPARED = ("pool", "monhost", "username", "content")
@@ -29,6 +29,15 @@ def keyring(username: str, key: str) -> str:
     and every node's ``rbd`` then fails with "Operation not permitted".
     """
     return f"[client.{username}]\n\tkey = {key}\n"
+
+
+RECORDED = "The storage is recorded in the state; the next `pulumi up` checks it and finishes it"
+
+
+def _answered(exc: Exception) -> bool:
+    """PVE itself answered (and refused): as opposed to a timeout or a dropped connection, whose outcome is unknown."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and status < 595
 
 
 def _missing(exc: Exception) -> bool:
@@ -74,8 +83,20 @@ class StorageProvider(ResourceProvider):
             return reason(exc)
         return "Status is not active"
 
+    @staticmethod
+    def offline_nodes(api: Any) -> set[str]:
+        """Nodes the cluster reports offline (``/cluster/status``); empty when that cannot be read."""
+        try:
+            return {str(e.get("name")) for e in api.cluster.status.get() if e.get("type") == "node" and not int(e.get("online", 1))}
+        except api_errors():
+            return set()
+
     def wait_active(self, api: Any, storage_id: str, nodes: list[str]) -> list[str]:
-        """Poll ``/nodes/{node}/storage/{id}/status`` until ``active`` on every node (runbook 2-3)."""
+        """Poll ``/nodes/{node}/storage/{id}/status`` until ``active`` on every node (runbook 2-3).
+
+        A node the cluster reports offline ends the wait at once: it cannot activate anything
+        until it is back, and the operator should know now, not after the deadline.
+        """
         deadline = time.monotonic() + ACTIVE_DEADLINE_S
         pending = list(nodes)
         last: dict[str, str] = {}
@@ -89,6 +110,14 @@ class StorageProvider(ResourceProvider):
                         last[node] = self.inactive_reason(api, node, storage_id)
                 except api_errors() as exc:
                     last[node] = reason(exc)
+            offline = [n for n in pending if n in last and n in self.offline_nodes(api)] if last else []
+            if offline:
+                detail = "; ".join(f"{n}: {last[n]}" for n in offline)
+                raise OperatorError(
+                    f"storage {storage_id} cannot become active on {', '.join(offline)}: the cluster reports "
+                    f"{'it' if len(offline) == 1 else 'them'} offline ({detail}). Bring the node back and run `pulumi up` again, "
+                    "or remove it from proxmox.nodes if it is gone for good."
+                )
             if pending and time.monotonic() > deadline:
                 detail = "; ".join(f"{n}: {last.get(n, 'no answer')}" for n in pending)
                 raise OperatorError(
@@ -131,9 +160,15 @@ class StorageProvider(ResourceProvider):
                 api.storage(storage_id).put(**self.params(props))
         except api_errors() as exc:
             verb = "POST /storage" if seen is None else f"PUT /storage/{storage_id}"
-            raise OperatorError(f"{verb} (rbd {storage_id}): {reason(exc)}") from None
-        active = self.wait_active(api, storage_id, props["nodes"])
-        seen = self.observe(api, storage_id)
+            message = f"{verb} (rbd {storage_id}): {reason(exc)}"
+            if seen is None and _answered(exc):
+                raise OperatorError(message) from None  # PVE refused: nothing was created
+            raise PartiallyCreated(f"{message}. {RECORDED}", storage_id, props) from None
+        try:
+            active = self.wait_active(api, storage_id, props["nodes"])
+            seen = self.observe(api, storage_id)
+        except OperatorError as exc:
+            raise PartiallyCreated(f"{exc} {RECORDED}", storage_id, props) from None
         if seen is None:
             raise OperatorError(f"PVE storage {storage_id} was created but cannot be read back")
         return CreateResult(id_=storage_id, outs=self.outs(props, seen, active))

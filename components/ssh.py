@@ -36,6 +36,7 @@ class Connection:
     user: str
     private_key: str = field(repr=False)
     known_hosts: str = field(repr=False, default="")
+    command_timeout: float = 120  # seconds one command may take (ssh.commandTimeout)
 
     @classmethod
     def from_props(cls, props: dict[str, Any]) -> Connection:
@@ -45,6 +46,7 @@ class Connection:
             user=str(props["user"]),
             private_key=str(props["privateKey"]),
             known_hosts=str(props.get("knownHosts", "")),
+            command_timeout=float(props.get("commandTimeout") or 120),
         )
 
     @property
@@ -53,7 +55,7 @@ class Connection:
 
 
 class Executor(Protocol):
-    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 120) -> Result: ...
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result: ...
 
 
 def render(argv: list[str]) -> str:
@@ -126,13 +128,16 @@ class SshExecutor:
             raise RemoteError(f"SSH to {conn.where} failed: {exc.strerror or exc}") from None
         return client
 
-    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 120) -> Result:
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result:
+        """Run ``argv``; a connection that drops before the command's exit status arrives is a :class:`RemoteError`."""
         import paramiko
 
         command = render(argv)
+        what = " ".join(argv[:4])
+        limit = timeout or self.connection.command_timeout
         client = self._client()
         try:
-            chan_in, chan_out, chan_err = client.exec_command(command, timeout=timeout)
+            chan_in, chan_out, chan_err = client.exec_command(command, timeout=limit)
             if stdin is not None:
                 chan_in.write(stdin)
                 chan_in.channel.shutdown_write()
@@ -141,11 +146,15 @@ class SshExecutor:
             err = chan_err.read().decode(errors="replace")
             status = chan_out.channel.recv_exit_status()
         except TimeoutError:
-            raise RemoteError(f"SSH to {self.connection.where}: `{argv[0]} {argv[1] if len(argv) > 1 else ''}` did not finish within {timeout:.0f} s") from None
+            raise RemoteError(
+                f"SSH to {self.connection.where}: `{what}` did not finish within {limit:.0f} s (is the Ceph cluster reachable and healthy? ssh.commandTimeout sets the limit)"
+            ) from None
         except (paramiko.SSHException, OSError) as exc:
-            raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{argv[0]}`: {exc}") from None
+            raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{what}`: {exc}") from None
         finally:
             client.close()
+        if status == -1:  # the channel closed without an exit status: the connection (or the remote sshd) went away
+            raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{what}`; whether it took effect is unknown")
         return Result(status, out, err)
 
 

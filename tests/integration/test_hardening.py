@@ -25,8 +25,11 @@ and ``proxmoxve`` provider plugins, which cannot be built in this workplace.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
+import os
+import signal
 import ssl
 import subprocess
 import threading
@@ -37,9 +40,11 @@ from typing import Any
 import pytest
 from pulumi import automation as auto
 
+import lab
+import lab.ceph
 from lab.pve.control import Control
 from tests.integration.engine import cli, workspace_options
-from tests.integration.lab_stack import PROGRAMS, ROOT, LabStack, admin, api, changes, client_caps, forget, names, pool_exists
+from tests.integration.lab_stack import PROGRAMS, ROOT, LabStack, admin, api, changes, client_caps, forget, names, pool_detail, pool_exists, storages
 
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
 
@@ -64,17 +69,81 @@ def failed_up(stack: LabStack) -> str:
         stack.up()
     message = str(info.value)
     assert "Traceback" not in message, message[-3000:]
-    print(f"\n  up stopped: {next((line.strip() for line in message.splitlines() if 'error:' in line), message[-300:])}")
+    diagnostics = message.partition("Diagnostics:")[2].splitlines()
+    said = [line.strip(" \t*") for line in diagnostics if line.strip().startswith(("* ", "error: ")) and "error occurred" not in line]
+    print(f"\n  up stopped: {said[0] if said else message[-300:]}")
     return message
 
 
+def exported(stack: LabStack) -> list[dict[str, Any]]:
+    """The resources of the stack's state (`pulumi stack export`)."""
+    state = cli(stack.env, "stack", "export", "--stack", stack.name, cwd=stack.work)
+    assert state.returncode == 0, state.stderr
+    return json.loads(state.stdout)["deployment"].get("resources") or []
+
+
+def recorded(stack: LabStack, kind: str) -> list[dict[str, Any]]:
+    """The state's resources of one of the program's dynamic types (RbdPool, CephClient, RbdStorage)."""
+    return [r for r in exported(stack) if r["type"] == f"pulumi-python:dynamic/pveceph:{kind}"]
+
+
+def assert_recorded_unfinished(stack: LabStack, kind: str, id_: str) -> None:
+    """A create that failed half-way is in the state, once, with its reason: nothing is orphaned."""
+    found = recorded(stack, kind)
+    assert [r.get("id") for r in found] == [id_], found
+    assert found[0].get("initErrors"), found[0]
+
+
 def assert_converged(stack: LabStack, prefix: str) -> None:
-    """Exactly one pool, one cephx client and one `/storage` entry, and nothing left to change."""
+    """Exactly one pool, one cephx client and one `/storage` entry, in the lab and in the state, and nothing left to change."""
     assert admin("ceph osd pool ls").split().count(f"{prefix}-pool") == 1
     entities = [entry["entity"] for entry in json.loads(admin("ceph auth ls -f json"))["auth_dump"]]
     assert entities.count(f"client.{prefix}") == 1
     assert [s["storage"] for s in api().storage.get()].count(f"{prefix}-rbd") == 1
+    resources = exported(stack)
+    for kind, id_ in (("RbdPool", f"{prefix}-pool"), ("CephClient", f"client.{prefix}"), ("RbdStorage", f"{prefix}-rbd")):
+        found = [r for r in resources if r["type"] == f"pulumi-python:dynamic/pveceph:{kind}"]
+        assert [r.get("id") for r in found] == [id_] and not found[0].get("initErrors"), found
     assert changes(stack.preview().change_summary) == {}, stack.text()[-3000:]
+
+
+class Marker:
+    """Data written into the stack's pool before a fault (an RBD image of random bytes), checked after it."""
+
+    def __init__(self, pool: str) -> None:
+        self.image = f"{pool}/hardening-marker"
+        admin(f"head -c 4194304 /dev/urandom | rbd import --no-progress - {self.image}")
+        self.digest = self.checksum()
+
+    def checksum(self) -> str:
+        return admin(f"rbd export --no-progress {self.image} - | sha256sum").split()[0]
+
+    def intact(self) -> bool:
+        return self.checksum() == self.digest
+
+
+@contextlib.contextmanager
+def monitors_paused() -> Iterator[None]:
+    """Ceph stops answering: its three monitors are frozen (SIGSTOP), as a hung or unreachable cluster looks to a client."""
+    pids = [pid for name in lab.ceph.daemon_names() if name.startswith("ceph-mon.") and (pid := lab.running(name))]
+    assert len(pids) == 3, pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        lab.wait_for("Ceph answering again", lambda: "HEALTH" in admin("ceph health"), deadline=60)
+
+
+@contextlib.contextmanager
+def node_powered_off(node: str) -> Iterator[None]:
+    lab.fault(node, "poweroff", log=lambda _line: None)
+    try:
+        yield
+    finally:
+        lab.fault(node, "restore", log=lambda _line: None)
 
 
 def nothing_in_ceph(prefix: str) -> bool:
@@ -269,3 +338,72 @@ def test_7_no_secret_in_state_output_or_api_log_across_up_preview_refresh_destro
     finally:
         stack.remove()
         forget("hardsecret")
+
+
+def test_8_node_offline_during_a_cold_up_fails_fast_records_the_storage_then_converges(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    stack = hard_stack("hardnode", lab_state, tmp_path)
+    try:
+        with node_powered_off("pve-node3"):
+            message = failed_up(stack)
+            assert "storage hardnode-rbd cannot become active on pve-node3: the cluster reports it offline" in message, message[-3000:]
+            assert "remove it from proxmox.nodes" in message
+            # the storage was registered before the wait: it is in the state (unfinished), not orphaned
+            assert_recorded_unfinished(stack, "RbdStorage", "hardnode-rbd")
+            assert list(storages()).count("hardnode-rbd") == 1
+        stack.up()
+        assert_converged(stack, "hardnode")
+    finally:
+        stack.remove()
+        forget("hardnode")
+
+
+def test_8_node_offline_during_an_update_fails_then_converges_and_data_survives(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    stack = hard_stack("hardnode2", lab_state, tmp_path)
+    try:
+        stack.up()
+        marker = Marker("hardnode2-pool")
+        with node_powered_off("pve-node2"):
+            stack.reconfigure(lambda c: c["storage"].update(content=["images", "rootdir"]))
+            message = failed_up(stack)
+            assert "storage hardnode2-rbd cannot become active on pve-node2" in message, message[-3000:]
+        stack.up()
+        assert storages()["hardnode2-rbd"]["content"] in ("images,rootdir", "rootdir,images")
+        assert_converged(stack, "hardnode2")
+        assert marker.intact()
+    finally:
+        stack.remove()
+        forget("hardnode2")
+
+
+def test_9_ceph_not_answering_during_a_cold_up_fails_with_the_timeout_and_creates_nothing(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    stack = hard_stack("hardmon", lab_state, tmp_path)
+    try:
+        stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=10))
+        with monitors_paused():
+            message = failed_up(stack)
+            assert "`ceph osd pool ls` did not finish within 10 s" in message and "hardmon" in message, message[-3000:]
+        assert nothing_in_ceph("hardmon") and not recorded(stack, "RbdPool")
+        stack.up()
+        assert_converged(stack, "hardmon")
+    finally:
+        stack.remove()
+        forget("hardmon")
+
+
+def test_9_ceph_not_answering_during_an_update_fails_then_converges_and_data_survives(lab_state: dict[str, Any], tmp_path: Path) -> None:
+    stack = hard_stack("hardmon2", lab_state, tmp_path)
+    try:
+        stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=10))
+        stack.up()
+        marker = Marker("hardmon2-pool")
+        stack.reconfigure(lambda c: c["ceph"]["pool"].update(pgNum=64))
+        with monitors_paused():
+            message = failed_up(stack)
+            assert "did not finish within 10 s" in message and "hardmon2-pool" in message, message[-3000:]
+        stack.up()
+        assert pool_detail("hardmon2-pool")["pg_num_target"] == 64
+        assert_converged(stack, "hardmon2")
+        assert marker.intact()
+    finally:
+        stack.remove()
+        forget("hardmon2")

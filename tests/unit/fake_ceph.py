@@ -28,7 +28,7 @@ class FakeCeph:
     def executor(self, connection: Connection) -> FakeCeph:
         return self
 
-    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = 120) -> Result:
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result:
         assert shlex.split(render(argv)) == argv
         if self.drop_connection:
             raise RemoteError(f"SSH to root@127.10.10.101:2222: the connection dropped while running `{argv[0]}`")
