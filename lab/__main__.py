@@ -1,4 +1,5 @@
-"""python -m lab up | down | status [--json] | fault NODE poweroff|isolate|restore"""
+"""python -m lab up | down | status [--json] | fault NODE poweroff|isolate|restore
+| ssh-fault ROLE ACTION PATTERN [--times N] [--seconds S] | ssh-fault --clear [ROLE] | ssh-fault --list"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 import lab
+import lab.sshd
 
 
 def _print_status(s: dict) -> None:
@@ -29,6 +31,26 @@ def _print_status(s: dict) -> None:
         print(f"  {ln['address']}:{ln['port']:<6} {ln['process']}")
 
 
+def _print_rule(r: dict) -> None:
+    secs = f" {r['seconds']:g}s" if r["seconds"] is not None else ""
+    print(f"  {r['role']:<11} {r['action'] + secs:<16} {r['remaining']} left  {r['pattern']}")
+
+
+def _ssh_fault(a: argparse.Namespace) -> None:
+    if a.list:
+        rules = [r for role in lab.sshd.HOSTS for r in lab.sshd.faults(role)]
+        print("ssh faults:" if rules else "ssh faults: none")
+        for r in rules:
+            _print_rule(r)
+    elif a.clear:
+        lab.sshd.clear_faults(a.role)
+        print(f"ssh faults cleared: {a.role or 'every role'}")
+    else:
+        r = lab.sshd.inject_fault(a.role, a.action, a.pattern, times=a.times, seconds=a.seconds)
+        print("ssh fault added:")
+        _print_rule(r)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab", description=lab.__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -39,7 +61,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     f = sub.add_parser("fault", help="inject a fault into a PVE node")
     f.add_argument("node")
     f.add_argument("action", choices=lab.FAULT_ACTIONS)
+    sf = sub.add_parser(
+        "ssh-fault",
+        help="make a node's SSH misbehave for matching commands",
+        description="ROLE ACTION PATTERN: the next N commands on ROLE's sshd matching the bash glob PATTERN "
+        f"(the whole command, e.g. 'ceph osd pool create *') misbehave; ACTION: {', '.join(lab.sshd.FAULT_KINDS)}. "
+        "--clear [ROLE] removes the rules (of every role without ROLE), --list shows them.",
+    )
+    sf.add_argument("role", nargs="?", help=f"one of {', '.join(lab.sshd.HOSTS)}")
+    sf.add_argument("action", nargs="?", help=" | ".join(lab.sshd.FAULT_KINDS))
+    sf.add_argument("pattern", nargs="?", help="bash glob matched against the whole command")
+    sf.add_argument("--times", type=int, default=1, help="how many matching commands (default 1)")
+    sf.add_argument("--seconds", type=float, help="slow: seconds before the command runs")
+    sf_mode = sf.add_mutually_exclusive_group()
+    sf_mode.add_argument("--clear", action="store_true", help="remove the rules of ROLE, or of every role")
+    sf_mode.add_argument("--list", action="store_true", help="the rules of every role, with what remains")
     a = p.parse_args(argv)
+    if a.cmd == "ssh-fault":
+        if a.list and (a.role or a.action or a.pattern):
+            sf.error("--list takes no ROLE, ACTION or PATTERN")
+        if a.clear and (a.action or a.pattern):
+            sf.error("--clear takes at most a ROLE")
+        if not (a.list or a.clear) and not a.pattern:
+            sf.error("give ROLE ACTION PATTERN, --clear [ROLE] or --list")
     try:
         if a.cmd == "up":
             lab.up()
@@ -48,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif a.cmd == "status":
             s = lab.status()
             print(json.dumps(s, indent=2)) if a.json else _print_status(s)
+        elif a.cmd == "ssh-fault":
+            _ssh_fault(a)
         else:
             lab.fault(a.node, a.action)
     except lab.LabError as e:

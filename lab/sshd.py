@@ -4,13 +4,23 @@ answering. The Ceph admin node on 127.10.10.101, the PVE nodes pve-node1..3 on
 
 Every sshd forces `lab/dispatch ROLE`, which runs the client's command with bash in the
 role's environment (see lab/dispatch).
+
+SSH faults: `inject_fault(role, action, pattern, times, seconds)` makes the next TIMES commands
+on ROLE that match the bash glob PATTERN misbehave (FAULT_KINDS: drop-before, drop-after,
+slow, garbage), `faults(role)` lists the rules, `clear_faults(role=None)` removes them. The
+rules live in .lab/faults/ROLE (one a line, tab-separated: action, remaining, seconds or `-`,
+pattern), read and decremented by lab/dispatch under flock on .lab/faults/ROLE.lock; each
+firing is logged in .lab/faults/ROLE.log. `up()` and `down()` clear them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import math
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,10 @@ USER = "root"
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 START_DEADLINE = 15.0
+
+FAULT_KINDS = ("drop-before", "drop-after", "slow", "garbage")
+FAULT_MAX_SECONDS = 3600.0
+FAULTS_HEADER = "# action\tremaining\tseconds\tpattern  (lab/dispatch; python -m lab ssh-fault)\n"
 
 CONFIG = """\
 # sshd for the lab's {role} ({addr}:{port}), written by `python -m lab up`
@@ -171,6 +185,7 @@ def stop_role(role: str, deadline: float = 5.0) -> bool:
 def up(log: Callable[[str], None] = say) -> dict[str, Any]:
     with step("ssh keys, sshd configs, known_hosts", log):
         _prepare()
+        clear_faults()  # none left over from an earlier run
     with step(f"sshd x{len(HOSTS)} on port {PORT}", log):
         for role in HOSTS:
             start_role(role)
@@ -192,6 +207,7 @@ def info() -> dict[str, Any]:
 def down(deadline: float = 5.0) -> None:
     for role in HOSTS:
         stop_role(role, deadline)
+    clear_faults()
 
 
 def ssh_argv(role: str, *, batch: bool = True) -> list[str]:
@@ -216,3 +232,111 @@ def ssh_argv(role: str, *, batch: bool = True) -> list[str]:
     if batch:
         argv += ["-o", "BatchMode=yes"]
     return [*argv, f"{USER}@{HOSTS[role]}"]
+
+
+# --------------------------------------------------------------------------- SSH faults
+
+
+def faults_dir() -> Path:
+    return paths.STATE / "faults"
+
+
+def _check_role(role: str) -> str:
+    if role not in HOSTS:
+        raise LabError(f"unknown ssh role {role!r}: use one of {', '.join(HOSTS)}")
+    return role
+
+
+@contextlib.contextmanager
+def _rules_locked(role: str) -> Iterator[Path]:
+    """ROLE's rules file, under the exclusive flock lab/dispatch takes too."""
+    d = faults_dir()
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(d / f"{role}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield d / role
+
+
+def _parse_rules(role: str, text: str) -> list[dict[str, Any]]:
+    rules = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split("\t", 3)
+        if len(parts) != 4 or not parts[1].isdigit():
+            continue  # dispatch skips it too
+        action, remaining, seconds, pattern = parts
+        try:
+            secs = float(seconds)
+        except ValueError:
+            secs = None  # `-`, or not a number: dispatch does not sleep either
+        rules.append(
+            {
+                "role": role,
+                "action": action,
+                "remaining": int(remaining),
+                "seconds": secs,
+                "pattern": pattern,
+            }
+        )
+    return rules
+
+
+def inject_fault(role: str, action: str, pattern: str, times: int = 1, seconds: float | None = None) -> dict[str, Any]:
+    """Make the next TIMES commands on ROLE's sshd whose whole command line matches the bash glob
+    PATTERN misbehave (the rule is appended: earlier rules are checked first):
+
+      drop-before  the connection drops before the command runs
+      drop-after   the command runs to completion, then the connection drops (no output, no status)
+      slow         sleep SECONDS, then run the command
+      garbage      the command does not run; non-JSON junk on stdout, exit status 0
+
+    Returns the rule as `faults()` lists it."""
+    _check_role(role)
+    if action not in FAULT_KINDS:
+        raise LabError(f"unknown ssh fault action {action!r}: use one of {', '.join(FAULT_KINDS)}")
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise LabError("ssh fault pattern: give a bash glob matched against the whole command, e.g. 'ceph osd pool create *'")
+    if any(c in pattern for c in "\t\n\r\0"):
+        raise LabError(f"ssh fault pattern {pattern!r}: no tabs, newlines or NUL bytes")
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise LabError(f"ssh fault times={times!r}: must be an integer >= 1")
+    if action == "slow":
+        if seconds is None or isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise LabError("ssh fault slow: give seconds (how long to sleep before the command runs)")
+        if not math.isfinite(seconds) or not 0.001 <= seconds <= FAULT_MAX_SECONDS:
+            raise LabError(f"ssh fault slow: seconds={seconds!r} must be between 0.001 and {FAULT_MAX_SECONDS:g}")
+        secs = f"{float(seconds):.3f}".rstrip("0").rstrip(".")
+    elif seconds is not None:
+        raise LabError(f"ssh fault {action}: seconds is only for slow")
+    else:
+        secs = "-"
+    with _rules_locked(role) as rules:
+        text = rules.read_text() if rules.exists() else FAULTS_HEADER
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += f"{action}\t{times}\t{secs}\t{pattern}\n"
+        tmp = rules.with_name(f"{role}.tmp.{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(rules)
+    return _parse_rules(role, f"{action}\t{times}\t{secs}\t{pattern}")[0]
+
+
+def faults(role: str) -> list[dict[str, Any]]:
+    """ROLE's rules in the order they are checked: role, action, remaining (0: spent), seconds, pattern."""
+    _check_role(role)
+    rules = faults_dir() / role
+    try:
+        return _parse_rules(role, rules.read_text())
+    except FileNotFoundError:
+        return []
+
+
+def clear_faults(role: str | None = None) -> None:
+    """Remove ROLE's fault rules (None: every role's). Commands already past the check are unaffected."""
+    roles = list(HOSTS) if role is None else [_check_role(role)]
+    if not faults_dir().is_dir():
+        return
+    for r in roles:
+        with _rules_locked(r) as rules:
+            rules.unlink(missing_ok=True)

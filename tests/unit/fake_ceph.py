@@ -24,6 +24,7 @@ class FakeCeph:
     images: dict[str, list[str]] = field(default_factory=dict)
     commands: list[list[str]] = field(default_factory=list)
     drop_connection: bool = False
+    drop_after: str | None = None  # the connection drops once a command starting with this has taken effect
 
     def executor(self, connection: Connection) -> FakeCeph:
         return self
@@ -33,7 +34,10 @@ class FakeCeph:
         if self.drop_connection:
             raise RemoteError(f"SSH to root@127.10.10.101:2222: the connection dropped while running `{argv[0]}`")
         self.commands.append(argv)
-        return self.answer(argv)
+        answer = self.answer(argv)
+        if self.drop_after is not None and " ".join(argv).startswith(self.drop_after):
+            raise RemoteError(f"SSH to root@127.10.10.101:2222: the connection dropped while running `{' '.join(argv[:4])}`")
+        return answer
 
     def ran(self, prefix: str) -> bool:
         return any(" ".join(c).startswith(prefix) for c in self.commands)

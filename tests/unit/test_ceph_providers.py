@@ -9,7 +9,8 @@ import pytest
 from components.ceph_cli import Caps
 from components.ceph_client import ClientProvider
 from components.ceph_pool import PoolProvider
-from components.dynamic import OperatorError
+from components.dynamic import OperatorError, PartiallyCreated
+from components.ssh import Result
 from tests.unit.fake_ceph import FakeCeph
 
 CONNECTION = {"host": "127.10.10.101", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}
@@ -140,8 +141,24 @@ def test_pool_rename_is_a_replacement(ceph: FakeCeph) -> None:
 
 def test_pool_dropped_ssh_is_a_clear_error(ceph: FakeCeph) -> None:
     ceph.drop_connection = True
-    with pytest.raises(OperatorError, match=r"Ceph pool rbd-pool: SSH to .* dropped"):
+    with pytest.raises(OperatorError, match=r"Ceph pool rbd-pool: SSH to .* dropped") as info:
         PoolProvider(ceph.executor).create(pool_props())
+    assert not isinstance(info.value, PartiallyCreated)  # nothing was asked of Ceph yet: nothing to record
+
+
+@pytest.mark.parametrize("step", ["ceph osd pool create", "ceph osd pool set", "rbd pool init"])
+def test_pool_create_that_fails_after_asking_ceph_is_recorded_not_orphaned(ceph: FakeCeph, step: str) -> None:
+    ceph.drop_after = step
+    with pytest.raises(PartiallyCreated, match="the next `pulumi up` checks it and finishes it") as info:
+        PoolProvider(ceph.executor).create(pool_props())
+    assert (info.value.id_, info.value.outs["name"]) == ("rbd-pool", "rbd-pool")
+    assert "rbd-pool" in ceph.pools  # it exists: the state must know it
+
+
+def test_pool_create_refused_by_ceph_is_not_recorded(ceph: FakeCeph) -> None:
+    with pytest.raises(OperatorError, match="ERANGE") as info:
+        PoolProvider(ceph.executor).create(pool_props(pgNum=1024))
+    assert not isinstance(info.value, PartiallyCreated)
 
 
 # -- client -------------------------------------------------------------------------------
@@ -152,6 +169,21 @@ def test_client_create_uses_get_or_create_with_profile_rbd(ceph: FakeCeph) -> No
     assert result.id == "client.proxmox"
     assert ["ceph", "auth", "get-or-create", "client.proxmox", "mon", "profile rbd", "osd", "profile rbd pool=rbd-pool", "-f", "json"] in ceph.commands
     assert result.outs["key"].startswith("AQD")
+
+
+def test_client_create_that_drops_after_get_or_create_is_recorded(ceph: FakeCeph) -> None:
+    ceph.drop_after = "ceph auth get-or-create"
+    with pytest.raises(PartiallyCreated) as info:
+        ClientProvider(ceph.executor).create(client_props())
+    assert info.value.id_ == "client.proxmox" and "client.proxmox" in ceph.clients
+
+
+def test_client_create_refused_by_ceph_is_not_recorded(ceph: FakeCeph, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = ceph.answer
+    monkeypatch.setattr(ceph, "answer", lambda argv: Result(22, "", "Error EINVAL: bad caps") if "get-or-create" in argv else answer(argv))
+    with pytest.raises(OperatorError, match="get-or-create client.proxmox failed") as info:
+        ClientProvider(ceph.executor).create(client_props())
+    assert not isinstance(info.value, PartiallyCreated)
 
 
 def test_client_existing_is_refused_without_adoption(ceph: FakeCeph) -> None:
@@ -224,3 +256,32 @@ def test_operator_errors_reach_the_engine_without_a_traceback() -> None:
     except KeyError:
         assert "Traceback" in dynamic._Traceback().format_exc()
     assert sys.modules["traceback"].format_exc is not dynamic._Traceback.format_exc
+
+
+def test_a_partial_create_reaches_the_engine_as_created_but_not_initialised() -> None:
+    """The server's error wrapper calls format_exc() next to its gRPC ``context``: the details ride along."""
+    from google.rpc import status_pb2
+    from pulumi.runtime.proto import provider_pb2
+
+    from components import dynamic
+
+    class Context:
+        metadata: tuple[tuple[str, bytes], ...] = ()
+
+        def set_trailing_metadata(self, metadata: tuple[tuple[str, bytes], ...]) -> None:
+            self.metadata = metadata
+
+    def wrapper(context: Context) -> str:  # stands in for pulumi.dynamic's _abort_with_traceback
+        try:
+            raise PartiallyCreated("storage x is not active on pve-node3", "x", {"storageId": "x", "__provider": "cGlja2xl"})
+        except PartiallyCreated:
+            return dynamic._Traceback().format_exc()
+
+    context = Context()
+    assert wrapper(context) == "storage x is not active on pve-node3"
+    ((name, raw),) = context.metadata
+    status = status_pb2.Status.FromString(raw)
+    failed = provider_pb2.ErrorResourceInitFailed()
+    assert name == "grpc-status-details-bin" and status.code == 2 and status.details[0].Unpack(failed)
+    assert (failed.id, list(failed.reasons)) == ("x", ["storage x is not active on pve-node3"])
+    assert failed.properties["__provider"] == "cGlja2xl" and failed.refresh_before_update

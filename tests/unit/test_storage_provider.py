@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components.dynamic import OperatorError
+from components.dynamic import OperatorError, PartiallyCreated
 from components.pve_api import api_props
 from components.pve_storage import StorageProvider
 
@@ -127,6 +127,47 @@ def test_storage_that_never_becomes_active_fails_with_pves_reason(pve: Any, prop
     message = str(info.value)
     assert "not active on" in message and "rbd error" in message
     assert props["key"] not in message
+    assert isinstance(info.value, PartiallyCreated) and info.value.id_ == "ceph-rbd"  # registered: the state records it
+    assert "ceph-rbd" in pve.storages
+
+
+def test_a_refused_post_is_not_recorded(pve: Any, props: dict) -> None:
+    with pytest.raises(OperatorError, match="401") as info:
+        provider().create({**props, "api": {**props["api"], "token": f"{TOKEN_ID}=00000000-0000-0000-0000-000000000000"}})
+    assert not isinstance(info.value, PartiallyCreated)
+
+
+def test_an_offline_node_ends_the_wait_at_once() -> None:
+    from proxmoxer.core import ResourceException
+
+    class Api:
+        """The node's status is proxied to a node that is down (595), and the cluster says it is offline."""
+
+        def __init__(self) -> None:
+            self.path: list[str] = []
+
+        def __getattr__(self, name: str) -> Any:
+            self.path.append(name)
+            return self
+
+        def __call__(self, *args: str) -> Any:
+            self.path.extend(args)
+            return self
+
+        def get(self) -> Any:
+            path, self.path = self.path, []
+            if path[:2] == ["cluster", "status"]:
+                return [{"type": "node", "name": "pve-node1", "online": 1}, {"type": "node", "name": "pve-node3", "online": 0}]
+            if path[1] == "pve-node3":
+                raise ResourceException(595, "No route to host", "")
+            return {"active": 1}
+
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(OperatorError, match="cannot become active on pve-node3: the cluster reports it offline") as info:
+        provider().wait_active(Api(), "ceph-rbd", ["pve-node1", "pve-node3"])
+    assert time.monotonic() - start < 1 and "proxmox.nodes" in str(info.value)
 
 
 def test_a_wrong_token_is_a_clear_error_without_the_token(pve: Any, props: dict) -> None:
