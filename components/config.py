@@ -446,9 +446,16 @@ def load_from_pulumi() -> StackConfig:
 
     prefix = f"{PROJECT}:"
     raw = {key[len(prefix) :]: _parse(value) for key, value in get_config_env().items() if key.startswith(prefix)}
-    secret_keys = {key[len(prefix) :] for key in get_config_secret_keys_env() if key.startswith(prefix)}
-    plaintext = sorted(k for k in SECRET_KEYS if k in raw and k not in secret_keys)
-    config = validate(raw)
+    secret_keys = {key[len(prefix) :] for key in get_config_secret_keys_env() or [] if key.startswith(prefix)}
+    plaintext = [
+        f"{PROJECT}:{k} = <secret>: is stored in plain text; set it with `pulumi config set --secret {k}`"
+        for k in sorted(SECRET_KEYS)
+        if k in raw and k not in secret_keys
+    ]
+    try:
+        config = validate(raw)
+    except ConfigError as error:
+        raise ConfigError([*error.problems, *plaintext]) from None
     if plaintext:
-        raise ConfigError([f"{PROJECT}:{k} = <secret>: is stored in plain text; set it with `pulumi config set --secret {k}`" for k in plaintext])
+        raise ConfigError(plaintext)
     return config

@@ -20,5 +20,5 @@ $PY -m pytest -q tests/lab/test_ceph_sshd.py
 echo "== lab up: real Ceph, sshd, the PVE API"
 $PY -m lab up
 echo "== PVE API, toolchain smoke test, integration (real engine against the lab), failover drill"
-$PY -m pytest -q tests/lab/test_pve.py tests/integration tests/drill
+$PY -m pytest -q tests/lab/test_pve.py tests/lab/test_ssh_faults.py tests/integration tests/drill
 echo "== all suites passed in $((SECONDS - start)) s"

@@ -42,6 +42,7 @@ from pulumi import automation as auto
 
 import lab
 import lab.ceph
+from lab import sshd
 from lab.pve.control import Control
 from tests.integration.engine import cli, workspace_options
 from tests.integration.lab_stack import PROGRAMS, ROOT, LabStack, admin, api, changes, client_caps, forget, names, pool_detail, pool_exists, storages
@@ -407,3 +408,112 @@ def test_9_ceph_not_answering_during_an_update_fails_then_converges_and_data_sur
     finally:
         stack.remove()
         forget("hardmon2")
+
+
+@pytest.fixture
+def ssh_faults() -> Iterator[Any]:
+    """The Ceph admin node's SSH fault rules (lab/dispatch); cleared afterwards, whatever happened."""
+    sshd.clear_faults(sshd.ADMIN_ROLE)
+    yield lambda action, pattern, **kw: sshd.inject_fault(sshd.ADMIN_ROLE, action, pattern, **kw)
+    sshd.clear_faults(sshd.ADMIN_ROLE)
+
+
+def test_10_connection_dropped_after_pool_create_took_effect_is_recorded_then_converges(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
+    stack = hard_stack("hardrop", lab_state, tmp_path)
+    try:
+        ssh_faults("drop-after", "ceph osd pool create hardrop-pool *")
+        message = failed_up(stack)
+        assert "the connection dropped while running `ceph osd pool create`; whether it took effect is unknown" in message, message[-3000:]
+        assert "The pool is recorded in the state" in message
+        assert pool_exists("hardrop-pool")  # it took effect: the state must know it, or the rerun would call it foreign
+        assert_recorded_unfinished(stack, "RbdPool", "hardrop-pool")
+        stack.up()
+        assert_converged(stack, "hardrop")
+    finally:
+        stack.remove()
+        forget("hardrop")
+
+
+def test_10_connection_dropped_before_client_create_ran_is_recorded_then_converges(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
+    stack = hard_stack("hardrop2", lab_state, tmp_path)
+    try:
+        ssh_faults("drop-before", "ceph auth get-or-create client.hardrop2 *")
+        message = failed_up(stack)
+        assert "the connection dropped while running `ceph auth get-or-create client.hardrop2`" in message, message[-3000:]
+        assert client_caps("hardrop2") is None  # it did not take effect; the state records it as unknown,
+        assert_recorded_unfinished(stack, "CephClient", "client.hardrop2")  # and the next refresh finds it gone
+        stack.up()
+        assert_converged(stack, "hardrop2")
+    finally:
+        stack.remove()
+        forget("hardrop2")
+
+
+def test_10_connection_dropped_during_an_update_then_converges_and_data_survives(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
+    stack = hard_stack("hardrop3", lab_state, tmp_path)
+    try:
+        stack.up()
+        marker = Marker("hardrop3-pool")
+        stack.reconfigure(lambda c: c["ceph"]["pool"].update(pgNum=64))
+        ssh_faults("drop-after", "ceph osd pool set hardrop3-pool pg_num *")
+        message = failed_up(stack)
+        assert "Ceph pool hardrop3-pool: SSH to root@127.10.10.101:2222: the connection dropped while running `ceph osd pool set`" in message, message[-3000:]
+        stack.up()
+        assert pool_detail("hardrop3-pool")["pg_num_target"] == 64
+        assert_converged(stack, "hardrop3")
+        assert marker.intact()
+    finally:
+        stack.remove()
+        forget("hardrop3")
+
+
+def test_11_ceph_slower_than_the_timeout_on_create_is_recorded_then_converges(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
+    stack = hard_stack("hardslow", lab_state, tmp_path)
+    try:
+        stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=5))
+        ssh_faults("slow", "ceph osd pool create hardslow-pool *", seconds=8)
+        message = failed_up(stack)
+        assert "Ceph pool hardslow-pool: SSH to root@127.10.10.101:2222: `ceph osd pool create` did not finish within 5 s" in message, message[-3000:]
+        assert_recorded_unfinished(stack, "RbdPool", "hardslow-pool")
+        lab.wait_for("the slow create to land", lambda: pool_exists("hardslow-pool"), deadline=30)
+        stack.up()
+        assert_converged(stack, "hardslow")
+    finally:
+        stack.remove()
+        forget("hardslow")
+
+
+def test_11_ceph_slow_within_the_timeout_is_waited_for(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
+    stack = hard_stack("hardslow2", lab_state, tmp_path)
+    try:
+        stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=30))
+        ssh_faults("slow", "ceph *", times=4, seconds=3)
+        stack.up()
+        assert [rule["remaining"] for rule in sshd.faults(sshd.ADMIN_ROLE)] == [0]
+        assert_converged(stack, "hardslow2")
+    finally:
+        stack.remove()
+        forget("hardslow2")
+
+
+def test_12_ceph_printing_garbage_is_an_error_never_a_missing_pool(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
+    stack = hard_stack("hardjunk", lab_state, tmp_path)
+    try:
+        # cold: the first look at the pools is garbage; nothing is created
+        ssh_faults("garbage", "ceph osd pool ls detail *")
+        message = failed_up(stack)
+        assert "ceph osd pool ls detail: the Ceph CLI did not answer with JSON: '*** Caught signal (Segmentation fault) **" in message, message[-3000:]
+        assert nothing_in_ceph("hardjunk") and not recorded(stack, "RbdPool")
+        stack.up()
+        marker = Marker("hardjunk-pool")
+        # converged: garbage during the refresh must not read as "the pool is gone" (the state would drop it)
+        ssh_faults("garbage", "ceph osd pool ls detail *")
+        message = failed_up(stack)
+        assert "did not answer with JSON" in message, message[-3000:]
+        assert [r.get("id") for r in recorded(stack, "RbdPool")] == ["hardjunk-pool"]
+        stack.up()
+        assert_converged(stack, "hardjunk")
+        assert marker.intact()
+    finally:
+        stack.remove()
+        forget("hardjunk")

@@ -173,3 +173,26 @@ def test_runbook_caps_warn_about_the_blocklist() -> None:
 
 def test_default_caps_do_not_warn() -> None:
     assert not cfg.warnings(cfg.validate(valid_raw()))
+
+
+def test_a_stack_without_any_secret_names_the_missing_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine may pass no secret-key list at all (null): still a config error, never a TypeError."""
+    import json
+
+    raw = valid_raw()
+    del raw["proxmoxApiToken"]
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({f"pve-ceph-ha:{k}": json.dumps(v) for k, v in raw.items()}))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", "null")
+    with pytest.raises(cfg.ConfigError, match="pve-ceph-ha:proxmoxApiToken"):
+        cfg.load_from_pulumi()
+
+
+def test_a_malformed_plaintext_token_gets_both_problems(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    raw = {**valid_raw(), "proxmoxApiToken": "root@pam:password"}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({f"pve-ceph-ha:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", "[]")
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load_from_pulumi()
+    assert "API token" in str(info.value) and "plain text" in str(info.value) and "password" not in str(info.value)

@@ -232,7 +232,8 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	if err != nil {
 		return nil, err
 	}
-	secretKeys, err := json.Marshal(req.GetConfigSecretKeys())
+	// [] rather than null when the stack has no secrets: the SDK iterates over it
+	secretKeys, err := json.Marshal(append([]string{}, req.GetConfigSecretKeys()...))
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,215 @@
+"""Bad input through the real engine (issue #8): the unit tests' invalid-config corpus as
+``pulumi preview`` of the real program (__main__.py) on the lab stack's config.
+
+Every case must be refused by the program with the key (``pve-ceph-ha:<key>``) and the rule, with
+no Python traceback anywhere in the output, before any resource operation: the engine's event
+stream (``on_event``) shows no step for any resource but the root ``pulumi:pulumi:Stack``, and
+the program registered nothing else. Nothing with the stack's names appears in the lab.
+
+One stack serves every case: each case writes a fresh copy of the lab config (Pulumi.lab.yaml)
+with the one key broken, and sets or removes the ``proxmoxApiToken`` secret where the case is
+about it. A few cases only the engine can make are added: a whole key that is not a mapping, a
+key the model does not know, and the token stored in plain text.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pulumi import automation as auto
+
+from components import config as cfg
+from tests.integration.lab_stack import PREFIX, LabStack, base_config, client_caps, forget, names, pool_exists, storages
+from tests.unit.helpers import TOKEN, valid_raw
+from tests.unit.test_config import DELETE, INVALID
+from tests.unit.test_config import _set as set_path
+
+STACK = "badeng"  # its pool, client and storage: badeng-pool, client.badeng, badeng-rbd
+ROOT_TYPE = "pulumi:pulumi:Stack"
+TOKEN_KEY = "proxmoxApiToken"
+PLAINTEXT = object()  # the engine-only case: a well-formed token set without --secret
+
+
+@dataclass(frozen=True)
+class Case:
+    path: str  # the key path broken (the unit corpus's notation: a.b[0].c)
+    value: Any  # the bad value; DELETE removes the key; PLAINTEXT: the token in plain text
+    key: str  # the key the message must name
+    rule: str  # a word of the rule the message must give
+
+    @property
+    def id(self) -> str:
+        shown = "DELETE" if self.value is DELETE else "PLAINTEXT" if self.value is PLAINTEXT else repr(self.value)
+        return f"{self.path}={shown}"[:60]
+
+
+CASES = [Case(*entry) for entry in INVALID] + [
+    # `pve-ceph-ha:ceph: 127.10.10.101`: a whole section given as a string
+    Case("ceph", "127.10.10.101", "ceph", "must be an object"),
+    # a top-level typo the engine passes on like any other project key
+    Case("vm", [{"id": 101, "name": "vm101", "node": "pve-node1"}], "vm", "not a known key"),
+    # load_from_pulumi refuses a secret key stored in plain text, even with a valid value
+    Case(TOKEN_KEY, PLAINTEXT, TOKEN_KEY, "plain text"),
+]
+
+
+@dataclass
+class Run:
+    stack: LabStack
+    pristine: dict[str, Any]  # the stack file as LabStack wrote it: encryptionsalt and the secret token
+    started: float
+    setup_seconds: float = 0.0
+    tried: list[str] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
+    preview_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def stack_file(self) -> Path:
+        return self.stack.work / f"Pulumi.{self.stack.name}.yaml"
+
+
+@pytest.fixture(scope="module")
+def run(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    t0 = time.monotonic()
+    forget(STACK)
+    stack = LabStack(STACK, lab_state, tmp_path_factory.mktemp(STACK), names(STACK))
+    pristine = yaml.safe_load((stack.work / f"Pulumi.{STACK}.yaml").read_text())
+    assert "secure" in pristine["config"][PREFIX + TOKEN_KEY], "LabStack should have set the token as a secret"
+    state = Run(stack, pristine, started=t0, setup_seconds=time.monotonic() - t0)
+    yield state
+    stack.remove()
+
+
+def _parts(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in path.replace("]", "").split("."):
+        name, *indexes = piece.split("[")
+        parts.append(name)
+        parts.extend(int(i) for i in indexes)
+    return parts
+
+
+def seed_missing(config: dict[str, Any], path: str) -> None:
+    """Copy from the unit tests' valid config the parents of ``path`` the lab config lacks
+    (its HA affinity: Pulumi.lab.yaml defines none), so that only the case's key is wrong."""
+    target: Any = config
+    source: Any = valid_raw()
+    for part in _parts(path)[:-1]:
+        try:
+            below = source[part]
+        except (KeyError, IndexError, TypeError):
+            return  # not in the valid config either: the case itself adds it
+        if isinstance(target, dict) and part not in target:
+            target[part] = copy.deepcopy(below)
+        elif isinstance(target, list) and isinstance(part, int) and part >= len(target):
+            target.extend(copy.deepcopy(source[len(target) : part + 1]))
+        target, source = target[part], below
+
+
+def case_config(case: Case) -> dict[str, Any]:
+    """A fresh copy of the lab config with the stack's names, valid, then with the case's key broken."""
+    config = copy.deepcopy(base_config())
+    names(STACK)(config)
+    seed_missing(config, case.path)
+    cfg.validate({**config, TOKEN_KEY: TOKEN})  # the control: without the case, the config is valid
+    if case.path != TOKEN_KEY:
+        set_path(config, case.path, case.value)
+    return config
+
+
+def configure(run: Run, case: Case, config: dict[str, Any]) -> None:
+    """The whole stack file rewritten, then the secret. Not LabStack.reconfigure: it merges the
+    top-level keys into the file, so an earlier case's ``adopt`` or ``vm`` would survive."""
+    run.stack.config = config
+    document = copy.deepcopy(run.pristine)
+    token = document["config"][PREFIX + TOKEN_KEY]
+    document["config"] = {PREFIX + k: v for k, v in config.items()}
+    document["config"][PREFIX + TOKEN_KEY] = token
+    run.stack_file.write_text(yaml.safe_dump(document))
+    if case.path != TOKEN_KEY:
+        return
+    if case.value is DELETE:
+        run.stack.stack.remove_config(TOKEN_KEY)
+    elif case.value is PLAINTEXT:
+        run.stack.stack.set_config(TOKEN_KEY, auto.ConfigValue(TOKEN, secret=False))
+    else:
+        run.stack.stack.set_config(TOKEN_KEY, auto.ConfigValue(case.value, secret=True))
+
+
+def resource_events(events: list[auto.EngineEvent]) -> list[tuple[str, str, str]]:
+    """(event kind, resource type, urn) of every step the engine reported."""
+    found = []
+    for event in events:
+        for kind in ("resource_pre_event", "res_outputs_event", "res_op_failed_event"):
+            step = getattr(event, kind)
+            if step is not None:
+                found.append((kind, step.metadata.type, step.metadata.urn))
+        if event.policy_event is not None:
+            found.append(("policy_event", "", event.policy_event.resource_urn or ""))
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_config_is_refused_before_any_resource_operation(run: Run, case: Case) -> None:
+    run.tried.append(case.id)
+    config = case_config(case)
+    configure(run, case, config)
+    events: list[auto.EngineEvent] = []
+    output: list[str] = []
+    t0 = time.monotonic()
+    with pytest.raises(auto.CommandError) as info:
+        run.stack.stack.preview(on_output=output.append, on_event=events.append, color="never")
+    run.preview_seconds.append(time.monotonic() - t0)
+    shown = f"{info.value}\n" + "\n".join(output)
+    diagnostics = [e.diagnostic_event for e in events if e.diagnostic_event is not None]
+    everything = shown + "\n" + "\n".join(d.message for d in diagnostics)
+
+    # refused by the program, naming the key and the rule, in what the operator reads
+    errors = [line for d in diagnostics if d.severity == "error" for line in d.message.splitlines()]
+    names_key = re.compile(re.escape(PREFIX + case.key) + r"(?=[ .\[=:])")  # the key, or a part of it: storage.content[0]
+    line = next((line for line in errors if names_key.search(line)), None)
+    assert line is not None, f"no error names {PREFIX}{case.key}:\n{shown}"
+    assert line.startswith(f"config error: {PREFIX}"), line
+    assert case.rule in line, line
+    assert line in shown, f"the error is not in the preview's output:\n{shown}"
+    assert "Traceback" not in everything, everything
+
+    # before any resource operation: the engine stepped the root stack only, the program registered nothing else
+    assert any(e.summary_event is not None for e in events), "the event stream did not reach the summary"
+    steps = resource_events(events)
+    assert any(kind == "resource_pre_event" and type_ == ROOT_TYPE for kind, type_, _ in steps), steps
+    assert [s for s in steps if s[1] != ROOT_TYPE] == [], steps
+    registered = {m.group(1) for d in diagnostics for m in re.finditer(r"registering resource: ty=([^,\s]+)", d.message)}
+    assert registered <= {ROOT_TYPE}, registered
+
+    # the secret never shows, in any of its shapes
+    if case.path == TOKEN_KEY and isinstance(case.value, str):
+        assert case.value not in shown
+    if case.value is PLAINTEXT:
+        assert TOKEN.split("=", 1)[1] not in shown
+
+    # nothing appeared in the lab (the pool and the client are checked once, at the end: 0.6 s each over SSH)
+    assert f"{STACK}-rbd" not in storages()
+    run.passed.append(case.id)
+
+
+def test_nothing_appeared_in_the_lab_and_summary(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
+    assert not pool_exists(f"{STACK}-pool")
+    assert client_caps(STACK) is None
+    assert f"{STACK}-rbd" not in storages()
+    seconds = time.monotonic() - run.started
+    mean = sum(run.preview_seconds) / max(len(run.preview_seconds), 1)
+    with capsys.disabled():
+        print(
+            f"\n  bad config through the engine: {len(run.tried)} cases tried, {len(run.passed)} passed, {seconds:.1f} s "
+            f"(stack setup {run.setup_seconds:.1f} s, preview mean {mean:.2f} s)"
+        )
+    assert run.tried, "run the whole module: the cases record what was tried"
