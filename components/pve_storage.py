@@ -91,6 +91,26 @@ class StorageProvider(ResourceProvider):
         except api_errors():
             return set()
 
+    def inactive_nodes(self, api: Any, storage_id: str, nodes: list[str]) -> list[str]:
+        """The nodes that are online and yet do not have the storage active: drift from runbook 2-3.
+
+        Offline nodes are left out: a node that is down (a failover, maintenance) is not the
+        storage's fault, and `pulumi up` must not fail or change anything because of it.
+        """
+        offline = self.offline_nodes(api)
+        inactive = []
+        for node in nodes:
+            if node in offline:
+                continue
+            try:
+                status = api.nodes(node).storage(storage_id).status.get()
+                active = isinstance(status, dict) and int(status.get("active", 0)) == 1
+            except api_errors():
+                active = False
+            if not active:
+                inactive.append(node)
+        return inactive
+
     def wait_active(self, api: Any, storage_id: str, nodes: list[str]) -> list[str]:
         """Poll ``/nodes/{node}/storage/{id}/status`` until ``active`` on every node (runbook 2-3).
 
@@ -140,7 +160,7 @@ class StorageProvider(ResourceProvider):
         }
 
     def outs(self, props: dict[str, Any], seen: dict[str, Any], active: list[str]) -> dict[str, Any]:
-        return {**props, **{k: seen[k] for k in COMPARED}, "activeNodes": active}
+        return {**props, **{k: seen[k] for k in COMPARED}, "activeNodes": active, "inactiveNodes": []}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         api = self.api(props)
@@ -174,15 +194,19 @@ class StorageProvider(ResourceProvider):
         return CreateResult(id_=storage_id, outs=self.outs(props, seen, active))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        seen = self.observe(self.api(props), id_)
+        api = self.api(props)
+        seen = self.observe(api, id_)
         if seen is None:
             return ReadResult(id_="", outs={})
-        return ReadResult(id_=id_, outs={**props, **{k: seen[k] for k in COMPARED}})
+        inactive = self.inactive_nodes(api, id_, list(props.get("nodes") or []))
+        return ReadResult(id_=id_, outs={**props, **{k: seen[k] for k in COMPARED}, "inactiveNodes": inactive})
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         if olds.get("storageId") != news.get("storageId"):
             return DiffResult(changes=True, replaces=["storageId"], delete_before_replace=True)
         changes = [key for key in (*COMPARED, "key", "nodes", "adopt") if olds.get(key) != news.get(key)]
+        if olds.get("inactiveNodes"):  # online nodes where refresh found it inactive: update waits for them again
+            changes.append("inactiveNodes")
         old_api, new_api = olds.get("api") or {}, news.get("api") or {}
         if old_api.get("endpoint") != new_api.get("endpoint"):
             changes.append("api")

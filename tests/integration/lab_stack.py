@@ -143,11 +143,23 @@ def storages() -> dict[str, Any]:
     return {s["storage"]: s for s in api().storage.get()}
 
 
+LEDGER = ROOT / ".test-logs" / "cephx-keys"
+
+
+def remember_key(client: str) -> None:
+    """Note a test client's key before it is deleted, for the secrets audit of the test logs (tools/audit_secrets.py)."""
+    key = json.loads(admin(f"ceph auth get client.{client} -f json"))[0]["key"]
+    LEDGER.parent.mkdir(exist_ok=True)
+    with LEDGER.open("a", encoding="utf-8") as ledger:
+        ledger.write(f"{key}\n")
+
+
 def forget(prefix: str) -> None:
     """Remove what an earlier, interrupted run of a test may have left in the lab."""
     if f"{prefix}-rbd" in storages():
         api().storage(f"{prefix}-rbd").delete()
     if client_caps(prefix) is not None:
+        remember_key(prefix)
         admin(f"ceph auth del client.{prefix}")
     if pool_exists(f"{prefix}-pool"):
         admin(f"ceph osd pool delete {prefix}-pool {prefix}-pool --yes-i-really-really-mean-it")

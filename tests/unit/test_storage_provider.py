@@ -95,6 +95,18 @@ def test_no_diff_when_nothing_changed(pve: Any, props: dict) -> None:
     assert provider().diff("ceph-rbd", read.outs, props).changes is False
 
 
+def test_refresh_finds_a_storage_gone_inactive_and_diff_proposes_to_wait_again(pve: Any, props: dict) -> None:
+    outs = provider().create(props).outs
+    assert outs["inactiveNodes"] == []
+    pve.storages["ceph-rbd"]["active"] = 0  # PVE: "storage 'ceph-rbd' is not online"
+    read = provider().read("ceph-rbd", outs)
+    assert read.outs["inactiveNodes"] == sorted(pve.nodes)
+    assert provider().diff("ceph-rbd", read.outs, props).changes is True
+    pve.storages["ceph-rbd"]["active"] = 1
+    read = provider().read("ceph-rbd", outs)
+    assert read.outs["inactiveNodes"] == [] and provider().diff("ceph-rbd", read.outs, props).changes is False
+
+
 def test_renaming_the_storage_replaces_it(props: dict) -> None:
     diff = provider().diff("ceph-rbd", props, {**props, "storageId": "ceph-rbd2"})
     assert diff.replaces == ["storageId"]
@@ -168,6 +180,8 @@ def test_an_offline_node_ends_the_wait_at_once() -> None:
     with pytest.raises(OperatorError, match="cannot become active on pve-node3: the cluster reports it offline") as info:
         provider().wait_active(Api(), "ceph-rbd", ["pve-node1", "pve-node3"])
     assert time.monotonic() - start < 1 and "proxmox.nodes" in str(info.value)
+    # and a refresh during the outage finds nothing to change: the node is down, not the storage
+    assert provider().inactive_nodes(Api(), "ceph-rbd", ["pve-node1", "pve-node3"]) == []
 
 
 def test_a_wrong_token_is_a_clear_error_without_the_token(pve: Any, props: dict) -> None:
