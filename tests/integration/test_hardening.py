@@ -1,26 +1,35 @@
 """Hardening: the real engine on the program's own resources (pool, cephx client, RBD storage;
 tests/integration/programs/dynamic_only) when the world misbehaves.
 
-Each case injects one fault, checks that `pulumi up` stops with a message that names the step
-(and no Python traceback), removes the fault, and checks that the next `up` converges with
-nothing orphaned or duplicated (one pool, one cephx client, one `/storage` entry) and that
-`preview` then proposes no change:
+Each case injects one fault during `pulumi up`, from nothing or from a converged stack, checks
+that `up` stops with a message that names the step (and no Python traceback), removes the fault,
+and checks that the next `up` converges with nothing orphaned or duplicated: one pool, one cephx
+client and one `/storage` entry in the lab, each in the state once and finished, `preview` with
+no change; from a converged stack, an RBD image written into the pool before the fault has the
+same checksum after it.
 
 1. the PVE API answers 500 to ``POST /storage`` during a cold up;
 2. the PVE API does not answer ``GET /storage/{id}`` (the client's timeout);
 3. the Ceph admin node's SSH port is closed: nothing is created in Ceph;
 4. the admin node's SSH host key changed: refused, and nothing is created in Ceph;
-5. the PVE API answers ``GET /storage/{id}`` with a shape that is not a storage (``data: null``);
-   and an HTML page with status 200 (a proxy's maintenance page; from a stand-in endpoint, since
-   the lab's control channel does not pass fakepve's ``html`` on); this case found that
-   ``StorageProvider.observe`` took proxmoxer's ``{"errors": b"<html>..."}`` for a storage;
+5. the PVE API answers ``GET /storage/{id}`` with a shape that is not a storage (``data: null``),
+   and an HTML page with status 200 (a stand-in endpoint: the lab's control channel does not
+   pass fakepve's ``html`` on);
 6. two `pulumi up` on one stack at once: the backend's lock refuses one, the state stays valid;
-7. secrets audit across up, preview, refresh and destroy: the cephx key, the API token and the
-   SSH private key never appear in the state, the engine's output or the lab API's log.
+7. secrets audit across up, preview, refresh and destroy (the whole test run is audited again
+   by tools/audit_secrets.py at the end of `make test`);
+8. a PVE node goes offline in the middle of a cold up, and during an update of the storage;
+9. Ceph does not answer (its monitors frozen) during a cold up, and during an update;
+10. the SSH connection drops after ``ceph osd pool create`` took effect, before
+    ``ceph auth get-or-create`` ran, and during an update (lab/dispatch SSH fault rules);
+11. Ceph slower than ``ssh.commandTimeout`` on create (the pool appears after the run gave up),
+    and slow within it (the run waits);
+12. Ceph prints garbage instead of JSON, cold and during the refresh of a converged stack (a
+    garbage answer must never read as "the pool is gone");
+13. PVE API faults on a converged stack: the refresh's read hangs, then the update's PUT is refused.
 
-The full-program cases (VMs and their disks, HA registration, a PVE node going offline in the
-middle of a run, a data checksum inside a VM image across a failover) wait for the ``command``
-and ``proxmoxve`` provider plugins, which cannot be built in this workplace.
+The full-program cases (VMs and their disks, HA resources) wait for the ``command`` and
+``proxmoxve`` provider plugins, which cannot be built in this workplace.
 """
 
 from __future__ import annotations
@@ -341,13 +350,26 @@ def test_7_no_secret_in_state_output_or_api_log_across_up_preview_refresh_destro
         forget("hardsecret")
 
 
-def test_8_node_offline_during_a_cold_up_fails_fast_records_the_storage_then_converges(lab_state: dict[str, Any], tmp_path: Path) -> None:
+def test_8_node_going_offline_in_the_middle_of_a_cold_up_fails_fast_records_the_storage_then_converges(lab_state: dict[str, Any], tmp_path: Path) -> None:
     stack = hard_stack("hardnode", lab_state, tmp_path)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["up"] = stack.up()
+        except auto.CommandError as error:
+            outcome["error"] = error
+
     try:
+        runner = threading.Thread(target=run)
+        runner.start()
+        # the run is under way (the pool exists, the storage is still to come): pve-node3 goes down
+        lab.wait_for("the run to create the pool", lambda: pool_exists("hardnode-pool"), deadline=120)
         with node_powered_off("pve-node3"):
-            message = failed_up(stack)
-            assert "storage hardnode-rbd cannot become active on pve-node3: the cluster reports it offline" in message, message[-3000:]
-            assert "remove it from proxmox.nodes" in message
+            runner.join(timeout=300)
+            message = str(outcome.get("error", ""))
+            assert "storage hardnode-rbd cannot become active on pve-node3: the cluster reports it offline" in message, outcome
+            assert "remove it from proxmox.nodes" in message and "Traceback" not in message
             # the storage was registered before the wait: it is in the state (unfinished), not orphaned
             assert_recorded_unfinished(stack, "RbdStorage", "hardnode-rbd")
             assert list(storages()).count("hardnode-rbd") == 1
@@ -517,3 +539,30 @@ def test_12_ceph_printing_garbage_is_an_error_never_a_missing_pool(lab_state: di
     finally:
         stack.remove()
         forget("hardjunk")
+
+
+def test_13_api_faults_on_a_converged_stack_fail_naming_the_call_then_converge_and_data_survives(
+    lab_state: dict[str, Any], tmp_path: Path, control: Control
+) -> None:
+    stack = hard_stack("hardapi", lab_state, tmp_path)
+    try:
+        stack.up()
+        marker = Marker("hardapi-pool")
+        # the refresh before the update cannot read the storage (no answer within the client's 30 s)
+        control.fail("GET", "/storage/hardapi-rbd", hang=35, times=1)
+        message = failed_up(stack)
+        assert "GET /storage/hardapi-rbd: ReadTimeout" in message, message[-3000:]
+        assert [r.get("id") for r in recorded(stack, "RbdStorage")] == ["hardapi-rbd"]  # a failed read is not "gone"
+        # the update itself is refused by PVE
+        stack.reconfigure(lambda c: c["storage"].update(content=["images", "rootdir"]))
+        control.fail("PUT", "/storage/hardapi-rbd", status=500, message="hard: cfs lock 'file-storage_cfg' error: got lock request timeout", times=1)
+        message = failed_up(stack)
+        assert "PUT /storage/hardapi-rbd: 500" in message and "got lock request timeout" in message, message[-3000:]
+        control.clear_failures()
+        stack.up()
+        assert storages()["hardapi-rbd"]["content"] in ("images,rootdir", "rootdir,images")
+        assert_converged(stack, "hardapi")
+        assert marker.intact()
+    finally:
+        stack.remove()
+        forget("hardapi")
