@@ -5,7 +5,7 @@ Run by tools/run-tests.sh after the suites, while the lab is still up:
     python -m tools.audit_secrets --ledger .test-logs/cephx-keys DIR_OR_FILE...
 
 The secrets: the PVE API token secret and root password, every line of the SSH private key's
-body, every cephx key Ceph holds now (client.admin, the daemons, the clients the tests left) and
+body that is its own (not the header every key of its type shares), every cephx key Ceph holds now (client.admin, the daemons, the clients the tests left) and
 every client key the tests deleted (their ledger, written by tests/integration/lab_stack.forget).
 The places: every regular file under the given paths (symlinks are not followed: the test
 projects link .lab/, which holds the key files themselves), read as bytes.
@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +34,7 @@ def lab_secrets(ledger: Path | None) -> dict[str, list[bytes]]:
     lab = runbook_checks.Lab.load()
     state = lab.state
     key_lines = Path(state["ssh"]["private_key_path"]).read_text().splitlines()[1:-1]
+    common = shared_key_lines(str(state["ssh"]["public_key"]).split()[0])
     cephx = [str(entry["key"]) for entry in json.loads(lab.ssh("ceph-admin", "ceph auth ls -f json"))["auth_dump"] if entry.get("key")]
     if ledger is not None and ledger.exists():
         cephx += ledger.read_text().split()
@@ -39,10 +42,19 @@ def lab_secrets(ledger: Path | None) -> dict[str, list[bytes]]:
         "PVE API token": [state["pve"]["token_secret"]],
         "PVE root password": [state["pve"]["password"]] if state["pve"].get("password") else [],
         # the key's base64 body line by line (any one would leak it; short tails could match by chance)
-        "SSH private key": [line for line in key_lines if len(line) >= 40],
+        "SSH private key": [line for line in key_lines if len(line) >= 40 and line not in common],
         "cephx key": sorted(set(cephx)),
     }
     return {kind: [value.encode() for value in values] for kind, values in found.items()}
+
+
+def shared_key_lines(kind: str) -> set[str]:
+    """Lines every private key of this type has (the OpenSSH header): in any key file, not a leak of this one."""
+    types = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa"}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "key"
+        subprocess.run(["ssh-keygen", "-q", "-t", types.get(kind, "ed25519"), "-N", "", "-f", str(path)], check=True, capture_output=True)
+        return set(path.read_text().splitlines())
 
 
 def files(paths: list[Path], skip: set[Path]) -> Iterator[Path]:

@@ -22,7 +22,7 @@ $PY -m pytest -q tests/lab/test_ceph_sshd.py 2>&1 | tee "$LOGS/lab.log"
 echo "== lab up: real Ceph, sshd, the PVE API"
 $PY -m lab up
 echo "== PVE API, SSH faults, toolchain smoke test, integration (real engine against the lab), failover drill"
-$PY -m pytest -q --basetemp="$LOGS/tmp" tests/lab/test_pve.py tests/lab/test_ssh_faults.py tests/integration tests/drill 2>&1 | tee "$LOGS/integration.log"
+$PY -m pytest -q --durations=15 --basetemp="$LOGS/tmp" tests/lab/test_pve.py tests/lab/test_ssh_faults.py tests/integration tests/drill 2>&1 | tee "$LOGS/integration.log"
 echo "== secrets audit: the test logs, the engine's state files of every test stack, the lab's logs"
 $PY -m tools.audit_secrets --ledger "$LOGS/cephx-keys" "$LOGS" .lab/pve/server.log .lab/logs .lab/faults .lab/ceph/log 2>&1 | tee "$LOGS/audit.log"
 echo "== all suites passed in $((SECONDS - start)) s"

@@ -80,7 +80,12 @@ def failed_up(stack: LabStack) -> str:
     message = str(info.value)
     assert "Traceback" not in message, message[-3000:]
     diagnostics = message.partition("Diagnostics:")[2].splitlines()
-    said = [line.strip(" \t*") for line in diagnostics if line.strip().startswith(("* ", "error: ")) and "error occurred" not in line]
+    said = [line.strip(" \t*") for line in diagnostics if line.strip().startswith("* ")]
+    said += [
+        line.strip()
+        for line in diagnostics
+        if line.strip().startswith("error: ") and not any(w in line for w in ("error occurred", "update failed", "Resource monitor"))
+    ]
     print(f"\n  up stopped: {said[0] if said else message[-300:]}")
     return message
 
