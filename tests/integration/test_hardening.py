@@ -42,7 +42,7 @@ import signal
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from tests.integration.engine import cli, workspace_options
 from tests.integration.lab_stack import PROGRAMS, ROOT, LabStack, admin, api, changes, client_caps, forget, names, pool_detail, pool_exists, storages
 
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
+HardStack = Callable[[str], LabStack]
 
 
 @pytest.fixture
@@ -71,6 +72,21 @@ def control() -> Iterator[Control]:
 def hard_stack(prefix: str, lab_state: dict[str, Any], tmp: Path) -> LabStack:
     forget(prefix)
     return LabStack(prefix, lab_state, tmp, names(prefix), program=PROGRAM)
+
+
+@pytest.fixture
+def hard(lab_state: dict[str, Any], tmp_path: Path) -> Iterator[HardStack]:
+    """Makes a fresh stack named PREFIX (pool PREFIX-pool, client PREFIX, storage PREFIX-rbd); removes it and its objects afterwards."""
+    made: list[tuple[LabStack, str]] = []
+
+    def make(prefix: str) -> LabStack:
+        made.append((hard_stack(prefix, lab_state, tmp_path), prefix))
+        return made[-1][0]
+
+    yield make
+    for stack, prefix in made:
+        stack.remove()
+        forget(prefix)
 
 
 def failed_up(stack: LabStack) -> str:
@@ -165,53 +181,41 @@ def nothing_in_ceph(prefix: str) -> bool:
     return not pool_exists(f"{prefix}-pool") and client_caps(prefix) is None
 
 
-def test_1_api_500_on_post_storage_fails_naming_the_call_then_converges(lab_state: dict[str, Any], tmp_path: Path, control: Control) -> None:
-    stack = hard_stack("hardpost", lab_state, tmp_path)
-    try:
-        control.fail("POST", "/storage", status=500, message="hard: cfs lock 'file-storage_cfg' error: got lock request timeout", times=1)
-        message = failed_up(stack)
-        assert "POST /storage (rbd hardpost-rbd): 500" in message and "got lock request timeout" in message, message[-3000:]
-        assert "hardpost-rbd" not in [s["storage"] for s in api().storage.get()]
-        control.clear_failures()
-        stack.up()
-        assert_converged(stack, "hardpost")
-    finally:
-        stack.remove()
-        forget("hardpost")
+def test_1_api_500_on_post_storage_fails_naming_the_call_then_converges(hard: HardStack, control: Control) -> None:
+    stack = hard("hardpost")
+    control.fail("POST", "/storage", status=500, message="hard: cfs lock 'file-storage_cfg' error: got lock request timeout", times=1)
+    message = failed_up(stack)
+    assert "POST /storage (rbd hardpost-rbd): 500" in message and "got lock request timeout" in message, message[-3000:]
+    assert "hardpost-rbd" not in [s["storage"] for s in api().storage.get()]
+    control.clear_failures()
+    stack.up()
+    assert_converged(stack, "hardpost")
 
 
-def test_2_api_timeout_on_get_storage_fails_naming_the_call_then_converges(lab_state: dict[str, Any], tmp_path: Path, control: Control) -> None:
-    stack = hard_stack("hardhang", lab_state, tmp_path)
-    try:
-        # the providers' API client gives up after 30 s (components.pve_api.connect)
-        control.fail("GET", "/storage/hardhang-rbd", hang=35, times=1)
-        message = failed_up(stack)
-        assert "GET /storage/hardhang-rbd: ReadTimeout" in message and "timed out" in message, message[-3000:]
-        control.clear_failures()
-        stack.up()
-        assert_converged(stack, "hardhang")
-    finally:
-        stack.remove()
-        forget("hardhang")
+def test_2_api_timeout_on_get_storage_fails_naming_the_call_then_converges(hard: HardStack, control: Control) -> None:
+    stack = hard("hardhang")
+    # the providers' API client gives up after 30 s (components.pve_api.connect)
+    control.fail("GET", "/storage/hardhang-rbd", hang=35, times=1)
+    message = failed_up(stack)
+    assert "GET /storage/hardhang-rbd: ReadTimeout" in message and "timed out" in message, message[-3000:]
+    control.clear_failures()
+    stack.up()
+    assert_converged(stack, "hardhang")
 
 
-def test_3_ssh_to_a_closed_admin_port_fails_before_anything_is_created(lab_state: dict[str, Any], tmp_path: Path) -> None:
-    stack = hard_stack("hardssh", lab_state, tmp_path)
-    try:
-        stack.reconfigure(lambda c: c["ceph"]["admin"].update(port=2299))
-        message = failed_up(stack)
-        assert "SSH to root@127.10.10.101:2299 failed" in message, message[-3000:]
-        assert nothing_in_ceph("hardssh")
-        stack.reconfigure(lambda c: c["ceph"]["admin"].update(port=2222))
-        stack.up()
-        assert_converged(stack, "hardssh")
-    finally:
-        stack.remove()
-        forget("hardssh")
+def test_3_ssh_to_a_closed_admin_port_fails_before_anything_is_created(hard: HardStack) -> None:
+    stack = hard("hardssh")
+    stack.reconfigure(lambda c: c["ceph"]["admin"].update(port=2299))
+    message = failed_up(stack)
+    assert "SSH to root@127.10.10.101:2299 failed" in message, message[-3000:]
+    assert nothing_in_ceph("hardssh")
+    stack.reconfigure(lambda c: c["ceph"]["admin"].update(port=2222))
+    stack.up()
+    assert_converged(stack, "hardssh")
 
 
-def test_4_changed_ssh_host_key_is_refused_and_nothing_is_created(lab_state: dict[str, Any], tmp_path: Path) -> None:
-    stack = hard_stack("hardkey", lab_state, tmp_path)
+def test_4_changed_ssh_host_key_is_refused_and_nothing_is_created(hard: HardStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
+    stack = hard("hardkey")
     other = tmp_path / "other_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     other_key = other.with_suffix(".pub").read_text().split()[:2]
@@ -221,32 +225,24 @@ def test_4_changed_ssh_host_key_is_refused_and_nothing_is_created(lab_state: dic
     assert forged != lines
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("\n".join(forged) + "\n")
-    try:
-        stack.reconfigure(lambda c: c["ssh"].update(knownHostsFile=str(known_hosts)))
-        message = failed_up(stack)
-        assert "SSH to root@127.10.10.101:2222: the host key changed since it was recorded in known_hosts" in message, message[-3000:]
-        assert nothing_in_ceph("hardkey")
-        stack.reconfigure(lambda c: c["ssh"].update(knownHostsFile=lab_state["ssh"]["known_hosts"]))
-        stack.up()
-        assert_converged(stack, "hardkey")
-    finally:
-        stack.remove()
-        forget("hardkey")
+    stack.reconfigure(lambda c: c["ssh"].update(knownHostsFile=str(known_hosts)))
+    message = failed_up(stack)
+    assert "SSH to root@127.10.10.101:2222: the host key changed since it was recorded in known_hosts" in message, message[-3000:]
+    assert nothing_in_ceph("hardkey")
+    stack.reconfigure(lambda c: c["ssh"].update(knownHostsFile=lab_state["ssh"]["known_hosts"]))
+    stack.up()
+    assert_converged(stack, "hardkey")
 
 
-def test_5_api_answer_of_the_wrong_shape_fails_clearly_then_converges(lab_state: dict[str, Any], tmp_path: Path, control: Control) -> None:
-    stack = hard_stack("hardshape", lab_state, tmp_path)
-    try:
-        # status 200 with {"data": null}: a proxy or a broken API, not a storage and not "does not exist"
-        control.fail("GET", "/storage/hardshape-rbd", status=200, message="hard: not a storage", times=1)
-        message = failed_up(stack)
-        assert "GET /storage/hardshape-rbd: unexpected answer from the PVE API" in message, message[-3000:]
-        control.clear_failures()
-        stack.up()
-        assert_converged(stack, "hardshape")
-    finally:
-        stack.remove()
-        forget("hardshape")
+def test_5_api_answer_of_the_wrong_shape_fails_clearly_then_converges(hard: HardStack, control: Control) -> None:
+    stack = hard("hardshape")
+    # status 200 with {"data": null}: a proxy or a broken API, not a storage and not "does not exist"
+    control.fail("GET", "/storage/hardshape-rbd", status=200, message="hard: not a storage", times=1)
+    message = failed_up(stack)
+    assert "GET /storage/hardshape-rbd: unexpected answer from the PVE API" in message, message[-3000:]
+    control.clear_failures()
+    stack.up()
+    assert_converged(stack, "hardshape")
 
 
 class HtmlPage(http.server.BaseHTTPRequestHandler):
@@ -282,23 +278,19 @@ def html_endpoint(lab_state: dict[str, Any]) -> Iterator[str]:
     server.server_close()
 
 
-def test_5_api_answering_an_html_page_fails_clearly_then_converges(lab_state: dict[str, Any], tmp_path: Path, html_endpoint: str) -> None:
+def test_5_api_answering_an_html_page_fails_clearly_then_converges(hard: HardStack, lab_state: dict[str, Any], html_endpoint: str) -> None:
     # The lab's control channel does not pass fakepve's html= on, so the HTML comes from a stand-in endpoint.
-    stack = hard_stack("hardhtml", lab_state, tmp_path)
-    try:
-        stack.reconfigure(lambda c: c["proxmox"].update(endpoint=html_endpoint))
-        message = failed_up(stack)
-        assert "GET /storage/hardhtml-rbd: unexpected answer from the PVE API" in message, message[-3000:]
-        stack.reconfigure(lambda c: c["proxmox"].update(endpoint=lab_state["pve"]["endpoint"]))
-        stack.up()
-        assert_converged(stack, "hardhtml")
-    finally:
-        stack.remove()
-        forget("hardhtml")
+    stack = hard("hardhtml")
+    stack.reconfigure(lambda c: c["proxmox"].update(endpoint=html_endpoint))
+    message = failed_up(stack)
+    assert "GET /storage/hardhtml-rbd: unexpected answer from the PVE API" in message, message[-3000:]
+    stack.reconfigure(lambda c: c["proxmox"].update(endpoint=lab_state["pve"]["endpoint"]))
+    stack.up()
+    assert_converged(stack, "hardhtml")
 
 
-def test_6_two_concurrent_ups_on_one_stack_one_is_refused_by_the_lock(lab_state: dict[str, Any], tmp_path: Path) -> None:
-    stack = hard_stack("hardlock", lab_state, tmp_path)
+def test_6_two_concurrent_ups_on_one_stack_one_is_refused_by_the_lock(hard: HardStack) -> None:
+    stack = hard("hardlock")
     twin = auto.select_stack("hardlock", work_dir=str(stack.work), opts=workspace_options(stack.env, stack.work))
     start = threading.Barrier(2)
     outcomes: dict[str, Any] = {}
@@ -310,53 +302,45 @@ def test_6_two_concurrent_ups_on_one_stack_one_is_refused_by_the_lock(lab_state:
         except auto.CommandError as error:
             outcomes[label] = error
 
-    try:
-        threads = [threading.Thread(target=run, args=(label, target)) for label, target in (("first", stack.stack), ("second", twin))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
-        refused = [str(o) for o in outcomes.values() if isinstance(o, auto.CommandError)]
-        assert len(outcomes) == 2 and len(refused) == 1, {k: str(v)[-1500:] for k, v in outcomes.items()}
-        print(f"\n  refused: {next((line.strip() for line in refused[0].splitlines() if 'locked' in line), refused[0][-300:])}")
-        assert "currently locked" in refused[0] or "another update" in refused[0], refused[0][-3000:]
-        assert_converged(stack, "hardlock")
-        state = cli(stack.env, "stack", "export", "--stack", "hardlock", cwd=stack.work)
-        assert state.returncode == 0, state.stderr
-        assert json.loads(state.stdout)["deployment"]["resources"]
-    finally:
-        stack.remove()
-        forget("hardlock")
+    threads = [threading.Thread(target=run, args=(label, target)) for label, target in (("first", stack.stack), ("second", twin))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    refused = [str(o) for o in outcomes.values() if isinstance(o, auto.CommandError)]
+    assert len(outcomes) == 2 and len(refused) == 1, {k: str(v)[-1500:] for k, v in outcomes.items()}
+    print(f"\n  refused: {next((line.strip() for line in refused[0].splitlines() if 'locked' in line), refused[0][-300:])}")
+    assert "currently locked" in refused[0] or "another update" in refused[0], refused[0][-3000:]
+    assert_converged(stack, "hardlock")
+    state = cli(stack.env, "stack", "export", "--stack", "hardlock", cwd=stack.work)
+    assert state.returncode == 0, state.stderr
+    assert json.loads(state.stdout)["deployment"]["resources"]
 
 
-def test_7_no_secret_in_state_output_or_api_log_across_up_preview_refresh_destroy(lab_state: dict[str, Any], tmp_path: Path) -> None:
-    stack = hard_stack("hardsecret", lab_state, tmp_path)
-    try:
-        stack.up()
-        key = json.loads(admin("ceph auth get client.hardsecret -f json"))[0]["key"]
-        stack.preview()
-        stack.refresh()
-        state = cli(stack.env, "stack", "export", "--stack", "hardsecret", cwd=stack.work)
-        assert state.returncode == 0, state.stderr
-        shown = cli(stack.env, "stack", "export", "--show-secrets", "--stack", "hardsecret", cwd=stack.work).stdout
-        stack.destroy()
-        token = lab_state["pve"]["token_secret"]
-        # the key's base64 body, line by line (any one of them would leak it; short tails could match by chance)
-        private_key = [line for line in Path(lab_state["ssh"]["private_key_path"]).read_text().splitlines()[1:-1] if len(line) >= 40]
-        server_log = (ROOT / ".lab" / "pve" / "server.log").read_text(errors="replace")
-        for what, secrets in (("cephx key", [key]), ("API token", [token]), ("SSH private key", private_key)):
-            assert secrets and all(line in shown for line in secrets), f"the {what} is not what the state holds: the audit would prove nothing"
-            for line in secrets:
-                assert line not in state.stdout, f"{what} in the state"
-                assert line not in stack.text(), f"{what} in the engine's output"
-                assert line not in server_log, f"{what} in .lab/pve/server.log"
-    finally:
-        stack.remove()
-        forget("hardsecret")
+def test_7_no_secret_in_state_output_or_api_log_across_up_preview_refresh_destroy(hard: HardStack, lab_state: dict[str, Any]) -> None:
+    stack = hard("hardsecret")
+    stack.up()
+    key = json.loads(admin("ceph auth get client.hardsecret -f json"))[0]["key"]
+    stack.preview()
+    stack.refresh()
+    state = cli(stack.env, "stack", "export", "--stack", "hardsecret", cwd=stack.work)
+    assert state.returncode == 0, state.stderr
+    shown = cli(stack.env, "stack", "export", "--show-secrets", "--stack", "hardsecret", cwd=stack.work).stdout
+    stack.destroy()
+    token = lab_state["pve"]["token_secret"]
+    # the key's base64 body, line by line (any one of them would leak it; short tails could match by chance)
+    private_key = [line for line in Path(lab_state["ssh"]["private_key_path"]).read_text().splitlines()[1:-1] if len(line) >= 40]
+    server_log = (ROOT / ".lab" / "pve" / "server.log").read_text(errors="replace")
+    for what, secrets in (("cephx key", [key]), ("API token", [token]), ("SSH private key", private_key)):
+        assert secrets and all(line in shown for line in secrets), f"the {what} is not what the state holds: the audit would prove nothing"
+        for line in secrets:
+            assert line not in state.stdout, f"{what} in the state"
+            assert line not in stack.text(), f"{what} in the engine's output"
+            assert line not in server_log, f"{what} in .lab/pve/server.log"
 
 
-def test_8_node_going_offline_in_the_middle_of_a_cold_up_fails_fast_records_the_storage_then_converges(lab_state: dict[str, Any], tmp_path: Path) -> None:
-    stack = hard_stack("hardnode", lab_state, tmp_path)
+def test_8_node_going_offline_in_the_middle_of_a_cold_up_fails_fast_records_the_storage_then_converges(hard: HardStack) -> None:
+    stack = hard("hardnode")
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -365,76 +349,60 @@ def test_8_node_going_offline_in_the_middle_of_a_cold_up_fails_fast_records_the_
         except auto.CommandError as error:
             outcome["error"] = error
 
-    try:
-        runner = threading.Thread(target=run)
-        runner.start()
-        # the run is under way (the pool exists, the storage is still to come): pve-node3 goes down
-        lab.wait_for("the run to create the pool", lambda: pool_exists("hardnode-pool"), deadline=120)
-        with node_powered_off("pve-node3"):
-            runner.join(timeout=300)
-            message = str(outcome.get("error", ""))
-            assert "storage hardnode-rbd cannot become active on pve-node3: the cluster reports it offline" in message, outcome
-            assert "remove it from proxmox.nodes" in message and "Traceback" not in message
-            # the storage was registered before the wait: it is in the state (unfinished), not orphaned
-            assert_recorded_unfinished(stack, "RbdStorage", "hardnode-rbd")
-            assert list(storages()).count("hardnode-rbd") == 1
-        stack.up()
-        assert_converged(stack, "hardnode")
-    finally:
-        stack.remove()
-        forget("hardnode")
+    runner = threading.Thread(target=run)
+    runner.start()
+    # the run is under way (the pool exists, the storage is still to come): pve-node3 goes down
+    lab.wait_for("the run to create the pool", lambda: pool_exists("hardnode-pool"), deadline=120)
+    with node_powered_off("pve-node3"):
+        runner.join(timeout=300)
+        message = str(outcome.get("error", ""))
+        assert "storage hardnode-rbd cannot become active on pve-node3: the cluster reports it offline" in message, outcome
+        assert "remove it from proxmox.nodes" in message and "Traceback" not in message
+        # the storage was registered before the wait: it is in the state (unfinished), not orphaned
+        assert_recorded_unfinished(stack, "RbdStorage", "hardnode-rbd")
+        assert list(storages()).count("hardnode-rbd") == 1
+    stack.up()
+    assert_converged(stack, "hardnode")
 
 
-def test_8_node_offline_during_an_update_fails_then_converges_and_data_survives(lab_state: dict[str, Any], tmp_path: Path) -> None:
-    stack = hard_stack("hardnode2", lab_state, tmp_path)
-    try:
-        stack.up()
-        marker = Marker("hardnode2-pool")
-        with node_powered_off("pve-node2"):
-            stack.reconfigure(lambda c: c["storage"].update(content=["images", "rootdir"]))
-            message = failed_up(stack)
-            assert "storage hardnode2-rbd cannot become active on pve-node2" in message, message[-3000:]
-        stack.up()
-        assert storages()["hardnode2-rbd"]["content"] in ("images,rootdir", "rootdir,images")
-        assert_converged(stack, "hardnode2")
-        assert marker.intact()
-    finally:
-        stack.remove()
-        forget("hardnode2")
+def test_8_node_offline_during_an_update_fails_then_converges_and_data_survives(hard: HardStack) -> None:
+    stack = hard("hardnode2")
+    stack.up()
+    marker = Marker("hardnode2-pool")
+    with node_powered_off("pve-node2"):
+        stack.reconfigure(lambda c: c["storage"].update(content=["images", "rootdir"]))
+        message = failed_up(stack)
+        assert "storage hardnode2-rbd cannot become active on pve-node2" in message, message[-3000:]
+    stack.up()
+    assert storages()["hardnode2-rbd"]["content"] in ("images,rootdir", "rootdir,images")
+    assert_converged(stack, "hardnode2")
+    assert marker.intact()
 
 
-def test_9_ceph_not_answering_during_a_cold_up_fails_with_the_timeout_and_creates_nothing(lab_state: dict[str, Any], tmp_path: Path) -> None:
-    stack = hard_stack("hardmon", lab_state, tmp_path)
-    try:
-        stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=10))
-        with monitors_paused():
-            message = failed_up(stack)
-            assert "`ceph osd pool ls` did not finish within 10 s" in message and "hardmon" in message, message[-3000:]
-        assert nothing_in_ceph("hardmon") and not recorded(stack, "RbdPool")
-        stack.up()
-        assert_converged(stack, "hardmon")
-    finally:
-        stack.remove()
-        forget("hardmon")
+def test_9_ceph_not_answering_during_a_cold_up_fails_with_the_timeout_and_creates_nothing(hard: HardStack) -> None:
+    stack = hard("hardmon")
+    stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=10))
+    with monitors_paused():
+        message = failed_up(stack)
+        assert "`ceph osd pool ls` did not finish within 10 s" in message and "hardmon" in message, message[-3000:]
+    assert nothing_in_ceph("hardmon") and not recorded(stack, "RbdPool")
+    stack.up()
+    assert_converged(stack, "hardmon")
 
 
-def test_9_ceph_not_answering_during_an_update_fails_then_converges_and_data_survives(lab_state: dict[str, Any], tmp_path: Path) -> None:
-    stack = hard_stack("hardmon2", lab_state, tmp_path)
-    try:
-        stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=10))
-        stack.up()
-        marker = Marker("hardmon2-pool")
-        stack.reconfigure(lambda c: c["ceph"]["pool"].update(pgNum=64))
-        with monitors_paused():
-            message = failed_up(stack)
-            assert "did not finish within 10 s" in message and "hardmon2-pool" in message, message[-3000:]
-        stack.up()
-        assert pool_detail("hardmon2-pool")["pg_num_target"] == 64
-        assert_converged(stack, "hardmon2")
-        assert marker.intact()
-    finally:
-        stack.remove()
-        forget("hardmon2")
+def test_9_ceph_not_answering_during_an_update_fails_then_converges_and_data_survives(hard: HardStack) -> None:
+    stack = hard("hardmon2")
+    stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=10))
+    stack.up()
+    marker = Marker("hardmon2-pool")
+    stack.reconfigure(lambda c: c["ceph"]["pool"].update(pgNum=64))
+    with monitors_paused():
+        message = failed_up(stack)
+        assert "did not finish within 10 s" in message and "hardmon2-pool" in message, message[-3000:]
+    stack.up()
+    assert pool_detail("hardmon2-pool")["pg_num_target"] == 64
+    assert_converged(stack, "hardmon2")
+    assert marker.intact()
 
 
 @pytest.fixture
@@ -445,129 +413,99 @@ def ssh_faults() -> Iterator[Any]:
     sshd.clear_faults(sshd.ADMIN_ROLE)
 
 
-def test_10_connection_dropped_after_pool_create_took_effect_is_recorded_then_converges(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
-    stack = hard_stack("hardrop", lab_state, tmp_path)
-    try:
-        ssh_faults("drop-after", "ceph osd pool create hardrop-pool *")
-        message = failed_up(stack)
-        assert "the connection dropped while running `ceph osd pool create`; whether it took effect is unknown" in message, message[-3000:]
-        assert "The pool is recorded in the state" in message
-        assert pool_exists("hardrop-pool")  # it took effect: the state must know it, or the rerun would call it foreign
-        assert_recorded_unfinished(stack, "RbdPool", "hardrop-pool")
-        stack.up()
-        assert_converged(stack, "hardrop")
-    finally:
-        stack.remove()
-        forget("hardrop")
+def test_10_connection_dropped_after_pool_create_took_effect_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
+    stack = hard("hardrop")
+    ssh_faults("drop-after", "ceph osd pool create hardrop-pool *")
+    message = failed_up(stack)
+    assert "the connection dropped while running `ceph osd pool create`; whether it took effect is unknown" in message, message[-3000:]
+    assert "The pool is recorded in the state" in message
+    assert pool_exists("hardrop-pool")  # it took effect: the state must know it, or the rerun would call it foreign
+    assert_recorded_unfinished(stack, "RbdPool", "hardrop-pool")
+    stack.up()
+    assert_converged(stack, "hardrop")
 
 
-def test_10_connection_dropped_before_client_create_ran_is_recorded_then_converges(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
-    stack = hard_stack("hardrop2", lab_state, tmp_path)
-    try:
-        ssh_faults("drop-before", "ceph auth get-or-create client.hardrop2 *")
-        message = failed_up(stack)
-        assert "the connection dropped while running `ceph auth get-or-create client.hardrop2`" in message, message[-3000:]
-        assert client_caps("hardrop2") is None  # it did not take effect; the state records it as unknown,
-        assert_recorded_unfinished(stack, "CephClient", "client.hardrop2")  # and the next refresh finds it gone
-        stack.up()
-        assert_converged(stack, "hardrop2")
-    finally:
-        stack.remove()
-        forget("hardrop2")
+def test_10_connection_dropped_before_client_create_ran_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
+    stack = hard("hardrop2")
+    ssh_faults("drop-before", "ceph auth get-or-create client.hardrop2 *")
+    message = failed_up(stack)
+    assert "the connection dropped while running `ceph auth get-or-create client.hardrop2`" in message, message[-3000:]
+    assert client_caps("hardrop2") is None  # it did not take effect; the state records it as unknown,
+    assert_recorded_unfinished(stack, "CephClient", "client.hardrop2")  # and the next refresh finds it gone
+    stack.up()
+    assert_converged(stack, "hardrop2")
 
 
-def test_10_connection_dropped_during_an_update_then_converges_and_data_survives(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
-    stack = hard_stack("hardrop3", lab_state, tmp_path)
-    try:
-        stack.up()
-        marker = Marker("hardrop3-pool")
-        stack.reconfigure(lambda c: c["ceph"]["pool"].update(pgNum=64))
-        ssh_faults("drop-after", "ceph osd pool set hardrop3-pool pg_num *")
-        message = failed_up(stack)
-        assert "Ceph pool hardrop3-pool: SSH to root@127.10.10.101:2222: the connection dropped while running `ceph osd pool set`" in message, message[-3000:]
-        stack.up()
-        assert pool_detail("hardrop3-pool")["pg_num_target"] == 64
-        assert_converged(stack, "hardrop3")
-        assert marker.intact()
-    finally:
-        stack.remove()
-        forget("hardrop3")
+def test_10_connection_dropped_during_an_update_then_converges_and_data_survives(hard: HardStack, ssh_faults: Any) -> None:
+    stack = hard("hardrop3")
+    stack.up()
+    marker = Marker("hardrop3-pool")
+    stack.reconfigure(lambda c: c["ceph"]["pool"].update(pgNum=64))
+    ssh_faults("drop-after", "ceph osd pool set hardrop3-pool pg_num *")
+    message = failed_up(stack)
+    assert "Ceph pool hardrop3-pool: SSH to root@127.10.10.101:2222: the connection dropped while running `ceph osd pool set`" in message, message[-3000:]
+    stack.up()
+    assert pool_detail("hardrop3-pool")["pg_num_target"] == 64
+    assert_converged(stack, "hardrop3")
+    assert marker.intact()
 
 
-def test_11_ceph_slower_than_the_timeout_on_create_is_recorded_then_converges(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
-    stack = hard_stack("hardslow", lab_state, tmp_path)
-    try:
-        stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=5))
-        ssh_faults("slow", "ceph osd pool create hardslow-pool *", seconds=8)
-        message = failed_up(stack)
-        assert "Ceph pool hardslow-pool: SSH to root@127.10.10.101:2222: `ceph osd pool create` did not finish within 5 s" in message, message[-3000:]
-        assert_recorded_unfinished(stack, "RbdPool", "hardslow-pool")
-        lab.wait_for("the slow create to land", lambda: pool_exists("hardslow-pool"), deadline=30)
-        stack.up()
-        assert_converged(stack, "hardslow")
-    finally:
-        stack.remove()
-        forget("hardslow")
+def test_11_ceph_slower_than_the_timeout_on_create_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
+    stack = hard("hardslow")
+    stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=5))
+    ssh_faults("slow", "ceph osd pool create hardslow-pool *", seconds=8)
+    message = failed_up(stack)
+    assert "Ceph pool hardslow-pool: SSH to root@127.10.10.101:2222: `ceph osd pool create` did not finish within 5 s" in message, message[-3000:]
+    assert_recorded_unfinished(stack, "RbdPool", "hardslow-pool")
+    lab.wait_for("the slow create to land", lambda: pool_exists("hardslow-pool"), deadline=30)
+    stack.up()
+    assert_converged(stack, "hardslow")
 
 
-def test_11_ceph_slow_within_the_timeout_is_waited_for(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
-    stack = hard_stack("hardslow2", lab_state, tmp_path)
-    try:
-        stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=30))
-        ssh_faults("slow", "ceph *", times=4, seconds=3)
-        stack.up()
-        assert [rule["remaining"] for rule in sshd.faults(sshd.ADMIN_ROLE)] == [0]
-        assert_converged(stack, "hardslow2")
-    finally:
-        stack.remove()
-        forget("hardslow2")
+def test_11_ceph_slow_within_the_timeout_is_waited_for(hard: HardStack, ssh_faults: Any) -> None:
+    stack = hard("hardslow2")
+    stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=30))
+    ssh_faults("slow", "ceph *", times=4, seconds=3)
+    stack.up()
+    assert [rule["remaining"] for rule in sshd.faults(sshd.ADMIN_ROLE)] == [0]
+    assert_converged(stack, "hardslow2")
 
 
-def test_12_ceph_printing_garbage_is_an_error_never_a_missing_pool(lab_state: dict[str, Any], tmp_path: Path, ssh_faults: Any) -> None:
-    stack = hard_stack("hardjunk", lab_state, tmp_path)
-    try:
-        # cold: the first look at the pools is garbage; nothing is created
-        ssh_faults("garbage", "ceph osd pool ls detail *")
-        message = failed_up(stack)
-        assert "ceph osd pool ls detail: the Ceph CLI did not answer with JSON: '*** Caught signal (Segmentation fault) **" in message, message[-3000:]
-        assert nothing_in_ceph("hardjunk") and not recorded(stack, "RbdPool")
-        stack.up()
-        marker = Marker("hardjunk-pool")
-        # converged: garbage during the refresh must not read as "the pool is gone" (the state would drop it)
-        ssh_faults("garbage", "ceph osd pool ls detail *")
-        message = failed_up(stack)
-        assert "did not answer with JSON" in message, message[-3000:]
-        assert [r.get("id") for r in recorded(stack, "RbdPool")] == ["hardjunk-pool"]
-        stack.up()
-        assert_converged(stack, "hardjunk")
-        assert marker.intact()
-    finally:
-        stack.remove()
-        forget("hardjunk")
+def test_12_ceph_printing_garbage_is_an_error_never_a_missing_pool(hard: HardStack, ssh_faults: Any) -> None:
+    stack = hard("hardjunk")
+    # cold: the first look at the pools is garbage; nothing is created
+    ssh_faults("garbage", "ceph osd pool ls detail *")
+    message = failed_up(stack)
+    assert "ceph osd pool ls detail: the Ceph CLI did not answer with JSON: '*** Caught signal (Segmentation fault) **" in message, message[-3000:]
+    assert nothing_in_ceph("hardjunk") and not recorded(stack, "RbdPool")
+    stack.up()
+    marker = Marker("hardjunk-pool")
+    # converged: garbage during the refresh must not read as "the pool is gone" (the state would drop it)
+    ssh_faults("garbage", "ceph osd pool ls detail *")
+    message = failed_up(stack)
+    assert "did not answer with JSON" in message, message[-3000:]
+    assert [r.get("id") for r in recorded(stack, "RbdPool")] == ["hardjunk-pool"]
+    stack.up()
+    assert_converged(stack, "hardjunk")
+    assert marker.intact()
 
 
-def test_13_api_faults_on_a_converged_stack_fail_naming_the_call_then_converge_and_data_survives(
-    lab_state: dict[str, Any], tmp_path: Path, control: Control
-) -> None:
-    stack = hard_stack("hardapi", lab_state, tmp_path)
-    try:
-        stack.up()
-        marker = Marker("hardapi-pool")
-        # the refresh before the update cannot read the storage (no answer within the client's 30 s)
-        control.fail("GET", "/storage/hardapi-rbd", hang=35, times=1)
-        message = failed_up(stack)
-        assert "GET /storage/hardapi-rbd: ReadTimeout" in message, message[-3000:]
-        assert [r.get("id") for r in recorded(stack, "RbdStorage")] == ["hardapi-rbd"]  # a failed read is not "gone"
-        # the update itself is refused by PVE
-        stack.reconfigure(lambda c: c["storage"].update(content=["images", "rootdir"]))
-        control.fail("PUT", "/storage/hardapi-rbd", status=500, message="hard: cfs lock 'file-storage_cfg' error: got lock request timeout", times=1)
-        message = failed_up(stack)
-        assert "PUT /storage/hardapi-rbd: 500" in message and "got lock request timeout" in message, message[-3000:]
-        control.clear_failures()
-        stack.up()
-        assert storages()["hardapi-rbd"]["content"] in ("images,rootdir", "rootdir,images")
-        assert_converged(stack, "hardapi")
-        assert marker.intact()
-    finally:
-        stack.remove()
-        forget("hardapi")
+def test_13_api_faults_on_a_converged_stack_fail_naming_the_call_then_converge_and_data_survives(hard: HardStack, control: Control) -> None:
+    stack = hard("hardapi")
+    stack.up()
+    marker = Marker("hardapi-pool")
+    # the refresh before the update cannot read the storage (no answer within the client's 30 s)
+    control.fail("GET", "/storage/hardapi-rbd", hang=35, times=1)
+    message = failed_up(stack)
+    assert "GET /storage/hardapi-rbd: ReadTimeout" in message, message[-3000:]
+    assert [r.get("id") for r in recorded(stack, "RbdStorage")] == ["hardapi-rbd"]  # a failed read is not "gone"
+    # the update itself is refused by PVE
+    stack.reconfigure(lambda c: c["storage"].update(content=["images", "rootdir"]))
+    control.fail("PUT", "/storage/hardapi-rbd", status=500, message="hard: cfs lock 'file-storage_cfg' error: got lock request timeout", times=1)
+    message = failed_up(stack)
+    assert "PUT /storage/hardapi-rbd: 500" in message and "got lock request timeout" in message, message[-3000:]
+    control.clear_failures()
+    stack.up()
+    assert storages()["hardapi-rbd"]["content"] in ("images,rootdir", "rootdir,images")
+    assert_converged(stack, "hardapi")
+    assert marker.intact()
