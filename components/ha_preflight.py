@@ -1,4 +1,5 @@
-"""Runbook 4: the HA services on every node and ``ha-manager status`` (quorum OK, a master)."""
+"""Runbook 4: the HA services on every node and ``ha-manager status`` (quorum OK, a master), and
+``pveversion`` against ``ha.mode`` (groups on PVE 8, rules on PVE 9)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,23 @@ QUORUM_SCRIPT = "\n".join(
 )
 
 
+def mode_script(mode: str) -> str:
+    """``pveversion``: ha.mode must match the cluster (PVE 8: HA groups; PVE 9 migrated groups to HA rules)."""
+    wanted = shlex.quote(mode)
+    return "\n".join(
+        [
+            "version=$(pveversion) || { echo 'HA preflight: pveversion failed'; exit 1; }",
+            'echo "$version"',
+            "major=${version#pve-manager/}; major=${major%%.*}",
+            "case $major in ''|*[!0-9]*) echo \"HA preflight: cannot read the PVE version from: $version\"; exit 1;; esac",
+            f'if [ "$major" -ge 9 ] && [ {wanted} = groups ]; then echo "HA preflight: ha.mode is groups, but the cluster runs PVE $major, '
+            'where HA groups were migrated to HA rules; set ha.mode: rules"; exit 1; fi',
+            f'if [ "$major" -lt 9 ] && [ {wanted} = rules ]; then echo "HA preflight: ha.mode is rules, but the cluster runs PVE $major, '
+            'which has HA groups and no HA rules; set ha.mode: groups"; exit 1; fi',
+        ]
+    )
+
+
 class HaPreflight(pulumi.ComponentResource):
     """pve-ha-lrm and pve-ha-crm active on every node, ``quorum OK`` and a master, before any HA resource."""
 
@@ -41,6 +59,7 @@ class HaPreflight(pulumi.ComponentResource):
         self,
         name: str,
         nodes: dict[str, Any],
+        mode: str,
         triggers: list[Any],
         opts: pulumi.ResourceOptions | None = None,
     ):
@@ -48,6 +67,6 @@ class HaPreflight(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.checks = []
         for index, (node, connection) in enumerate(nodes.items()):
-            script = services_script(node) + ("\n" + QUORUM_SCRIPT if index == 0 else "")
+            script = services_script(node) + ("\n" + QUORUM_SCRIPT + "\n" + mode_script(mode) if index == 0 else "")
             self.checks.append(remote.Command(f"{name}-{node}", connection=connection, create=script, triggers=triggers, opts=child))
         self.register_outputs({})

@@ -77,7 +77,7 @@ class PveCephHa(pulumi.ComponentResource):
         )
         # 4: HA services and quorum, before any HA resource.
         ha_vms = [vm for vm in config.vms if vm.ha]
-        self.preflight = HaPreflight(f"{name}-ha-preflight", node_commands, triggers=[sid(vm) for vm in ha_vms], opts=child)
+        self.preflight = HaPreflight(f"{name}-ha-preflight", node_commands, config.ha.mode, triggers=[sid(vm) for vm in ha_vms], opts=child)
         # 5 (PVE 8): HA groups come before the resources that name them.
         groups: dict[str, pulumi.Resource] = {}
         if config.ha.mode == "groups":

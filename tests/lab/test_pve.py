@@ -731,3 +731,18 @@ def test_lock_handover_fails_with_runbook_caps(lab_env, ctl, ceph_pool, vms):
     # the dead client still holds the lock: nobody could break it
     assert len(_lock_owner(ceph_pool, "vm-913-disk-0")) == 1
     api2.ok("PUT", "/cluster/ha/resources/vm:913", state="disabled")
+
+
+def test_pveversion_and_the_ha_mode_preflight_follow_the_labs_mode(lab_env, ctl):
+    from components.ha_preflight import mode_script
+
+    for mode, major in (("groups", "8"), ("rules", "9")):
+        ctl.set_mode(mode)
+        r = _shim("pve-node1", lab_env, "pveversion")
+        assert r.returncode == 0 and re.fullmatch(rf"pve-manager/{major}\.\d+\.\d+/[0-9a-f]{{16}} \(running kernel: [\w.-]+-pve\)\n", r.stdout), r
+        for wanted in ("groups", "rules"):
+            r = _shim("pve-node1", lab_env, "bash", "-c", mode_script(wanted))
+            if wanted == mode:
+                assert r.returncode == 0, r.stdout + r.stderr
+            else:
+                assert r.returncode == 1 and f"set ha.mode: {mode}" in r.stdout, r.stdout + r.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from components import ceph_cli
 from components import config as cfg
 from components.ceph_cli import Caps
-from components.ha_preflight import services_script
+from components.ha_preflight import mode_script, services_script
 from components.ssh import render
 from tests.unit.helpers import valid_raw
 from tests.unit.test_config import _set
@@ -99,3 +101,24 @@ def test_preflight_script_quotes_the_node_name() -> None:
     script = services_script("pve-node1")
     assert "systemctl is-active pve-ha-lrm" in script
     assert "'pve-node1: pve-ha-lrm active (running)'" in script
+
+
+@pytest.mark.parametrize(
+    ("answer", "mode", "outcome"),
+    [
+        ("pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-9-pve)", "groups", None),
+        ("pve-manager/9.0.10/c3c7c6d5b2a3e4f1 (running kernel: 6.14.11-2-pve)", "rules", None),
+        ("pve-manager/9.0.10/c3c7c6d5b2a3e4f1 (running kernel: 6.14.11-2-pve)", "groups", "set ha.mode: rules"),
+        ("pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-9-pve)", "rules", "set ha.mode: groups"),
+        ("command not found", "rules", "cannot read the PVE version"),
+    ],
+)
+def test_the_ha_mode_preflight_reads_pveversion(tmp_path: Path, answer: str, mode: str, outcome: str | None) -> None:
+    fake = tmp_path / "pveversion"
+    fake.write_text(f"#!/bin/sh\necho {shlex.quote(answer)}\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["sh", "-c", mode_script(mode)], capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    if outcome is None:
+        assert done.returncode == 0, done
+    else:
+        assert done.returncode == 1 and outcome in done.stdout, done

@@ -1,5 +1,5 @@
-"""The PVE node commands of the lab: what `systemctl`, `ha-manager`, `qm`, `apt-get`/`apt`
-and `poweroff` answer on an emulated node. lab/dispatch puts this directory first on PATH
+"""The PVE node commands of the lab: what `systemctl`, `ha-manager`, `qm`, `apt-get`/`apt`,
+`pveversion` and `poweroff` answer on an emulated node. lab/dispatch puts this directory first on PATH
 for SSH sessions to a node's address and sets PVE_LAB_NODE; every command asks the lab
 PVE's control channel (control.py, standard library only) for that node's view.
 
@@ -307,6 +307,23 @@ def poweroff(args: list[str]) -> int:
     return 0
 
 
+KERNELS = {"8": "6.8.12-9-pve", "9": "6.14.11-2-pve"}
+REPOIDS = {"8": "2a5fa54a8503f96d", "9": "c3c7c6d5b2a3e4f1"}  # as the lab API's /version answers
+
+
+def pveversion(args: list[str]) -> int:
+    """``pveversion``: ``pve-manager/<version>/<repoid> (running kernel: <kernel>)``; the lab's mode decides the version."""
+    if args:
+        return err("lab pveversion: only plain `pveversion` is emulated", 1)
+    try:
+        version = str(control().status()["version"])
+    except ControlError as exc:
+        return err(f"ipcc_send_rec[1] failed: {exc}", 255)
+    major = version.split(".")[0]
+    print(f"pve-manager/{version}/{REPOIDS.get(major, '0000000000000000')} (running kernel: {KERNELS.get(major, '6.8.12-9-pve')})")
+    return 0
+
+
 def main(prog: str) -> int:
     args = sys.argv[1:]
     if prog == "systemctl":
@@ -319,4 +336,6 @@ def main(prog: str) -> int:
         return apt(args, prog)
     if prog == "poweroff":
         return poweroff(args)
+    if prog == "pveversion":
+        return pveversion(args)
     return err(f"lab shim: unknown command {prog}", 127)
