@@ -63,9 +63,7 @@ class ClientProvider(SshBacked, ResourceProvider):
         except (RemoteError, OperatorError) as exc:
             message = f"cephx client client.{name}: {exc}" if isinstance(exc, RemoteError) else str(exc)
             if asked:
-                raise PartiallyCreated(
-                    f"{message}. The client is recorded in the state (it may exist); the next `pulumi up` checks it and finishes it", f"client.{name}", props
-                ) from None
+                raise PartiallyCreated(message, "client", f"client.{name}", props) from None
             raise OperatorError(message) from None
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

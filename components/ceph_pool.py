@@ -105,9 +105,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         except (RemoteError, OperatorError) as exc:
             message = f"Ceph pool {name}: {exc}" if isinstance(exc, RemoteError) else str(exc)
             if asked:
-                raise PartiallyCreated(
-                    f"{message}. The pool is recorded in the state (it may exist); the next `pulumi up` checks it and finishes it", name, props
-                ) from None
+                raise PartiallyCreated(message, "pool", name, props) from None
             raise OperatorError(message) from None
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

@@ -37,8 +37,8 @@ class PartiallyCreated(OperatorError):
     update can reach the object); the engine marks the secret ones as it does for a normal create.
     """
 
-    def __init__(self, message: str, id_: str, outs: dict[str, Any]) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, what: str, id_: str, outs: dict[str, Any]) -> None:
+        super().__init__(f"{message.rstrip('.')}. The {what} is recorded in the state; the next `pulumi up` checks it and finishes it")
         self.id_ = id_
         self.outs = outs
 

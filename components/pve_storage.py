@@ -31,9 +31,6 @@ def keyring(username: str, key: str) -> str:
     return f"[client.{username}]\n\tkey = {key}\n"
 
 
-RECORDED = "The storage is recorded in the state; the next `pulumi up` checks it and finishes it"
-
-
 def _answered(exc: Exception) -> bool:
     """PVE itself answered (and refused): as opposed to a timeout or a dropped connection, whose outcome is unknown."""
     status = getattr(exc, "status_code", None)
@@ -183,12 +180,12 @@ class StorageProvider(ResourceProvider):
             message = f"{verb} (rbd {storage_id}): {reason(exc)}"
             if seen is None and _answered(exc):
                 raise OperatorError(message) from None  # PVE refused: nothing was created
-            raise PartiallyCreated(f"{message}. {RECORDED}", storage_id, props) from None
+            raise PartiallyCreated(message, "storage", storage_id, props) from None
         try:
             active = self.wait_active(api, storage_id, props["nodes"])
             seen = self.observe(api, storage_id)
         except OperatorError as exc:
-            raise PartiallyCreated(f"{exc} {RECORDED}", storage_id, props) from None
+            raise PartiallyCreated(str(exc), "storage", storage_id, props) from None
         if seen is None:
             raise OperatorError(f"PVE storage {storage_id} was created but cannot be read back")
         return CreateResult(id_=storage_id, outs=self.outs(props, seen, active))

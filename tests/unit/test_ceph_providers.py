@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -273,15 +274,27 @@ def test_a_partial_create_reaches_the_engine_as_created_but_not_initialised() ->
 
     def wrapper(context: Context) -> str:  # stands in for pulumi.dynamic's _abort_with_traceback
         try:
-            raise PartiallyCreated("storage x is not active on pve-node3", "x", {"storageId": "x", "__provider": "cGlja2xl"})
+            raise PartiallyCreated("storage x is not active on pve-node3", "storage", "x", {"storageId": "x", "__provider": "cGlja2xl"})
         except PartiallyCreated:
             return dynamic._Traceback().format_exc()
 
+    said = "storage x is not active on pve-node3. The storage is recorded in the state; the next `pulumi up` checks it and finishes it"
     context = Context()
-    assert wrapper(context) == "storage x is not active on pve-node3"
+    assert wrapper(context) == said
     ((name, raw),) = context.metadata
     status = status_pb2.Status.FromString(raw)
     failed = provider_pb2.ErrorResourceInitFailed()
     assert name == "grpc-status-details-bin" and status.code == 2 and status.details[0].Unpack(failed)
-    assert (failed.id, list(failed.reasons)) == ("x", ["storage x is not active on pve-node3"])
+    assert (failed.id, list(failed.reasons)) == ("x", [said])
     assert failed.properties["__provider"] == "cGlja2xl" and failed.refresh_before_update
+
+
+def test_the_dynamic_provider_server_still_reports_errors_the_way_the_hook_expects() -> None:
+    """components.dynamic relies on pulumi.dynamic's error wrapper: format_exc() called next to ``context``."""
+    from importlib.util import find_spec
+
+    spec = find_spec("pulumi.dynamic.__main__")
+    assert spec is not None and spec.origin is not None
+    source = Path(spec.origin).read_text(encoding="utf-8")
+    assert "def wrapper(self, request, context):" in source
+    assert "context.abort(grpc.StatusCode.UNKNOWN, traceback.format_exc())" in source
