@@ -19,7 +19,8 @@ same checksum after it.
 7. secrets audit across up, preview, refresh and destroy (the whole test run is audited again
    by tools/audit_secrets.py at the end of `make test`);
 8. a PVE node goes offline in the middle of a cold up, and during an update of the storage;
-9. Ceph does not answer (its monitors frozen) during a cold up, and during an update;
+9. Ceph does not answer (its monitors frozen) or is down (its monitors stopped, connections
+   refused) during a cold up, and does not answer during an update;
 10. the SSH connection drops after ``ceph osd pool create`` took effect, before
     ``ceph auth get-or-create`` ran, and during an update (lab/dispatch SSH fault rules);
 11. Ceph slower than ``ssh.commandTimeout`` on create (the pool appears after the run gave up),
@@ -166,6 +167,21 @@ def monitors_paused() -> Iterator[None]:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
         lab.wait_for("Ceph answering again", lambda: "HEALTH" in admin("ceph health"), deadline=60)
+
+
+@contextlib.contextmanager
+def monitors_stopped() -> Iterator[None]:
+    """Ceph is down: its three monitors are stopped (connections refused); `lab up` starts them again on their stores."""
+    names = [name for name in lab.ceph.daemon_names() if name.startswith("ceph-mon.")]
+    for name in names:
+        pid = lab.running(name)
+        assert pid is not None, name
+        os.kill(pid, signal.SIGTERM)
+    lab.wait_for("the monitors to stop", lambda: not any(lab.running(name) for name in names), deadline=30)
+    try:
+        yield
+    finally:
+        lab.ceph.up(log=lambda _line: None)
 
 
 @contextlib.contextmanager
@@ -379,10 +395,13 @@ def test_8_node_offline_during_an_update_fails_then_converges_and_data_survives(
     assert marker.intact()
 
 
-def test_9_ceph_not_answering_during_a_cold_up_fails_with_the_timeout_and_creates_nothing(hard: HardStack) -> None:
+@pytest.mark.parametrize("outage", [monitors_paused, monitors_stopped], ids=["not-answering", "down"])
+def test_9_ceph_not_answering_or_down_during_a_cold_up_fails_with_the_timeout_and_creates_nothing(
+    hard: HardStack, outage: Callable[[], contextlib.AbstractContextManager[None]]
+) -> None:
     stack = hard("hardmon")
     stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=10))
-    with monitors_paused():
+    with outage():
         message = failed_up(stack)
         assert "`ceph osd pool ls` did not finish within 10 s" in message and "hardmon" in message, message[-3000:]
     assert nothing_in_ceph("hardmon") and not recorded(stack, "RbdPool")
