@@ -31,6 +31,11 @@ def keyring(username: str, key: str) -> str:
     return f"[client.{username}]\n\tkey = {key}\n"
 
 
+def _active(status: Any) -> bool:
+    """``/nodes/{node}/storage/{id}/status`` says the storage is active there."""
+    return isinstance(status, dict) and int(status.get("active", 0)) == 1
+
+
 def _answered(exc: Exception) -> bool:
     """PVE itself answered (and refused): as opposed to a timeout or a dropped connection, whose outcome is unknown."""
     status = getattr(exc, "status_code", None)
@@ -100,8 +105,7 @@ class StorageProvider(ResourceProvider):
             if node in offline:
                 continue
             try:
-                status = api.nodes(node).storage(storage_id).status.get()
-                active = isinstance(status, dict) and int(status.get("active", 0)) == 1
+                active = _active(api.nodes(node).storage(storage_id).status.get())
             except api_errors():
                 active = False
             if not active:
@@ -120,14 +124,15 @@ class StorageProvider(ResourceProvider):
         while pending:
             for node in list(pending):
                 try:
-                    status = api.nodes(node).storage(storage_id).status.get()
-                    if isinstance(status, dict) and int(status.get("active", 0)) == 1:
+                    if _active(api.nodes(node).storage(storage_id).status.get()):
                         pending.remove(node)
                     else:
                         last[node] = self.inactive_reason(api, node, storage_id)
                 except api_errors() as exc:
                     last[node] = reason(exc)
-            offline = [n for n in pending if n in last and n in self.offline_nodes(api)] if last else []
+            failing = [n for n in pending if n in last]
+            down = self.offline_nodes(api) if failing else set()
+            offline = [n for n in failing if n in down]
             if offline:
                 detail = "; ".join(f"{n}: {last[n]}" for n in offline)
                 raise OperatorError(
