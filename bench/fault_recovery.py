@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,32 +27,12 @@ from pulumi import automation as auto  # noqa: E402
 
 import lab  # noqa: E402
 import lab.ceph  # noqa: E402
-from lab import sshd  # noqa: E402
-from tests.integration.lab_stack import PROGRAMS, LabStack, forget, names  # noqa: E402
-
-
-@contextlib.contextmanager
-def ssh_fault(action: str, pattern: str, **kw: Any) -> Iterator[None]:
-    sshd.inject_fault(sshd.ADMIN_ROLE, action, pattern, **kw)
-    try:
-        yield
-    finally:
-        sshd.clear_faults(sshd.ADMIN_ROLE)
-
-
-@contextlib.contextmanager
-def node_down(node: str) -> Iterator[None]:
-    lab.fault(node, "poweroff", log=lambda _line: None)
-    try:
-        yield
-    finally:
-        lab.fault(node, "restore", log=lambda _line: None)
-
+from tests.integration.lab_stack import PROGRAMS, LabStack, forget, names, node_powered_off, ssh_fault  # noqa: E402
 
 FAULTS: dict[str, Callable[[str], Any]] = {
     "SSH dropped after pool create": lambda p: ssh_fault("drop-after", f"ceph osd pool create {p}-pool *"),
     "Ceph slower than commandTimeout 10 s": lambda p: ssh_fault("slow", f"ceph osd pool create {p}-pool *", seconds=12),
-    "pve-node3 offline at the storage step": lambda p: node_down("pve-node3"),
+    "pve-node3 offline at the storage step": lambda p: node_powered_off("pve-node3"),
 }
 
 

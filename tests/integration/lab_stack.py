@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +171,30 @@ def drift_then_repair(stack: LabStack, make_drift: Callable[[], Any], repaired: 
     stack.up()
     assert repaired()
     assert changes(stack.preview().change_summary) == {}, stack.text()[-3000:]
+
+
+# -- faults, for the hardening tests and bench/fault_recovery.py --
+
+
+@contextlib.contextmanager
+def node_powered_off(node: str) -> Iterator[None]:
+    """A PVE node down (its API and sshd stop answering) for the duration; restored afterwards."""
+    import lab
+
+    lab.fault(node, "poweroff", log=lambda _line: None)
+    try:
+        yield
+    finally:
+        lab.fault(node, "restore", log=lambda _line: None)
+
+
+@contextlib.contextmanager
+def ssh_fault(action: str, pattern: str, **options: Any) -> Iterator[None]:
+    """One SSH fault rule on the Ceph admin node (lab/dispatch) for the duration; every rule cleared afterwards."""
+    from lab import sshd
+
+    sshd.inject_fault(sshd.ADMIN_ROLE, action, pattern, **options)
+    try:
+        yield
+    finally:
+        sshd.clear_faults(sshd.ADMIN_ROLE)

@@ -55,7 +55,21 @@ import lab.ceph
 from lab import sshd
 from lab.pve.control import Control
 from tests.integration.engine import cli, workspace_options
-from tests.integration.lab_stack import PROGRAMS, ROOT, LabStack, admin, api, changes, client_caps, forget, names, pool_detail, pool_exists, storages
+from tests.integration.lab_stack import (
+    PROGRAMS,
+    ROOT,
+    LabStack,
+    admin,
+    api,
+    changes,
+    client_caps,
+    forget,
+    names,
+    node_powered_off,
+    pool_detail,
+    pool_exists,
+    storages,
+)
 
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
 HardStack = Callable[[str], LabStack]
@@ -182,15 +196,6 @@ def monitors_stopped() -> Iterator[None]:
         yield
     finally:
         lab.ceph.up(log=lambda _line: None)
-
-
-@contextlib.contextmanager
-def node_powered_off(node: str) -> Iterator[None]:
-    lab.fault(node, "poweroff", log=lambda _line: None)
-    try:
-        yield
-    finally:
-        lab.fault(node, "restore", log=lambda _line: None)
 
 
 def nothing_in_ceph(prefix: str) -> bool:
