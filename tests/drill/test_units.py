@@ -29,7 +29,8 @@ def _recorder(folder: Path, *names: str) -> Path:
     folder.mkdir(exist_ok=True)
     for name in names:
         tool = folder / name
-        tool.write_text(f"#!/bin/sh\n{{ printf '%s\\037' \"${{0##*/}}\" \"$@\"; printf '\\n'; }} >> {folder}/calls\n")
+        # one write a call: a background call (nohup ... &) must not interleave with the next one
+        tool.write_text(f'#!/bin/sh\nline=$(printf \'%s\\037\' "${{0##*/}}" "$@")\nprintf \'%s\\n\' "$line" >> {folder}/calls\n')
         tool.chmod(0o755)
     return folder
 
