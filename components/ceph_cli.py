@@ -85,3 +85,8 @@ def config_set(who: str, key: str, value: str | int) -> list[str]:
 
 def config_rm(who: str, key: str) -> list[str]:
     return ["ceph", "config", "rm", who, key]
+
+
+def config_get(who: str, key: str) -> list[str]:
+    # runbook 8: ceph config get osd osd_scrub_begin_hour (prints the value, or the default when unset)
+    return ["ceph", "config", "get", who, key]

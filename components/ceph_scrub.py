@@ -1,36 +1,109 @@
-"""Runbook 8: scrubs outside business hours (``osd_scrub_begin_hour`` / ``osd_scrub_end_hour``)."""
+"""Runbook 8: scrubs outside business hours (``osd_scrub_begin_hour`` / ``osd_scrub_end_hour``).
+
+A dynamic resource on the Ceph admin node: create and update run ``ceph config set osd ...``,
+refresh reads the window back with ``ceph config get osd ...``, so a window changed by hand shows
+in ``pulumi preview`` and ``pulumi up`` sets it again. Removing ``ceph.scrubWindow`` from the config
+deletes the resource: ``ceph config rm`` restores Ceph's default (scrubs at any hour).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pulumi
-from pulumi_command import remote
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import ceph_cli
 from components.config import ScrubWindow
-from components.ssh import render
+from components.dynamic import OperatorError, PartiallyCreated, SshBacked
+from components.ssh import Executor, RemoteError, check
+
+WHO = "osd"
+ID = "osd-scrub-window"
+KEYS = {"beginHour": "osd_scrub_begin_hour", "endHour": "osd_scrub_end_hour"}  # property -> Ceph option
+
+
+def _hours(props: dict[str, Any]) -> dict[str, int]:
+    """The window's hours as integers (the engine hands dynamic providers numbers as floats)."""
+    return {prop: int(props[prop]) for prop in KEYS}
+
+
+class ScrubWindowProvider(SshBacked, ResourceProvider):
+    def observe(self, executor: Executor) -> dict[str, int]:
+        """The hours the OSDs use now: the value set, or Ceph's default when none is."""
+        seen = {}
+        for prop, key in KEYS.items():
+            result = check(executor.run(ceph_cli.config_get(WHO, key)), f"ceph config get {WHO} {key}")
+            try:
+                seen[prop] = int(result.stdout.strip())
+            except ValueError:
+                raise OperatorError(f"ceph config get {WHO} {key}: expected an hour, got {result.stdout.strip()[:100]!r}") from None
+        return seen
+
+    def apply(self, executor: Executor, wanted: dict[str, int], seen: dict[str, int] | None) -> None:
+        for prop, key in KEYS.items():
+            if seen is None or seen[prop] != wanted[prop]:
+                check(executor.run(ceph_cli.config_set(WHO, key, wanted[prop])), f"ceph config set {WHO} {key} {wanted[prop]}")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        executor = self.executor(props)
+        wanted = _hours(props)
+        asked = False  # once a `ceph config set` has been sent, the window may be (half) set
+        try:
+            seen = self.observe(executor)
+            asked = True
+            self.apply(executor, wanted, seen)
+            return CreateResult(id_=ID, outs={**props, **self.observe(executor)})
+        except (RemoteError, OperatorError) as exc:
+            message = f"scrub window: {exc}"
+            if asked:  # the state records it; the next `pulumi up` reads it back and sets what is missing
+                raise PartiallyCreated(message, "scrub window", ID, props) from None
+            raise OperatorError(message) from None
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        try:
+            seen = self.observe(self.executor(props))
+        except RemoteError as exc:
+            raise OperatorError(f"scrub window: {exc}") from None
+        return ReadResult(id_=id_, outs={**props, **seen})
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        old, new = _hours(olds), _hours(news)
+        changes = [prop for prop in KEYS if old[prop] != new[prop]]
+        old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
+        if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
+            changes.append("connection")
+        return DiffResult(changes=bool(changes), replaces=[], stables=[])
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        executor = self.executor(news)
+        wanted = _hours(news)
+        try:
+            self.apply(executor, wanted, self.observe(executor))
+            return UpdateResult(outs={**news, **self.observe(executor)})
+        except RemoteError as exc:
+            raise OperatorError(f"scrub window: {exc}") from None
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        executor = self.executor(props)
+        try:
+            for key in KEYS.values():
+                check(executor.run(ceph_cli.config_rm(WHO, key)), f"ceph config rm {WHO} {key}")
+        except RemoteError as exc:
+            raise OperatorError(f"scrub window: {exc}") from None
+
+
+class ScrubWindowResource(Resource, module="pveceph", name="ScrubWindow"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["connection"])
+        super().__init__(ScrubWindowProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret))
 
 
 class CephScrubWindow(pulumi.ComponentResource):
-    """Sets the OSDs' scrub window; removing it from the config restores Ceph's default (all day)."""
+    """Runbook 8: ``ceph config set osd osd_scrub_begin_hour 22`` and ``osd_scrub_end_hour 6``, read back on refresh."""
 
-    def __init__(self, name: str, window: ScrubWindow, connection: Any, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, window: ScrubWindow, connection: pulumi.Input[dict[str, Any]], opts: pulumi.ResourceOptions | None = None):
         super().__init__("pveceph:ceph:ScrubWindow", name, None, opts)
-        apply = " && ".join(
-            render(argv)
-            for argv in (
-                ceph_cli.config_set("osd", "osd_scrub_begin_hour", window.begin_hour),
-                ceph_cli.config_set("osd", "osd_scrub_end_hour", window.end_hour),
-            )
-        )
-        remove = "; ".join(render(ceph_cli.config_rm("osd", key)) for key in ("osd_scrub_begin_hour", "osd_scrub_end_hour"))
-        self.command = remote.Command(
-            f"{name}-config",
-            connection=connection,
-            create=apply,
-            update=apply,
-            delete=remove,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        props = {"connection": connection, "beginHour": window.begin_hour, "endHour": window.end_hour}
+        self.window = ScrubWindowResource(f"{name}-window", props, pulumi.ResourceOptions(parent=self))
         self.register_outputs({})

@@ -17,8 +17,6 @@ import pulumi
 
 from components.config import PROJECT, ConfigError, StackConfig
 
-PREFERRED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "ssh-rsa")
-
 
 @dataclass(frozen=True)
 class Credentials:
@@ -28,18 +26,19 @@ class Credentials:
     ca_file: str | None = None  # proxmox.caFile, absolute
     command_timeout: int = 120  # ssh.commandTimeout
 
-    def host_key(self, host: str, port: int, key: str) -> str:
-        """The recorded host key of ``host:port`` in authorized_keys form, for pulumi-command."""
+    def require_host_key(self, host: str, port: int, key: str) -> None:
+        """Refuse, naming the config ``key``, an SSH address whose host key is not in ssh.knownHostsFile.
+
+        Checked when the program starts, so a missing key is a config error before anything is
+        declared, not an SSH failure half-way through a run.
+        """
         name = host if port == 22 else f"[{host}]:{port}"
-        found = lookup(self.known_hosts, name)
-        if not found:
+        if not lookup(self.known_hosts, name):
             raise ConfigError(
                 [
                     f"{PROJECT}:{key} = {host}:{port}: has no host key in ssh.knownHostsFile; check the host, then add it: ssh-keyscan -p {port} {host} >> <knownHostsFile>"
                 ]
             )
-        kind = next((k for k in PREFERRED_KEY_TYPES if k in found), next(iter(found)))
-        return f"{kind} {found[kind]}"
 
     def connection(self, host: str, port: int, user: str) -> pulumi.Output[dict[str, Any]]:
         """The secret ``connection`` input of an SSH-backed dynamic resource."""
@@ -52,20 +51,6 @@ class Credentials:
                 "knownHosts": self.known_hosts_text,
                 "commandTimeout": self.command_timeout,
             }
-        )
-
-    def command_connection(self, host: str, port: int, user: str, key: str) -> Any:
-        """pulumi-command's connection to ``host``, its host key pinned from known_hosts (``key`` names the config key)."""
-        from pulumi_command.remote import ConnectionArgs
-
-        return ConnectionArgs(
-            host=host,
-            port=port,
-            user=user,
-            private_key=pulumi.Output.secret(self.private_key),
-            host_key=self.host_key(host, port, key),
-            dial_error_limit=3,
-            per_dial_timeout=15,
         )
 
 

@@ -110,5 +110,20 @@ class SshBacked:
         self._executor_factory = executor_factory
 
     def executor(self, props: dict[str, Any]) -> Executor:
+        return self.executor_for(props["connection"])
+
+    def executor_for(self, connection: dict[str, Any]) -> Executor:
+        """The executor for one secret connection input (a resource that reaches several hosts has one per host)."""
         factory = self._executor_factory or ssh_executor
-        return factory(Connection.from_props(props["connection"]))
+        return factory(Connection.from_props(connection))
+
+
+def has_unknowns(value: Any) -> bool:
+    """True when a property (or anything in it) is not known yet, as in a preview before its source exists."""
+    from pulumi.runtime import rpc
+
+    if isinstance(value, dict):
+        return any(has_unknowns(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_unknowns(v) for v in value)
+    return bool(value == rpc.UNKNOWN)

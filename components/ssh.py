@@ -20,6 +20,13 @@ class RemoteError(Exception):
     """A remote command or connection failed; the message is safe to show (no secrets, no output of secret commands)."""
 
 
+class Unreachable(RemoteError):
+    """The host did not accept a TCP connection (refused, no route, timed out): it is down or cut off.
+
+    A changed host key, a refused login or a dropped session are not this: the host answered.
+    """
+
+
 @dataclass(frozen=True)
 class Result:
     exit_status: int
@@ -125,7 +132,7 @@ class SshExecutor:
                 ) from None
             raise RemoteError(f"SSH to {conn.where} failed: {exc}") from None
         except (TimeoutError, OSError) as exc:
-            raise RemoteError(f"SSH to {conn.where} failed: {exc.strerror or exc}") from None
+            raise Unreachable(f"SSH to {conn.where} failed: {exc.strerror or exc}") from None
         return client
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result:

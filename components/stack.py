@@ -3,7 +3,9 @@
 Order comes from real dependencies: the health gate before the pool, the pool before the
 client, the client's key and ceph-common on every node before the storage, the storage before
 the VMs' disks, and the HA preflight before any HA resource. Independent work (the package on
-each node, the preflight on each node, one VM per node) runs in parallel.
+each node, the preflight's checks of each node, one VM per node) runs in parallel. The health gate
+and the HA preflight are checks evaluated on every preview and up; every other resource reads its
+object back on refresh, so drift shows in ``pulumi preview``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from components.ceph_common import CephCommonPackage
 from components.ceph_health import CephHealthGate
 from components.ceph_pool import CephRbdPool
 from components.ceph_scrub import CephScrubWindow
-from components.config import StackConfig
+from components.config import ConfigError, StackConfig
 from components.credentials import Credentials
 from components.ha_preflight import HaPreflight
 from components.ha_vm import HaVm, ha_group, ha_rule, sid
@@ -26,20 +28,34 @@ from components.pve_api import api_props
 from components.pve_storage import RbdStorage
 
 
+def require_host_keys(config: StackConfig, credentials: Credentials) -> None:
+    """Every SSH address (the admin node, each PVE node) must have a host key in ssh.knownHostsFile.
+
+    A config error, named by its key, stops the program before anything is declared.
+    """
+    problems: list[str] = []
+    addresses = [(config.ceph.admin.host, config.ceph.admin.port, "ceph.admin.host")]
+    addresses += [(node.address, node.ssh_port, f"proxmox.nodes[{i}].address") for i, node in enumerate(config.proxmox.nodes)]
+    for host, port, key in addresses:
+        try:
+            credentials.require_host_key(host, port, key)
+        except ConfigError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise pulumi.RunError(str(ConfigError(problems)))
+
+
 class PveCephHa(pulumi.ComponentResource):
     """Proxmox VE VMs on external Ceph RBD, highly available (runbook steps 1-6 and 8)."""
 
     def __init__(self, name: str, config: StackConfig, credentials: Credentials, opts: pulumi.ResourceOptions | None = None):
+        require_host_keys(config, credentials)  # before anything is declared
         super().__init__("pveceph:index:PveCephHa", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         ceph = config.ceph
         admin = ceph.admin
-        admin_command = credentials.command_connection(admin.host, admin.port, admin.user, "ceph.admin.host")
-        admin_dynamic = credentials.connection(admin.host, admin.port, admin.user)
-        node_commands = {
-            node.name: credentials.command_connection(node.address, node.ssh_port, config.proxmox.ssh_user, f"proxmox.nodes[{i}].address")
-            for i, node in enumerate(config.proxmox.nodes)
-        }
+        admin_ssh = credentials.connection(admin.host, admin.port, admin.user)
+        node_ssh = {node.name: credentials.connection(node.address, node.ssh_port, config.proxmox.ssh_user) for node in config.proxmox.nodes}
         token = pulumi.Output.secret(config.proxmox_api_token.get_secret_value())
         api = api_props(config.proxmox.endpoint, token, config.proxmox.verify_tls, credentials.ca_file)
         self.provider = proxmoxve.Provider(
@@ -52,16 +68,16 @@ class PveCephHa(pulumi.ComponentResource):
         with_pve = pulumi.ResourceOptions(parent=self, providers={"proxmoxve": self.provider})
 
         # 1-1: the health gate, before anything in Ceph is touched.
-        self.gate = CephHealthGate(f"{name}-health", ceph.pool, ceph.monitors, admin_command, opts=child)
+        self.gate = CephHealthGate(f"{name}-health", ceph.pool, ceph.monitors, admin_ssh, opts=child)
         after_gate = pulumi.ResourceOptions(parent=self, depends_on=[self.gate])
         # 1-2/1-3: the pool; 2-1: the client (its caps name the pool: a real dependency).
-        self.pool = CephRbdPool(f"{name}-rbd", ceph.pool, admin_dynamic, adopt=config.adopt.pool, allow_deletion=config.allow_pool_deletion, opts=after_gate)
-        self.client = CephClient(f"{name}-cephx", ceph.client, self.pool.pool_name, admin_dynamic, adopt=config.adopt.client, opts=after_gate)
+        self.pool = CephRbdPool(f"{name}-rbd", ceph.pool, admin_ssh, adopt=config.adopt.pool, allow_deletion=config.allow_pool_deletion, opts=after_gate)
+        self.client = CephClient(f"{name}-cephx", ceph.client, self.pool.pool_name, admin_ssh, adopt=config.adopt.client, opts=after_gate)
         # 8: scrubs outside business hours.
         if ceph.scrub_window is not None:
-            CephScrubWindow(f"{name}-scrub", ceph.scrub_window, admin_command, opts=after_gate)
+            CephScrubWindow(f"{name}-scrub", ceph.scrub_window, admin_ssh, opts=after_gate)
         # 2-2: ceph-common on every node, in parallel.
-        self.packages = [CephCommonPackage(f"{name}-ceph-common-{node}", node, conn, opts=child) for node, conn in node_commands.items()]
+        self.packages = [CephCommonPackage(f"{name}-ceph-common-{node}", node, conn, opts=child) for node, conn in node_ssh.items()]
         # 2-3: the storage, once the key exists and every node has the Ceph client.
         self.storage = RbdStorage(
             f"{name}-storage",
@@ -76,8 +92,7 @@ class PveCephHa(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.packages, self.client]),
         )
         # 4: HA services and quorum, before any HA resource.
-        ha_vms = [vm for vm in config.vms if vm.ha]
-        self.preflight = HaPreflight(f"{name}-ha-preflight", node_commands, config.ha.mode, triggers=[sid(vm) for vm in ha_vms], opts=child)
+        self.preflight = HaPreflight(f"{name}-ha-preflight", node_ssh, config.ha.mode, opts=child)
         # 5 (PVE 8): HA groups come before the resources that name them.
         groups: dict[str, pulumi.Resource] = {}
         if config.ha.mode == "groups":

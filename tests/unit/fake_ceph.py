@@ -14,6 +14,9 @@ from typing import Any
 
 from components.ssh import Connection, RemoteError, Result, render
 
+HEALTHY = "health: HEALTH_OK\nmon: 3 daemons, quorum a,b,c\nosd: 3 osds: 3 up, 3 in\nceph health gate: passed; room for pool rbd-pool (96 of 750 PG replicas)\n"
+CONFIG_DEFAULTS = {"osd_scrub_begin_hour": "0", "osd_scrub_end_hour": "0"}  # Ceph's: scrub at any hour
+
 
 @dataclass
 class FakeCeph:
@@ -22,6 +25,9 @@ class FakeCeph:
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)
     clients: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: dict[str, list[str]] = field(default_factory=dict)
+    config: dict[tuple[str, str], str] = field(default_factory=dict)  # `ceph config set WHO KEY VALUE`
+    gate: Result = field(default_factory=lambda: Result(0, HEALTHY, ""))  # what the health gate script answers
+    gate_stdin: list[str] = field(default_factory=list)
     commands: list[list[str]] = field(default_factory=list)
     drop_connection: bool = False
     drop_after: str | None = None  # the connection drops once a command starting with this has taken effect
@@ -34,6 +40,8 @@ class FakeCeph:
         if self.drop_connection:
             raise RemoteError(f"SSH to root@127.10.10.101:2222: the connection dropped while running `{argv[0]}`")
         self.commands.append(argv)
+        if argv[:2] == ["python3", "-"]:
+            self.gate_stdin.append(stdin or "")
         answer = self.answer(argv)
         if self.drop_after is not None and " ".join(argv).startswith(self.drop_after):
             raise RemoteError(f"SSH to root@127.10.10.101:2222: the connection dropped while running `{' '.join(argv[:4])}`")
@@ -100,4 +108,14 @@ class FakeCeph:
                 if self.clients.pop(entity, None) is None:
                     return Result(2, "", f"Error ENOENT: failed to find {entity}")
                 return Result(0, "", "updated")
+            case ["ceph", "config", "get", who, key]:
+                return self.ok(self.config.get((who, key), CONFIG_DEFAULTS.get(key, "")) + "\n")
+            case ["ceph", "config", "set", who, key, value]:
+                self.config[(who, key)] = value
+                return self.ok()
+            case ["ceph", "config", "rm", who, key]:
+                self.config.pop((who, key), None)
+                return self.ok()
+            case ["python3", "-", _pool, _pg, _size]:
+                return self.gate
         raise AssertionError(f"the fake Ceph does not know {argv}")

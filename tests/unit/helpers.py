@@ -139,8 +139,10 @@ class WorldMocks(mocks.Mocks):
         outs = dict(args.inputs)
         if args.typ.startswith("pulumi-python:dynamic") and "caps" in outs:
             outs["key"] = CEPHX_KEY
-        if args.typ == "command:remote:Command":
-            outs.setdefault("stdout", "health: HEALTH_OK")
+        if args.typ.endswith("pveceph:HealthGate"):
+            outs["report"] = "health: HEALTH_OK"
+        if args.typ.endswith("pveceph:CephCommonPackage"):
+            outs["version"] = "16.2.15+ds-0+deb12u2"
         return f"{args.name}-id", outs
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

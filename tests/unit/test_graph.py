@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import pulumi
 import pytest
 
-from tests.unit.helpers import CEPHX_KEY, TOKEN, RecordingMonitor, deploy, valid_raw
+from components import config as cfg
+from components.stack import PveCephHa
+from tests.unit.helpers import CEPHX_KEY, TOKEN, RecordingMonitor, Registration, WorldMocks, deploy, lab_credentials, valid_raw
+
+DYNAMIC = "pulumi-python:dynamic/pveceph"
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +31,15 @@ def depends(monitor: RecordingMonitor, name: str, on: str) -> bool:
     return any(urn.endswith(f"::{on}") for urn in seen)
 
 
+def ssh_backed(monitor: RecordingMonitor) -> list[Registration]:
+    """Every resource that reaches a host over SSH (the Ceph admin node or the PVE nodes)."""
+    return [r for r in monitor.registrations if r.plain("connection") or r.plain("connections")]
+
+
+def connections(reg: Registration) -> list[dict[str, Any]]:
+    return [reg.plain("connection")] if reg.plain("connection") else list(reg.plain("connections").values())
+
+
 def test_pool_waits_for_the_health_gate(lab: tuple) -> None:
     monitor, _ = lab
     assert depends(monitor, "unit-rbd-pool", "unit-health-check")
@@ -38,7 +55,7 @@ def test_client_caps_follow_the_pool(lab: tuple) -> None:
 def test_storage_waits_for_key_and_ceph_common_on_every_node(lab: tuple) -> None:
     monitor, _ = lab
     for node in ("pve-node1", "pve-node2", "pve-node3"):
-        assert depends(monitor, "unit-storage-storage", f"unit-ceph-common-{node}-install"), node
+        assert depends(monitor, "unit-storage-storage", f"unit-ceph-common-{node}-package"), node
     inner = monitor.by_name("unit-storage-storage")
     assert any(u.endswith("::unit-cephx-client") for u in inner.property_dependencies["key"])
 
@@ -77,38 +94,79 @@ def test_ha_resource_after_vm_and_preflight(lab: tuple) -> None:
     monitor, _ = lab
     ha = monitor.by_name("unit-vm101-ha")
     assert any(u.endswith("::unit-vm101-vm") for u in ha.dependencies)
-    for node in ("pve-node1", "pve-node2", "pve-node3"):
-        assert depends(monitor, "unit-vm101-ha", f"unit-ha-preflight-{node}"), node
+    assert depends(monitor, "unit-vm101-ha", "unit-ha-preflight-check")
     assert ha.plain("resourceId") == "vm:101"
     assert (ha.plain("maxRestart"), ha.plain("maxRelocate"), ha.plain("state")) == (1, 1, "started")
 
 
-def test_ceph_common_runs_on_each_node_in_parallel(lab: tuple) -> None:
+def test_ceph_common_is_one_resource_per_node_in_parallel(lab: tuple) -> None:
     monitor, _ = lab
-    installs = [r for r in monitor.registrations if r.name.endswith("-install")]
-    assert len(installs) == 3
-    assert all(not r.dependencies for r in installs)
-    assert {r.plain("connection")["host"] for r in installs} == {"127.10.20.11", "127.10.20.12", "127.10.20.13"}
-    assert all(r.plain("create") == "DEBIAN_FRONTEND=noninteractive apt-get install -y ceph-common" for r in installs)
+    packages = monitor.of_type(f"{DYNAMIC}:CephCommonPackage")
+    assert len(packages) == 3
+    assert all(not r.dependencies for r in packages)
+    assert {(r.plain("node"), r.plain("connection")["host"]) for r in packages} == {
+        ("pve-node1", "127.10.20.11"),
+        ("pve-node2", "127.10.20.12"),
+        ("pve-node3", "127.10.20.13"),
+    }
+    assert all(r.plain("package") == "ceph-common" for r in packages)
+
+
+def test_the_ha_preflight_is_one_resource_with_a_connection_per_node(lab: tuple) -> None:
+    monitor, _ = lab
+    (preflight,) = monitor.of_type(f"{DYNAMIC}:HaPreflight")
+    assert preflight.plain("nodes") == ["pve-node1", "pve-node2", "pve-node3"]
+    assert {n: c["host"] for n, c in preflight.plain("connections").items()} == {
+        "pve-node1": "127.10.20.11",
+        "pve-node2": "127.10.20.12",
+        "pve-node3": "127.10.20.13",
+    }
+    assert preflight.plain("mode") == "rules"
+
+
+def test_the_scrub_window_is_set_after_the_gate(lab: tuple) -> None:
+    monitor, _ = lab
+    window = monitor.by_name("unit-scrub-window")
+    assert (window.plain("beginHour"), window.plain("endHour")) == (22, 6)
+    assert depends(monitor, "unit-scrub-window", "unit-health-check")
 
 
 def test_ssh_host_keys_are_pinned(lab: tuple) -> None:
     monitor, _ = lab
-    for reg in monitor.of_type("command:remote:Command"):
-        assert reg.plain("connection")["hostKey"].startswith("ssh-ed25519 ")
+    for reg in ssh_backed(monitor):
+        for connection in connections(reg):
+            name = f"[{connection['host']}]:{int(connection['port'])}"
+            assert any(line.startswith(f"{name} ssh-ed25519 ") for line in connection["knownHosts"].splitlines()), reg.name
+
+
+def test_an_ssh_address_without_a_host_key_stops_the_program_naming_the_key() -> None:
+    config = cfg.validate(valid_raw())
+    credentials = lab_credentials(config)
+    missing = {k: v for k, v in credentials.known_hosts.items() if not k.startswith("[127.10.20.12]")}
+    pulumi.runtime.set_mocks(WorldMocks(), project="pve-ceph-ha", stack="keys", preview=False)
+    with pytest.raises(pulumi.RunError) as info:
+        PveCephHa("keys", config, dataclasses.replace(credentials, known_hosts=missing))
+    assert str(info.value) == (
+        "config error: pve-ceph-ha:proxmox.nodes[1].address = 127.10.20.12:2222: has no host key in ssh.knownHostsFile; "
+        "check the host, then add it: ssh-keyscan -p 2222 127.10.20.12 >> <knownHostsFile>"
+    )
+
+
+def test_nothing_is_a_pulumi_command_resource(lab: tuple) -> None:
+    monitor, _ = lab
+    assert not [r.name for r in monitor.registrations if r.type.startswith("command:")]
 
 
 def test_secrets_stay_secret(lab: tuple) -> None:
     monitor, _ = lab
     assert "apiToken" in monitor.by_name("unit-pve").secret_paths()
-    for name in ("unit-rbd-pool", "unit-cephx-client"):
-        assert "connection" in monitor.by_name(name).secret_paths()
+    for reg in ssh_backed(monitor):
+        key = "connections" if reg.plain("connections") else "connection"
+        assert key in reg.secret_paths() and key in reg.additional_secret_outputs, reg.name
     storage = monitor.by_name("unit-storage-storage")
     assert {"api", "key"} <= storage.secret_paths()
     assert {"api", "key"} <= set(storage.additional_secret_outputs)
     assert "key" in monitor.by_name("unit-cephx-client").additional_secret_outputs
-    for reg in monitor.of_type("command:remote:Command"):
-        assert "connection" in reg.secret_paths()
 
 
 def test_no_secret_travels_in_plain_text(lab: tuple) -> None:
@@ -190,5 +248,11 @@ def test_runbook_caps_are_the_runbooks_words() -> None:
 def test_health_gate_is_told_the_pool_it_must_make_room_for(lab: tuple) -> None:
     monitor, _ = lab
     gate = monitor.by_name("unit-health-check")
-    assert gate.plain("create") == "python3 - rbd-pool 32 3"
-    assert "HEALTH_OK" in gate.plain("stdin")
+    assert (gate.plain("pool"), gate.plain("pgNum"), gate.plain("size")) == ("rbd-pool", 32, 3)
+    assert gate.plain("monitors") == ["127.10.10.101", "127.10.10.102", "127.10.10.103"]
+    assert gate.plain("connection")["host"] == "127.10.10.101"
+
+
+def test_the_health_report_is_an_output(lab: tuple) -> None:
+    _, outputs = lab
+    assert outputs["healthReport"] == "health: HEALTH_OK"

@@ -1,0 +1,178 @@
+"""CephHealthGate's provider (runbook 1-1): evaluated on every preview and up, never a state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pulumi.runtime import rpc
+
+from components.ceph_health import HealthGateProvider, gate_script, verdict
+from components.dynamic import OperatorError
+from components.ssh import Result
+from tests.unit.fake_ceph import HEALTHY, FakeCeph
+
+CONNECTION = {"host": "127.10.10.101", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}
+WHERE = "root@127.10.10.101:2222"
+FAILING = Result(
+    1,
+    "health: HEALTH_WARN\nmon: 3 daemons, quorum a,b,c\nosd: 3 osds: 2 up, 3 in\n"
+    "ceph health gate: health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down)\n"
+    "ceph health gate: osd: 3 osds: 2 up, 3 in (every OSD must be up and in)\n"
+    "ceph health gate: refusing to touch Ceph; fix the cluster (ceph health detail) and run pulumi up again\n",
+    "",
+)
+
+
+@pytest.fixture
+def ceph() -> FakeCeph:
+    return FakeCeph()
+
+
+def props(**overrides: Any) -> dict[str, Any]:
+    base = {"connection": CONNECTION, "pool": "rbd-pool", "pgNum": 32, "size": 3, "monitors": ["127.10.10.101", "127.10.10.102", "127.10.10.103"]}
+    return {**base, **overrides}
+
+
+def gate_runs(ceph: FakeCeph) -> int:
+    return sum(1 for c in ceph.commands if c[:2] == ["python3", "-"])
+
+
+def test_create_runs_the_gate_script_for_the_pool_and_records_its_report(ceph: FakeCeph) -> None:
+    result = HealthGateProvider(ceph.executor).create(props(pgNum=32.0, size=3.0))
+    assert ceph.commands == [["python3", "-", "rbd-pool", "32", "3"]]
+    assert ceph.gate_stdin == [gate_script()]
+    assert result.outs["report"] == HEALTHY
+
+
+def test_a_healthy_unchanged_gate_is_evaluated_on_every_diff_and_shows_no_change(ceph: FakeCeph) -> None:
+    provider = HealthGateProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    for run in (1, 2, 3):
+        assert provider.diff("ceph-health-gate", outs, props()).changes is False
+        assert gate_runs(ceph) == 1 + run
+
+
+def test_a_failing_gate_in_diff_stops_the_run_with_the_scripts_reasons(ceph: FakeCeph) -> None:
+    provider = HealthGateProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    ceph.gate = FAILING
+    with pytest.raises(OperatorError) as info:
+        provider.diff("ceph-health-gate", outs, props())
+    assert str(info.value) == (
+        f"Ceph health gate (runbook 1-1) on {WHERE}: health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down); "
+        "osd: 3 osds: 2 up, 3 in (every OSD must be up and in); "
+        "refusing to touch Ceph; fix the cluster (ceph health detail) and run pulumi up again"
+    )
+
+
+def test_a_failing_gate_refuses_to_be_created(ceph: FakeCeph) -> None:
+    ceph.gate = FAILING
+    with pytest.raises(OperatorError, match="HEALTH_WARN"):
+        HealthGateProvider(ceph.executor).create(props())
+
+
+def test_a_new_gate_is_evaluated_by_check_so_the_first_preview_shows_the_reasons(ceph: FakeCeph) -> None:
+    ceph.gate = FAILING
+    with pytest.raises(OperatorError, match="OSD_DOWN"):
+        HealthGateProvider(ceph.executor).check({}, props())
+
+
+def test_check_of_an_existing_gate_leaves_the_evaluation_to_diff(ceph: FakeCeph) -> None:
+    HealthGateProvider(ceph.executor).check(props(), props())
+    assert gate_runs(ceph) == 0
+
+
+def test_nothing_runs_while_an_input_is_unknown(ceph: FakeCeph) -> None:
+    provider = HealthGateProvider(ceph.executor)
+    provider.check({}, props(pool=rpc.UNKNOWN))
+    provider.diff("ceph-health-gate", props(), props(pool=rpc.UNKNOWN))
+    assert ceph.commands == []
+
+
+def test_a_changed_pool_spec_is_a_change_that_runs_the_gate_again(ceph: FakeCeph) -> None:
+    provider = HealthGateProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    assert provider.diff("ceph-health-gate", outs, props(pgNum=64)).changes is True
+    updated = provider.update("ceph-health-gate", outs, props(pgNum=64))
+    assert ceph.commands[-1] == ["python3", "-", "rbd-pool", "64", "3"]
+    assert updated.outs is not None and updated.outs["report"] == HEALTHY
+
+
+def test_refresh_runs_nothing(ceph: FakeCeph) -> None:
+    provider = HealthGateProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    read = provider.read("ceph-health-gate", outs)
+    assert (read.id, read.outs) == ("ceph-health-gate", outs)
+    assert gate_runs(ceph) == 1
+
+
+def test_ssh_trouble_is_named_with_the_gate(ceph: FakeCeph) -> None:
+    ceph.drop_connection = True
+    with pytest.raises(OperatorError, match=r"^Ceph health gate \(runbook 1-1\): SSH to root@127.10.10.101:2222: the connection dropped"):
+        HealthGateProvider(ceph.executor).diff("ceph-health-gate", props(), props())
+
+
+def test_a_gate_that_cannot_run_says_what_the_admin_node_lacks() -> None:
+    with pytest.raises(OperatorError, match=r"could not run on root@h:22 \(exit 127\): bash: line 1: python3: command not found; the admin node needs python3"):
+        verdict("root@h:22", 127, "", "bash: line 1: python3: command not found\n")
+
+
+# -- the real gate script, against a fake `ceph` CLI ----------------------------------------
+
+FAKE_CEPH = """#!{python}
+import json, sys
+answers = json.load(open({answers!r}))
+print(answers.get(" ".join(sys.argv[1:]), ""))
+"""
+
+
+def run_script(tmp_path: Path, status: dict[str, Any], pools: list[dict[str, Any]], pg_num: int = 32) -> Result:
+    answers = {
+        "status -f json": json.dumps(status),
+        "osd pool ls detail -f json": json.dumps(pools),
+        "config get mon mon_max_pg_per_osd": "250",
+    }
+    (tmp_path / "answers.json").write_text(json.dumps(answers))
+    fake = tmp_path / "ceph"
+    fake.write_text(FAKE_CEPH.format(python=sys.executable, answers=str(tmp_path / "answers.json")))
+    fake.chmod(0o755)
+    done = subprocess.run(
+        [sys.executable, "-", "rbd-pool", str(pg_num), "3"],
+        input=gate_script(),
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        timeout=60,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def status(health: str = "HEALTH_OK", up: int = 3, checks: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "health": {"status": health, "checks": checks or {}},
+        "osdmap": {"num_osds": 3, "num_up_osds": up, "num_in_osds": 3},
+        "monmap": {"num_mons": 3},
+        "quorum_names": ["a", "b", "c"],
+    }
+
+
+def test_the_real_script_passes_a_healthy_cluster(tmp_path: Path) -> None:
+    result = run_script(tmp_path, status(), [])
+    assert verdict(WHERE, result.exit_status, result.stdout, result.stderr).startswith("health: HEALTH_OK\n")
+
+
+def test_the_real_scripts_reasons_reach_the_operator(tmp_path: Path) -> None:
+    checks = {"OSD_DOWN": {"summary": {"message": "1 osds down"}}}
+    result = run_script(tmp_path, status("HEALTH_WARN", up=2, checks=checks), [], pg_num=512)
+    with pytest.raises(OperatorError) as info:
+        verdict(WHERE, result.exit_status, result.stdout, result.stderr)
+    message = str(info.value)
+    assert "health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down)" in message
+    assert "osd: 3 osds: 2 up, 3 in (every OSD must be up and in)" in message
+    assert "lower ceph.pool.pgNum (at most 250, as a power of two) or add OSDs" in message
+    assert message.endswith("refusing to touch Ceph; fix the cluster (ceph health detail) and run pulumi up again")

@@ -1,0 +1,100 @@
+"""CephScrubWindow's provider (runbook 8), called directly against the fake Ceph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.ceph_scrub import ScrubWindowProvider
+from components.dynamic import OperatorError, PartiallyCreated
+from tests.unit.fake_ceph import FakeCeph
+
+CONNECTION = {"host": "127.10.10.101", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}
+BEGIN, END = ("osd", "osd_scrub_begin_hour"), ("osd", "osd_scrub_end_hour")
+
+
+@pytest.fixture
+def ceph() -> FakeCeph:
+    return FakeCeph()
+
+
+def props(begin: float = 22, end: float = 6) -> dict[str, Any]:
+    return {"connection": CONNECTION, "beginHour": begin, "endHour": end}
+
+
+def test_create_sets_the_window_with_ceph_config_set(ceph: FakeCeph) -> None:
+    result = ScrubWindowProvider(ceph.executor).create(props())
+    assert ["ceph", "config", "set", "osd", "osd_scrub_begin_hour", "22"] in ceph.commands
+    assert ["ceph", "config", "set", "osd", "osd_scrub_end_hour", "6"] in ceph.commands
+    assert (result.outs["beginHour"], result.outs["endHour"]) == (22, 6)
+
+
+def test_hours_from_the_engine_reach_ceph_as_integers(ceph: FakeCeph) -> None:
+    ScrubWindowProvider(ceph.executor).create(props(22.0, 6.0))
+    assert ceph.config[BEGIN] == "22" and ceph.config[END] == "6"
+
+
+def test_a_window_changed_by_hand_is_drift_and_update_repairs_it(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    ceph.config[BEGIN] = "8"  # ceph config set osd osd_scrub_begin_hour 8, by hand
+    read = provider.read("osd-scrub-window", outs)
+    assert read.outs["beginHour"] == 8
+    diff = provider.diff("osd-scrub-window", read.outs, props())
+    assert diff.changes is True
+    provider.update("osd-scrub-window", read.outs, props())
+    assert ceph.config[BEGIN] == "22"
+
+
+def test_a_window_removed_by_hand_reads_as_cephs_default_and_is_drift(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    ceph.config.clear()  # ceph config rm ..., by hand
+    read = provider.read("osd-scrub-window", outs)
+    assert (read.outs["beginHour"], read.outs["endHour"]) == (0, 0)
+    assert provider.diff("osd-scrub-window", read.outs, props()).changes is True
+
+
+def test_an_unchanged_window_is_no_change(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    read = provider.read("osd-scrub-window", outs)
+    assert provider.diff("osd-scrub-window", read.outs, props(22.0, 6.0)).changes is False
+
+
+def test_update_sets_only_what_differs(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    ceph.commands.clear()
+    provider.update("osd-scrub-window", outs, props(23, 6))
+    assert [c for c in ceph.commands if c[2] == "set"] == [["ceph", "config", "set", "osd", "osd_scrub_begin_hour", "23"]]
+
+
+def test_delete_restores_cephs_default(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    outs = provider.create(props()).outs
+    provider.delete("osd-scrub-window", outs)
+    assert ["ceph", "config", "rm", "osd", "osd_scrub_begin_hour"] in ceph.commands
+    assert ["ceph", "config", "rm", "osd", "osd_scrub_end_hour"] in ceph.commands
+    assert ceph.config == {}
+
+
+def test_a_connection_dropped_after_a_set_is_recorded_not_orphaned(ceph: FakeCeph) -> None:
+    ceph.drop_after = "ceph config set osd osd_scrub_begin_hour"
+    with pytest.raises(PartiallyCreated, match="scrub window: SSH to .* dropped") as info:
+        ScrubWindowProvider(ceph.executor).create(props())
+    assert info.value.id_ == "osd-scrub-window"
+
+
+def test_a_create_that_could_not_reach_ceph_is_not_recorded(ceph: FakeCeph) -> None:
+    ceph.drop_connection = True
+    with pytest.raises(OperatorError, match="scrub window: SSH to") as info:
+        ScrubWindowProvider(ceph.executor).create(props())
+    assert not isinstance(info.value, PartiallyCreated)
+
+
+def test_a_value_that_is_not_an_hour_is_an_error(ceph: FakeCeph) -> None:
+    ceph.config[BEGIN] = "garbage"
+    with pytest.raises(OperatorError, match=r"ceph config get osd osd_scrub_begin_hour: expected an hour, got 'garbage'"):
+        ScrubWindowProvider(ceph.executor).read("osd-scrub-window", props())
