@@ -9,6 +9,10 @@ Built on fakepve (AGPL-3.0, pinned: see compat.py): lab and tests only, never th
     stop()                     stop it and every VM process it started
     fault(node, action)        poweroff | isolate | restore a node
     info() -> dict             what start() returned, from <state>/pve/info.json
+    calls(since=, agent=)      every API call served (<state>/pve/calls.log, calllog.py)
+    unmodelled(since=, agent=) the calls whose answer was not PVE's: `unmodelled` (a method
+                               PVE has and the lab does not model) or `lab-fault` (an
+                               exception in the lab); a client's whole run must meet none
 
 Configuration by environment (start() keywords win):
     LAB_PVE_MODE        rules (PVE 9, default) | groups (PVE 8); switchable at run time
@@ -17,7 +21,7 @@ Configuration by environment (start() keywords win):
 
 The control channel (control.py) steers it at run time; the shims (shims/) are the PVE
 nodes' commands over SSH. This module imports nothing heavy: the server runs in its own
-process (`python -m lab.pve.server`).
+process (`python -m lab.pve.server`). Layout: README.md.
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from lab.pve import procs
+from lab.pve import calllog, procs
 from lab.pve.control import Control, ControlError
 
-__all__ = ["CONTROL", "NODES", "TOKEN_ID", "Control", "ControlError", "fault", "info", "start", "stop"]
+__all__ = ["CONTROL", "ISOS", "NODES", "TOKEN_ID", "Control", "ControlError", "calls", "fault", "info", "start", "stop", "unmodelled"]
 
 NODES = {"pve-node1": "127.10.20.11", "pve-node2": "127.10.20.12", "pve-node3": "127.10.20.13"}
 CONTROL = ("127.10.20.10", 8007)
@@ -45,6 +49,9 @@ API_PORT = 8006
 TOKEN_ID = "root@pam!pulumi"
 MODES = ("rules", "groups")
 DEFAULT_TIME_SCALE = 0.1
+# ISO images on every node's `local` storage, as after an upload: the one Pulumi.lab.yaml's VM
+# names (`local:iso/debian-12.iso`), with the size of a Debian 12 netinst image.
+ISOS = {"debian-12.iso": 658505728}
 START_DEADLINE = 30.0
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,6 +69,7 @@ def _paths(state: Path) -> dict[str, Path]:
         "config": pve / "config.json",
         "info": pve / "info.json",
         "log": pve / "server.log",
+        "calls": pve / "calls.log",
         "pids": state / "pids",
         "pid": state / "pids" / "pve.pid",
     }
@@ -164,6 +172,7 @@ def start(
         "time_scale": time_scale,
         "lock_wait": lock_wait,
         "fake_ceph": bool(fake_ceph),
+        "isos": dict(ISOS),
         # a `poweroff` typed on a node (the shim) also stops that node's sshd: only in the lab
         # whose sshd runs on these nodes' addresses
         "manage_sshd": bool(lab_state.get("ssh")) and nodes == NODES,
@@ -220,6 +229,7 @@ def start(
         "control": f"http://{control[0]}:{control[1]}",
         "pid": proc.pid,
         "log": str(p["log"]),
+        "calls": str(p["calls"]),
         "ceph_backed": not fake_ceph,
         "fakepve": _fakepve_version(),
     }
@@ -270,3 +280,18 @@ def fault(node: str, action: str, *, state_dir: str | os.PathLike[str] | None = 
     if node not in NODES and state_dir is None:
         raise ValueError(f"unknown node {node!r}: use one of {', '.join(NODES)}")
     return Control(info(state_dir)["control"]).fault(node, action)
+
+
+def calls(since: float | None = None, *, agent: str | None = None, state_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """The API calls the lab served (oldest first), at or after SINCE (epoch seconds, e.g. a
+    `time.time()` taken before the run), from clients whose User-Agent contains AGENT (the
+    proxmoxve plugin: "Go-http-client"). Each is a dict: t, node, method, path, query (names),
+    status, kind, ua, ms, msg (see calllog.py)."""
+    return calllog.read(_paths(_state_dir(state_dir))["calls"], since=since, agent=agent)
+
+
+def unmodelled(since: float | None = None, *, agent: str | None = None, state_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """The calls (as readable lines) whose answer was not PVE's: a method the lab does not
+    model (501, kind `unmodelled`) or an exception in the lab (500, kind `lab-fault`). A test
+    of a client's whole run asserts this is empty."""
+    return [calllog.line(c) for c in calls(since, agent=agent, state_dir=state_dir) if c.get("kind") in calllog.NOT_PVE]

@@ -2,9 +2,11 @@
 method the lab overrides or relies on (its `_routes_<x>` extension point, the hard-coded
 handlers it overrides, the internals it calls). A fakepve upgrade that changes any of them
 fails tests/lab/test_pve.py (and the server refuses to start) instead of silently changing
-what the lab emulates. After reviewing a change, refresh with:
+what the lab emulates. After reviewing a change, re-pin with:
 
-    .venv/bin/python -m lab.pve.compat --update
+    .venv/bin/python -m lab.pve.server --pin-fakepve
+
+A leaf module (it imports no other lab.pve module): the functions take the lab's class.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 
 FAKEPVE_VERSION = "0.5.0"
 
-# Overridden in lab/pve/server.py (LabPve) -- fakepve source hash
+# Overridden by lab.pve.app.LabPve or one of its API/model mixins -- fakepve source hash
 HOOKS = {
     "_active_store": "61034f514d0a0abe",
     "_answer": "e1fd769c4d7eb012",
     "_apply_config": "052e991230d8487f",
+    "_build_app": "2ea2139d249adf97",
     "_cluster_status": "c3885402df2060b2",
     "_content_create": "9d017eda2e145dd5",
     "_content_delete": "8ba315369674a8e7",
@@ -30,6 +33,7 @@ HOOKS = {
     "_do_shutdown": "b1c84de5db9c65a9",
     "_do_start": "a345c844aff21b17",
     "_do_stop": "1837ba752e59c244",
+    "_generic": "a746b64b9538a399",
     "_ha_request": "10616010a89b6050",
     "_ns_list": "9103a9c64fbd244a",
     "_ns_status": "0125db4a9460067a",
@@ -52,14 +56,13 @@ HOOKS = {
 
 # Called or relied upon, not overridden.
 USED = {
-    "_build_app": "2ea2139d249adf97",
     "_check_enabled": "54a487d11358655f",
     "_check_lock": "17f3baf1a512888f",
     "_complete": "8898f9113171aa61",
-    "_content_info": "d6a9e1dc31544b42",
     "_failure_matches": "3b611405e57ed391",
     "_middleware": "f00a742e04aafcbb",
     "_need_running": "2d540b57e5a43aeb",
+    "_parse_volname": "7fa0a2aeae7dab96",
     "_powerdown": "13287561fbbeeda2",
     "_qm_image_store": "9c5565cfaec0a462",
     "_register_stateful": "7f20d248009e584a",
@@ -75,6 +78,8 @@ USED = {
     "need_quorum": "67b14dfa053165cc",
     "pause": "67d29ea8e1cdc032",
     "release": "4f67fcf0387b9e94",
+    "resolve": "7aacd07f523d3dd8",
+    "store_file": "b337d264e125d364",
 }
 
 
@@ -93,21 +98,22 @@ def changed_hooks() -> list[str]:
     return [name for name, digest in {**HOOKS, **USED}.items() if source_hash(name) != digest]
 
 
-def overridden_names() -> list[str]:
-    """The fakepve methods LabPve overrides (for the test that HOOKS lists them all)."""
+def overridden_names(cls: type) -> list[str]:
+    """The fakepve methods CLS (the lab's LabPve) overrides, in itself or its mixins."""
     from fakepve import FakePve
 
-    from lab.pve.server import LabPve
-
-    own = set(vars(LabPve)) | set(vars(LabPve.__mro__[1]))  # LabPve and the HaApi mixin
+    own: set[str] = set()
+    for klass in cls.__mro__[: cls.__mro__.index(FakePve)]:
+        own |= set(vars(klass))
     return sorted(n for n in own if n in dir(FakePve) and not n.startswith("__"))
 
 
-def _update() -> None:
+def update(cls: type) -> None:
+    """Re-pin HOOKS (what CLS overrides) and USED in this file."""
     path = Path(__file__)
     text = path.read_text()
-    hooks = {n: source_hash(n) for n in overridden_names()}
-    used = {n: source_hash(n) for n in USED_NAMES}
+    hooks = {n: source_hash(n) for n in overridden_names(cls)}
+    used = {n: source_hash(n) for n in USED_NAMES if n not in hooks}
     for var, table in (("HOOKS", hooks), ("USED", used)):
         body = "".join(f'    "{n}": "{h}",\n' for n, h in sorted(table.items()))
         text = re.sub(rf"^{var} = {{\n.*?^}}\n", f"{var} = {{\n{body}}}\n", text, count=1, flags=re.S | re.M)
@@ -139,12 +145,12 @@ USED_NAMES = (
     "release",
     "answer",
     "_content_info",
+    "_parse_volname",
+    "store_file",
+    "resolve",
 )
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--update"]:
-        _update()
-    else:
-        bad = changed_hooks()
-        print("changed: " + ", ".join(bad) if bad else "fakepve hooks unchanged")
-        sys.exit(1 if bad else 0)
+    bad = changed_hooks()
+    print("changed: " + ", ".join(bad) if bad else "fakepve hooks unchanged")
+    sys.exit(1 if bad else 0)

@@ -12,6 +12,7 @@ It is a lab tool: it has no authentication, like the loopback-only API it steers
     c.set_mode("groups")                       # PVE 8 (groups) or "rules" (PVE 9)
     c.fail("POST", "/nodes/pve-node1/qemu", status=500, message="boom", times=1)
     c.fail("GET", "/cluster/resources", hang=30)   # the call times out
+    c.set_ceph_slow(60)                        # RBD work on a VM's disks takes 60 PVE seconds more
     c.ha_status("pve-node2")                   # ha-manager status lines seen from a node
 """
 
@@ -121,7 +122,13 @@ class Control:
         return self.call("POST", "/fail", {k: v for k, v in body.items() if v is not None})
 
     def clear_failures(self) -> None:
+        """Drop every injected failure and hang, and the slow Ceph."""
         self.call("DELETE", "/fail")
+
+    def set_ceph_slow(self, pve_seconds: float) -> dict[str, Any]:
+        """A slow Ceph: PVE_SECONDS added to every operation on a VM's RBD disks (creating them in
+        a VM create or config change, starting the VM); 0 for none (fakepve's Ceph scenario)."""
+        return self.call("POST", "/ceph", {"slow": pve_seconds})
 
     def errors_for(self, method: str, path: str) -> list[dict[str, Any]]:
         """PVE's catalogued errors a method can return at PATH (names usable as fail(error=))."""

@@ -32,10 +32,7 @@ import hashlib
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from lab.pve.server import LabPve
+from typing import Any, Protocol
 
 LOG = logging.getLogger("lab.pve.ha")
 
@@ -79,10 +76,39 @@ def sid_parts(sid: str) -> tuple[str, str]:
     return kind, name
 
 
+class HaCluster(Protocol):
+    """What the HA manager needs of the cluster it runs on (the lab's PVE, app.LabPve): its nodes
+    and their power, its VMs, and the tasks the LRM runs (`qm start|stop|migrate`). A model
+    module: it never imports the API."""
+
+    time_scale: float
+    mode: str
+    quorate: bool
+    power: dict[str, str]
+    vms: list[Any]
+
+    @property
+    def node_names(self) -> list[str]: ...
+
+    def vm(self, vmid: int) -> Any: ...
+
+    def lab_vm_running(self, vm: Any) -> bool: ...
+
+    def lab_kill_vm(self, vm: Any, reason: str) -> None: ...
+
+    def lab_steal_vm(self, vm: Any, target: str) -> None: ...
+
+    async def lab_task_start(self, vm: Any, node: str) -> tuple[bool, str]: ...
+
+    async def lab_task_stop(self, vm: Any, node: str) -> tuple[bool, str]: ...
+
+    async def lab_task_migrate(self, vm: Any, node: str, target: str, online: bool) -> tuple[bool, str]: ...
+
+
 class HaManager:
     """Config (resources, groups, rules) and the manager state; `run()` is the loop."""
 
-    def __init__(self, pve: LabPve) -> None:
+    def __init__(self, pve: HaCluster) -> None:
         self.pve = pve
         # resources.cfg / groups.cfg / rules.cfg
         self.resources: dict[str, dict[str, Any]] = {}

@@ -18,188 +18,18 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
+from pve_client import ROOT, STANDALONE_NODES, WATCH_TIMEOUT, Api, make_rbd_storage, poll, rbd_ls, recovery_deadline, service, time_scale, vm_node
 
-import lab.pve as labpve
 from lab.pve import compat
-from lab.pve.control import Control, ControlError
+from lab.pve.control import Control
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB_JSON = ROOT / ".lab" / "lab.json"
 SHIMS = ROOT / "lab" / "pve" / "shims"
-STANDALONE_NODES = {"pve-node1": "127.10.120.11", "pve-node2": "127.10.120.12", "pve-node3": "127.10.120.13"}
-STANDALONE_CONTROL = ("127.10.120.10", 8007)
-# PVE seconds from a node failure to the recovery (agent lock expiry) plus loop slack
-RECOVERY_PVE_SECONDS = 120 + 10
-# real seconds a dead librbd client's watch lingers (osd_client_watch_timeout 30 s; seen up to ~50 s)
-WATCH_TIMEOUT = 30 + 40
 
-pytestmark = pytest.mark.timeout(600)
-
-
-# ---------------------------------------------------------------------- fixtures
-
-
-def _running_lab() -> dict | None:
-    if os.environ.get("LAB_PVE_TEST_STANDALONE"):
-        return None
-    try:
-        state = json.loads(LAB_JSON.read_text())
-    except (OSError, ValueError):
-        return None
-    pve = state.get("pve")
-    if not pve or not Control(pve["control"]).ping():
-        return None
-    return state
-
-
-@pytest.fixture(scope="session")
-def lab_env(tmp_path_factory):
-    """{"pve": <lab.json pve>, "ceph": <lab.json ceph> or None, "standalone": bool}."""
-    state = _running_lab()
-    if state is not None:
-        yield {"pve": state["pve"], "ceph": state.get("ceph") if state["pve"].get("ceph_backed") else None, "ssh": state.get("ssh"), "standalone": False}
-        return
-    tmp = tmp_path_factory.mktemp("pve-lab")
-    info = labpve.start(None, state_dir=tmp, nodes=STANDALONE_NODES, control=STANDALONE_CONTROL, restart=True)
-    try:
-        yield {"pve": info, "ceph": None, "ssh": None, "standalone": True}
-    finally:
-        labpve.stop(state_dir=tmp)
-
-
-@pytest.fixture(scope="session")
-def ctl(lab_env) -> Control:
-    return Control(lab_env["pve"]["control"])
-
-
-@pytest.fixture(autouse=True)
-def restore_lab(ctl):
-    """Every test leaves the cluster as it found it: nodes up, mode, time scale, no failures."""
-    before = ctl.status()
-    yield
-    ctl.clear_failures()
-    restore_nodes(ctl)
-    now = ctl.status()
-    if now["mode"] != before["mode"]:
-        ctl.set_mode(before["mode"])
-    if now["time_scale"] != before["time_scale"]:
-        ctl.set_time_scale(before["time_scale"])
-
-
-def restore_nodes(ctl: Control) -> None:
-    for node, st in ctl.status()["nodes"].items():
-        if st["power"] != "on":
-            ctl.fault(node, "restore", sshd=True)
-
-
-class Api:
-    """A tiny PVE API client on one node's address (token auth, TLS verified with the CA)."""
-
-    def __init__(self, pve: dict, node: str = "pve-node1", timeout: float = 30) -> None:
-        self.base = pve["nodes"][node]["api"] + "/api2/json"
-        self.s = requests.Session()
-        # per request: REQUESTS_CA_BUNDLE in the environment would win over Session.verify
-        self.ca = pve["ca_file"]
-        self.s.headers["Authorization"] = f"PVEAPIToken={pve['token_id']}={pve['token_secret']}"
-        self.timeout = timeout
-
-    def req(self, method: str, path: str, **params):
-        kw = {"params": params} if method in ("GET", "DELETE") else {"data": params}
-        return self.s.request(method, self.base + path, timeout=self.timeout, verify=self.ca, **kw)
-
-    def ok(self, method: str, path: str, **params):
-        r = self.req(method, path, **params)
-        assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text}"
-        return r.json()["data"]
-
-    def err(self, method: str, path: str, **params) -> tuple[int, str]:
-        r = self.req(method, path, **params)
-        assert r.status_code != 200, f"{method} {path} should fail: {r.text}"
-        return r.status_code, (r.json().get("message") or "").strip()
-
-    def wait_task(self, upid: str, deadline: float = 120) -> tuple[str, list[str]]:
-        node = upid.split(":")[1]
-        end = time.monotonic() + deadline
-        while True:
-            st = self.ok("GET", f"/nodes/{node}/tasks/{upid}/status")
-            if st["status"] == "stopped":
-                log = [x["t"] for x in self.ok("GET", f"/nodes/{node}/tasks/{upid}/log", limit=500)]
-                return st["exitstatus"], log
-            assert time.monotonic() < end, f"task {upid} still running"
-            time.sleep(0.1)
-
-
-def poll(what: str, check, deadline: float, interval: float = 0.25):
-    end = time.monotonic() + deadline
-    last = None
-    while True:
-        try:
-            last = check()
-        except (requests.RequestException, ControlError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        assert time.monotonic() < end, f"timed out after {deadline:.0f}s waiting for {what} (last: {last!r})"
-        time.sleep(interval)
-
-
-def service(api: Api, sid: str) -> dict | None:
-    for entry in api.ok("GET", "/cluster/ha/status/current"):
-        if entry.get("sid") == sid:
-            return entry
-    return None
-
-
-def vm_node(api: Api, vmid: int) -> str | None:
-    for vm in api.ok("GET", "/cluster/resources", type="vm"):
-        if vm["vmid"] == vmid:
-            return vm["node"]
-    return None
-
-
-@pytest.fixture
-def vms(lab_env):
-    """Make VMs (vmids 9xx); every one is removed at the end with its HA resource."""
-    made: list[int] = []
-
-    def make(vmid: int, node: str = "pve-node1", **params) -> int:
-        api = Api(lab_env["pve"])
-        params.setdefault("scsi0", "local-lvm:1")
-        status, log = api.wait_task(api.ok("POST", f"/nodes/{node}/qemu", vmid=vmid, name=f"t{vmid}", **params))
-        assert status == "OK", log
-        made.append(vmid)
-        return vmid
-
-    yield make
-    ctl = Control(lab_env["pve"]["control"])
-    ctl.clear_failures()
-    restore_nodes(ctl)
-    api = Api(lab_env["pve"], "pve-node2")
-    for vmid in made:
-        sid = f"vm:{vmid}"
-        if api.req("GET", f"/cluster/ha/resources/{sid}").status_code == 200:
-            api.ok("DELETE", f"/cluster/ha/resources/{sid}")
-        node = vm_node(api, vmid)
-        if node is None:
-            continue
-        st = api.ok("GET", f"/nodes/{node}/qemu/{vmid}/status/current")
-        if st["status"] == "running":
-            api.wait_task(api.ok("POST", f"/nodes/{node}/qemu/{vmid}/status/stop"))
-        status, log = api.wait_task(api.ok("DELETE", f"/nodes/{node}/qemu/{vmid}", purge=1, **{"destroy-unreferenced-disks": 1}))
-        assert status == "OK", log
-
-
-def time_scale(ctl: Control) -> float:
-    return ctl.status()["time_scale"]
-
-
-def recovery_deadline(ctl: Control, extra: float = 0) -> float:
-    return RECOVERY_PVE_SECONDS * max(time_scale(ctl), 0.01) + 15 + extra
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("pve_restore")]
 
 
 # ---------------------------------------------------------------------- fakepve coupling
@@ -209,8 +39,10 @@ def test_fakepve_version_and_hooks_are_pinned():
     import fakepve
 
     assert fakepve.__version__ == compat.FAKEPVE_VERSION == "0.5.0"
-    assert compat.changed_hooks() == [], "fakepve changed under lab.pve: review, then `python -m lab.pve.compat --update`"
-    overridden = set(compat.overridden_names())
+    from lab.pve.app import LabPve
+
+    assert compat.changed_hooks() == [], "fakepve changed under lab.pve: review, then `python -m lab.pve.server --pin-fakepve`"
+    overridden = set(compat.overridden_names(LabPve))
     assert overridden <= set(compat.HOOKS), f"overrides not pinned in compat.HOOKS: {overridden - set(compat.HOOKS)}"
     reqs = (ROOT / "requirements-dev.txt").read_text()
     assert re.search(r"^fakepve\[crypto\]==0\.5\.0$", reqs, re.M)
@@ -219,7 +51,7 @@ def test_fakepve_version_and_hooks_are_pinned():
 def test_extension_point_templates_exist(tmp_path):
     from fakepve import schema
 
-    from lab.pve.server import LabPve
+    from lab.pve.app import LabPve
 
     pve = LabPve(
         {
@@ -233,7 +65,9 @@ def test_extension_point_templates_exist(tmp_path):
         }
     )
     paths = schema.load().paths
-    for name in ("_routes_ha", "_routes_lab"):
+    tables = [name for name in dir(pve) if name.startswith("_routes_")]
+    assert {"_routes_ha", "_routes_lab_qemu"} <= set(tables)
+    for name in tables:
         for method, template, _handler in getattr(pve, name)():
             assert method in paths[template], f"{method} {template}"
 
@@ -585,66 +419,12 @@ def test_shims_over_ssh(lab_env, ctl):
 # ---------------------------------------------------------------------- the real Ceph
 
 
-@pytest.fixture(scope="module")
-def ceph_pool(lab_env):
-    """A test pool on the lab's Ceph with two clients: profile rbd, and the runbook's caps."""
-    ceph = lab_env.get("ceph")
-    if not ceph:
-        pytest.skip("needs the running lab with its Ceph (python -m lab up)")
-    adm = ["-c", ceph["conf"], "-k", ceph["admin_keyring"]]
-    tag = uuid.uuid4().hex[:6]
-    pool, good, weak = f"labtest-{tag}", f"labtest-good-{tag}", f"labtest-weak-{tag}"
-
-    def sh(*argv: str) -> str:
-        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, env=_ceph_env())
-        assert r.returncode == 0, f"{argv}: {r.stderr}"
-        return r.stdout
-
-    sh("ceph", *adm, "osd", "pool", "create", pool, "8")
-    sh("rbd", *adm, "pool", "init", pool)
-    keys = {
-        "good": sh("ceph", *adm, "auth", "get-or-create", f"client.{good}", "mon", "profile rbd", "osd", f"profile rbd pool={pool}"),
-        "weak": sh("ceph", *adm, "auth", "get-or-create", f"client.{weak}", "mon", "allow r", "osd", f"allow rwx pool={pool}"),
-    }
-    info = {"pool": pool, "users": {"good": good, "weak": weak}, "keys": keys, "sh": sh, "adm": adm, "monhost": " ".join(ceph["monitors"]), "storages": []}
-    yield info
-    api = Api(lab_env["pve"], "pve-node2")
-    for sid in info["storages"]:
-        api.req("DELETE", f"/storage/{sid}")
-    subprocess.run(["ceph", *adm, "osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it"], capture_output=True, env=_ceph_env())
-    for user in (good, weak):
-        subprocess.run(["ceph", *adm, "auth", "rm", f"client.{user}"], capture_output=True, env=_ceph_env())
-
-
-def _ceph_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CEPH_")}
-
-
-def _storage(api: Api, ceph_pool: dict, sid: str, who: str, keyring: str | None = None) -> None:
-    api.ok(
-        "POST",
-        "/storage",
-        storage=sid,
-        type="rbd",
-        pool=ceph_pool["pool"],
-        monhost=ceph_pool["monhost"],
-        username=ceph_pool["users"][who],
-        content="images",
-        keyring=keyring or ceph_pool["keys"][who],
-    )
-    ceph_pool["storages"].append(sid)
-
-
-def _rbd_ls(ceph_pool: dict) -> list[str]:
-    return ceph_pool["sh"]("rbd", *ceph_pool["adm"], "ls", ceph_pool["pool"]).split()
-
-
 def test_rbd_storage_active_only_with_a_good_key(lab_env, ceph_pool):
     api = Api(lab_env["pve"])
-    _storage(api, ceph_pool, "lt-good", "good")
+    make_rbd_storage(api, ceph_pool, "lt-good", "good")
     key = ceph_pool["keys"]["good"]
     wrong = re.sub(r"key = (\S{8})", "key = AAAAAAAA", key)
-    _storage(api, ceph_pool, "lt-wrongkey", "good", keyring=wrong)
+    make_rbd_storage(api, ceph_pool, "lt-wrongkey", "good", keyring=wrong)
     cfg = api.ok("GET", "/storage/lt-good")
     assert cfg["type"] == "rbd" and cfg["shared"] == 1 and "keyring" not in cfg
     for node in lab_env["pve"]["nodes"]:
@@ -666,23 +446,23 @@ def test_rbd_storage_active_only_with_a_good_key(lab_env, ceph_pool):
 def test_vm_disks_are_real_images(lab_env, ceph_pool, vms):
     api = Api(lab_env["pve"])
     if "lt-good" not in ceph_pool["storages"]:
-        _storage(api, ceph_pool, "lt-good", "good")
+        make_rbd_storage(api, ceph_pool, "lt-good", "good")
     vms(911, scsi0="lt-good:1,cache=writeback,discard=on", scsihw="virtio-scsi-single")
-    assert "vm-911-disk-0" in _rbd_ls(ceph_pool)
+    assert "vm-911-disk-0" in rbd_ls(ceph_pool)
     assert api.ok("GET", "/nodes/pve-node1/qemu/911/config")["scsi0"].startswith("lt-good:vm-911-disk-0,")
     api.ok("PUT", "/nodes/pve-node1/qemu/911/config", scsi1="lt-good:1")
-    assert "vm-911-disk-1" in _rbd_ls(ceph_pool)
+    assert "vm-911-disk-1" in rbd_ls(ceph_pool)
     status, log = api.wait_task(api.ok("PUT", "/nodes/pve-node1/qemu/911/resize", disk="scsi1", size="+1G"))
     assert status == "OK", log
     info = json.loads(ceph_pool["sh"]("rbd", *ceph_pool["adm"], "info", "--format", "json", f"{ceph_pool['pool']}/vm-911-disk-1"))
     assert info["size"] == 2 * 1024**3
     volid = api.ok("POST", "/nodes/pve-node1/storage/lt-good/content", vmid=911, filename="vm-911-disk-7", size="1G")
-    assert volid == "lt-good:vm-911-disk-7" and "vm-911-disk-7" in _rbd_ls(ceph_pool)
+    assert volid == "lt-good:vm-911-disk-7" and "vm-911-disk-7" in rbd_ls(ceph_pool)
     status, _ = api.wait_task(api.ok("DELETE", f"/nodes/pve-node1/storage/lt-good/content/{volid}"))
-    assert status == "OK" and "vm-911-disk-7" not in _rbd_ls(ceph_pool)
+    assert status == "OK" and "vm-911-disk-7" not in rbd_ls(ceph_pool)
     status, log = api.wait_task(api.ok("DELETE", "/nodes/pve-node1/qemu/911", purge=1))
     assert status == "OK", log
-    assert not [i for i in _rbd_ls(ceph_pool) if i.startswith("vm-911-")]
+    assert not [i for i in rbd_ls(ceph_pool) if i.startswith("vm-911-")]
 
 
 def _lock_owner(ceph_pool: dict, image: str) -> list[dict]:
@@ -694,7 +474,7 @@ def _lock_owner(ceph_pool: dict, image: str) -> list[dict]:
 def test_lock_handover_with_profile_rbd(lab_env, ctl, ceph_pool, vms):
     api1, api2 = Api(lab_env["pve"], "pve-node1"), Api(lab_env["pve"], "pve-node2")
     if "lt-good" not in ceph_pool["storages"]:
-        _storage(api1, ceph_pool, "lt-good", "good")
+        make_rbd_storage(api1, ceph_pool, "lt-good", "good")
     vms(912, scsi0="lt-good:1")
     api1.ok("POST", "/cluster/ha/resources", sid="vm:912")
     poll("started", lambda: service(api1, "vm:912")["status"] == "vm:912 (pve-node1, started)", 60)
@@ -715,7 +495,7 @@ def test_lock_handover_with_profile_rbd(lab_env, ctl, ceph_pool, vms):
 
 def test_lock_handover_fails_with_runbook_caps(lab_env, ctl, ceph_pool, vms):
     api1, api2 = Api(lab_env["pve"], "pve-node1"), Api(lab_env["pve"], "pve-node2")
-    _storage(api1, ceph_pool, "lt-weak", "weak")
+    make_rbd_storage(api1, ceph_pool, "lt-weak", "weak")
     vms(913, scsi0="lt-weak:1")
     api1.ok("POST", "/cluster/ha/resources", sid="vm:913", max_restart=1, max_relocate=1)
     poll("started", lambda: service(api1, "vm:913")["status"] == "vm:913 (pve-node1, started)", 60)
@@ -734,15 +514,15 @@ def test_lock_handover_fails_with_runbook_caps(lab_env, ctl, ceph_pool, vms):
 
 
 def test_pveversion_and_the_ha_mode_preflight_follow_the_labs_mode(lab_env, ctl):
-    from components.ha_preflight import mode_script
+    from components.ha_preflight import mode_problem
 
     for mode, major in (("groups", "8"), ("rules", "9")):
         ctl.set_mode(mode)
         r = _shim("pve-node1", lab_env, "pveversion")
         assert r.returncode == 0 and re.fullmatch(rf"pve-manager/{major}\.\d+\.\d+/[0-9a-f]{{16}} \(running kernel: [\w.-]+-pve\)\n", r.stdout), r
         for wanted in ("groups", "rules"):
-            r = _shim("pve-node1", lab_env, "bash", "-c", mode_script(wanted))
+            problem = mode_problem(r.stdout, wanted)
             if wanted == mode:
-                assert r.returncode == 0, r.stdout + r.stderr
+                assert problem is None, problem
             else:
-                assert r.returncode == 1 and f"set ha.mode: {mode}" in r.stdout, r.stdout + r.stderr
+                assert problem is not None and f"set ha.mode: {mode}" in problem, problem

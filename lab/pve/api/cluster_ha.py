@@ -1,12 +1,17 @@
-"""Stateful /cluster/ha: resources, groups (PVE 8), rules (PVE 9), status, manager status.
+"""/cluster/ha: resources, groups (PVE 8), rules (PVE 9), status/current, status/manager_status.
 
-After pve-ha-manager's API2/HA/{Resources,Groups,Rules,Status}.pm, with PVE's error texts
-(the same ones fakepve's error catalogue lists for these methods). A mixin of LabPve; the
-routes are fakepve's `_routes_<x>` extension point, the data lives in `self.ha` (ha.py).
+After pve-ha-manager src/PVE/API2/HA/{Resources,Groups,Rules,Status}.pm, with PVE's error texts
+(the ones fakepve's error catalogue lists for these methods): a missing resource is 500
+`no such resource 'vm:102'` (Resources.pm $api_copy_config), which bpg's client reads as "does
+not exist" (proxmox/api/client.go). The data lives in the HA manager (ha.py, a model module).
 
 PVE 9 ("rules" mode) migrated groups to rules: every groups method is refused with PVE's
 "... ha groups have been migrated to rules". PVE 8 ("groups" mode) has no rules API at all:
-those paths answer as PVE answers an unknown method (501 "Method '...' not implemented").
+those paths answer as PVE answers a method it has no handler for (501 "Method 'GET
+/cluster/ha/rules/' not implemented", the path as the client sent it: router.py).
+
+bpg's client POSTs to `cluster/ha/resources/` (and `.../groups/`, `.../rules/`) with the
+trailing slash; the router (router.py) makes that the same path as PVE does.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ def bool_int(value: Any) -> int:
     return 1 if str(value).lower() in ("1", "true", "yes", "on") else 0
 
 
-class HaApi:
-    """Mixin of LabPve: the /cluster/ha routes."""
+class ClusterHaApi:
+    """Mixin of LabPve: the /cluster/ha routes (the `_routes_<x>` extension point of fakepve)."""
 
     def _routes_ha(self):
         res, grp, rul, st = ("/cluster/ha/resources", "/cluster/ha/groups", "/cluster/ha/rules", "/cluster/ha/status")
@@ -117,8 +122,10 @@ class HaApi:
             raise die(f"cannot {verb}: ha groups have been migrated to rules")
 
     def _ha_need_rules_api(self, method: str, path: str) -> None:
+        """PVE 8 has no /cluster/ha/rules: pve-manager PVE/HTTPServer.pm rest_handler's 501 with the
+        path as sent after /api2/json (PATH when the call came through the control channel)."""
         if self.mode != "rules":
-            raise PveError(501, f"Method '{method} /api2/json{path}' not implemented")
+            raise PveError(501, f"Method '{method} {self.sent_rel_uri() or path}' not implemented")
 
     # ------------------------------------------------------------------ index
 

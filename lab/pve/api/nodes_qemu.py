@@ -1,0 +1,372 @@
+"""/nodes/{node}/qemu: fakepve's qemu-server handlers (create, config, destroy, status actions;
+qemu-server src/PVE/API2/Qemu.pm) with what the lab adds to match PVE on external Ceph:
+
+- create and config updates allocate disks on RBD storages as real images (`rbd create`), in
+  the task, before the config is written (Qemu.pm create_disks);
+- a config update checks the digest and the VM's lock BEFORE it allocates anything (Qemu.pm
+  $update_vm_api: load_and_check_config -- `checksum mismatch (file change by other user?)`,
+  then check_lock -- `VM is locked (create)` -- then the disks), so a locked VM never gets an
+  orphan image;
+- destroy removes the disks the VM owns and nothing else (QemuServer.pm destroy_vm,
+  $remove_owned_drive: cdroms and volumes without an owner, such as ISO images, stay), the
+  RBD images with `rbd rm` (a failure is PVE's `Could not remove disk ..., check manually`);
+  with purge, the VM leaves the HA resources and rules;
+- start/stop/shutdown run the VM's process (vmproc.py); an HA-managed VM is started or stopped
+  through the HA manager (`Requesting HA start for VM <vmid>`, Qemu.pm vm_start/vm_stop with
+  PVE::HA::Config::vm_is_ha_managed);
+- PUT .../resize resizes the RBD image (Qemu.pm resize_vm); POST .../migrate moves the VM (an
+  HA-managed one through the HA manager: `Requesting HA migration for VM <vmid> to node <node>`);
+- the LRM's `qm start|stop|migrate` (ha.py) run as the same tasks (qmstart, qmstop, qmigrate).
+
+Routes are found by PVE's router rules (router.py), so `DELETE /nodes/<node>/qemu/<vmid>/`
+(bpg's DeleteVM, with the query after the slash) is the destroy of that VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+from fakepve.lxc import SIZE_UNITS, format_size
+from fakepve.model import PveError, TaskError
+from fakepve.qemu import DRIVE_KEY, NEW_DISK, drives_of, is_cdrom, join_drive, split_drive, volume_ref
+from fakepve.routing import die, param_error
+
+from lab.pve.api.tasks import AFTER, OPS
+from lab.pve.rbdstore import RbdError
+
+
+class NodesQemuApi:
+    """Mixin of LabPve: /nodes/{node}/qemu/{vmid} on RBD, with VM processes and HA."""
+
+    def _qm_alloc(self, sid, vmid, fmt, size, linked_from=None):
+        volid, fmt = super()._qm_alloc(sid, vmid, fmt, size, linked_from)
+        store = self.storages.get(sid)
+        if store is not None and store.get("type") == "rbd":
+            self._ops().append(("create", sid, volid.split(":", 1)[1], size, dict(store)))
+        return volid, fmt
+
+    def _qm_free(self, volid):
+        """vdisk_free of a volume the VM owns. destroy_vm's $remove_owned_drive skips volumes without
+        an owner (`return if !$path || !$owner`): an ISO in the VM's cdrom stays on its storage
+        (fakepve would forget it)."""
+        sid, name = volume_ref(str(volid))
+        store = self.storages.get(sid) if sid else None
+        if store is not None and self._volume_owner(store, name) is None:
+            return
+        super()._qm_free(volid)
+        if store is not None and store.get("type") == "rbd":
+            self._ops().append(("remove", sid, name, dict(store)))
+
+    def _volume_owner(self, store: dict[str, Any], name: str) -> int | None:
+        """The vmid owning a volume (PVE::Storage::parse_volname), None for one nobody owns."""
+        try:
+            _vtype, owner, _fmt = self._parse_volname(store, name)
+        except PveError:
+            return None
+        return owner
+
+    # ------------------------------------------------------------------ create, config, destroy
+
+    def _rbd_targets(self, params: dict[str, Any], default: str | None) -> set[str]:
+        out = set()
+        for key, value in params.items():
+            if not DRIVE_KEY.match(key):
+                continue
+            volume, props = split_drive(str(value))
+            found = NEW_DISK.match(volume or "")
+            sid = (found.group(1) or default) if found else volume_ref(volume or "")[0]
+            if sid and self.storages.get(sid, {}).get("type") == "rbd":
+                out.add(sid)
+        return out
+
+    async def _qm_create(self, v, user):
+        for sid in self._rbd_targets(v, v.get("storage")):
+            await self._rbd_status(sid)
+            with contextlib.suppress(PveError):  # the allocation in the task fails with rbd's error, as on PVE
+                await self._rbd_sync(sid)
+        start = str(v.pop("start", "0")).lower() in ("1", "true")
+        ha_managed = str(v.pop("ha-managed", "0")).lower() in ("1", "true")
+        vmid = int(v["vmid"])
+
+        async def after():
+            vm = self.vm(vmid)
+            if vm is None:
+                return None
+            if ha_managed:
+                self.ha.resources[f"vm:{vmid}"] = {"type": "vm", "state": "started" if start else "stopped"}
+                self.ha.update_vm_state(f"vm:{vmid}")
+                self.ha.wake()
+                return None
+            if start:
+                await self.lab_power_on(vm)
+            return None
+
+        token = AFTER.set([after])
+        try:
+            return await super()._qm_create(v, user)
+        finally:
+            AFTER.reset(token)
+
+    async def _qm_destroy(self, v, user):
+        vmid = int(v["vmid"])
+        sid = f"vm:{vmid}"
+        purge = str(v.get("purge", "0")).lower() in ("1", "true")
+
+        async def after():
+            if purge and sid in self.ha.resources:
+                del self.ha.resources[sid]
+                self.ha.purge_rules(sid)
+                self.ha.service_removed(sid)
+            await self.lab_release(vmid)
+            return None
+
+        vm = self.vm(vmid)
+        if vm is not None:
+            for store_id in {volume_ref(vol)[0] for _k, vol, _p in drives_of(vm.config)}:
+                if store_id and self.storages.get(store_id, {}).get("type") == "rbd":
+                    await self._rbd_sync(store_id)
+        token = AFTER.set([after])
+        try:
+            return await super()._qm_destroy(v, user)
+        finally:
+            AFTER.reset(token)
+
+    async def _apply_config(self, vm, user, p):
+        """A config update: fakepve keeps `scsi1: ceph-rbd:4` as written; PVE allocates the disk,
+        but only after load_and_check_config (Qemu.pm $update_vm_api): the digest, then the lock."""
+        p = dict(p)
+        new_disks = [k for k in p if DRIVE_KEY.match(k) and NEW_DISK.match(split_drive(str(p[k]))[0] or "")]
+        if new_disks:
+            self.need_quorum()
+            if p.get("digest") and p["digest"] != vm.digest():
+                raise die("checksum mismatch (file change by other user?)")
+            if not p.get("skiplock"):
+                self._check_lock(vm)
+        for key in sorted(k for k in p if DRIVE_KEY.match(k)):
+            volume, props = split_drive(str(p[key]))
+            found = NEW_DISK.match(volume or "")
+            if not found or is_cdrom(volume, props):
+                continue
+            sid = found.group(1)
+            if not sid:
+                raise die("no storage ID specified (and no default storage)")
+            self._qm_image_store(sid, user)
+            if self.storages[sid].get("type") == "rbd":
+                await self._rbd_status(sid)
+                await self._rbd_sync(sid)
+            size = int(float(found.group(2)) * SIZE_UNITS["G"])
+            props = dict(props)
+            ops: list = []
+            token = OPS.set(ops)
+            try:
+                volid, _fmt = self._qm_alloc(sid, vm.vmid, props.pop("format", None), size)
+            finally:
+                OPS.reset(token)
+            try:
+                await self._run_ops(ops, [])
+            except TaskError as exc:
+                super()._qm_free(volid)
+                raise die(str(exc)) from None
+            props["size"] = format_size(size)
+            p[key] = join_drive(volid, props)
+        return await super()._apply_config(vm, user, p)
+
+    # ------------------------------------------------------------------ routes fakepve lacks
+
+    def _routes_lab_qemu(self):
+        """PUT .../resize (Qemu.pm resize_vm) and POST .../migrate (Qemu.pm migrate_vm)."""
+        one = "/nodes/{node}/qemu/{vmid}"
+        return [("PUT", one + "/resize", self._qm_resize), ("POST", one + "/migrate", self._qm_migrate)]
+
+    async def _qm_resize(self, v, user):
+        vm = self.find(v["node"], v["vmid"])
+        self.require(user, f"/vms/{vm.vmid}", "VM.Config.Disk")
+        disk, size = v["disk"], str(v["size"])
+        found = re.fullmatch(r"(\+)?(\d+(?:\.\d+)?)([KMGT])?", size)
+        if not found:
+            raise param_error(size=f"unable to parse size '{size}'")
+        if v.get("digest") and v["digest"] != vm.digest():
+            raise die("checksum mismatch (file change by other user?)")
+        self.need_quorum()
+
+        async def body():
+            if vm.lock and not v.get("skiplock"):
+                raise TaskError(f"VM is locked ({vm.lock})")
+            value = vm.config.get(disk)
+            if value is None:
+                raise TaskError(f"disk '{disk}' does not exist")
+            volume, props = split_drive(str(value))
+            if is_cdrom(volume, props):
+                raise TaskError("you can't resize a cdrom")
+            sid, name = volume_ref(volume)
+            store = self.storages.get(sid or "")
+            current = 0
+            if store is not None:
+                vol = self._volumes(sid).get(name) or {}
+                current = int(vol.get("size") or 0)
+            if not current and props.get("size"):
+                unit = props["size"][-1:]
+                current = int(float(props["size"].rstrip("KMGT")) * SIZE_UNITS.get(unit, 1))
+            amount = int(float(found.group(2)) * SIZE_UNITS.get(found.group(3) or "", 1))
+            new = current + amount if found.group(1) else amount
+            if new < current:
+                raise TaskError("shrinking disks is not supported")
+            if new == current:
+                return f"skip resize: '{disk}' is already {format_size(current)}"
+            if store is not None and store.get("type") == "rbd":
+                try:
+                    await self.ceph_access.resize_image(sid, store, name, new)
+                except RbdError as exc:
+                    raise TaskError(str(exc)) from None
+            if store is not None and name in store.get("volumes", {}):
+                store["volumes"][name]["size"] = new
+            props["size"] = format_size(new)
+            vm.config[disk] = join_drive(volume, props)
+            return None
+
+        return await self.task(vm.node, "resize", vm.vmid, user, body, vm=vm, log=[f"resize disk '{disk}' to {size}"])
+
+    async def _qm_migrate(self, v, user):
+        vm = self.find(v["node"], v["vmid"])
+        self.require(user, f"/vms/{vm.vmid}", "VM.Migrate")
+        target = v["target"]
+        if target == vm.node:
+            raise die("target is local node.")
+        if target not in self.nodes:
+            raise die(f"no such cluster node '{target}'")
+        if not self.nodes[target].get("online", True):
+            raise die(f"target node '{target}' is not online")
+        self.need_quorum()
+        online = str(v.get("online", "0")).lower() in ("1", "true")
+        if vm.ha_managed:
+            sid = f"vm:{vm.vmid}"
+
+            async def hamigrate():
+                sd = self.ha.ss.get(sid)
+                if sd is not None:
+                    sd["cmd"] = ("migrate", target)
+                self.ha.wake()
+
+            return await self.task(
+                vm.node, "hamigrate", vm.vmid, user, hamigrate, lock=False, log=[f"Requesting HA migration for VM {vm.vmid} to node {target}"]
+            )
+        if vm.status == "running" and not online:
+            raise die("can't migrate running VM without --online")
+
+        async def body():
+            ok, message = await self.lab_migrate(vm, target, online)
+            if not ok:
+                raise TaskError(message)
+            return message
+
+        return await self.task(
+            vm.node, "qmigrate", vm.vmid, user, body, vm=vm, log=[f"starting migration of VM {vm.vmid} to node '{target}' ({self.node_addr[target]})"]
+        )
+
+    # ------------------------------------------------------------------ power (API actions)
+
+    async def _do_start(self, vm, user, p):
+        if vm.ha_managed and not vm.template:
+            return await self._ha_request(vm, user, "started")
+
+        async def body():
+            if vm.template:
+                raise TaskError("you can't start a vm if it's a template")
+            if vm.lock and vm.lock != "suspended":
+                raise TaskError(f"VM is locked ({vm.lock})")
+            if vm.status == "running":
+                raise TaskError(f"VM {vm.vmid} already running")
+            await self.ceph_io(vm)
+            await self.pause(vm.start_secs)
+            if vm.start_error:
+                raise TaskError(vm.start_error)
+            vm.apply_pending()
+            await self.lab_power_on(vm)
+            if vm.lock == "suspended":
+                vm.lock = None
+                vm.config.pop("lock", None)
+
+        return await self.task(vm.node, "qmstart", vm.vmid, user, body, vm=vm)
+
+    async def _do_stop(self, vm, user, p):
+        if not p.get("skiplock"):
+            self._check_lock(vm)
+        if vm.ha_managed:
+            return await self._ha_request(vm, user, "stopped")
+
+        async def body():
+            await self.pause(vm.stop_secs)
+            await self.lab_release(vm.vmid)
+
+        return await self.task(vm.node, "qmstop", vm.vmid, user, body, vm=vm)
+
+    async def _do_shutdown(self, vm, user, p):
+        self._need_running(vm)
+        self._check_lock(vm)
+        if vm.ha_managed:
+            return await self._ha_request(vm, user, "stopped")
+
+        async def body():
+            note = await self._powerdown(vm, p)
+            if vm.status != "running":
+                await self.lab_release(vm.vmid)
+            return note
+
+        return await self.task(vm.node, "qmshutdown", vm.vmid, user, body, vm=vm)
+
+    async def _ha_request(self, vm, user, state):
+        sid = f"vm:{vm.vmid}"
+        verb = "start" if state == "started" else "stop"
+
+        async def body():
+            sd = self.ha.ss.get(sid)
+            if sd is not None and sd.get("state") == "error":
+                raise TaskError(f"service '{sid}' in error state, must be disabled and fixed first")
+            if sid in self.ha.resources:
+                self.ha.resources[sid]["state"] = state
+                self.ha.update_vm_state(sid)
+                self.ha.wake()
+            return None
+
+        return await self.task(vm.node, "ha" + verb, vm.vmid, user, body, lock=False, log=[f"Requesting HA {verb} for VM {vm.vmid}"])
+
+    # ------------------------------------------------------------------ the LRM's qm commands
+
+    async def _wait_task(self, upid: str) -> tuple[bool, str]:
+        record = self.tasks[upid]
+        while record["status"] != "stopped":
+            await asyncio.sleep(0.05)
+        status = record.get("exitstatus", "OK")
+        return status == "OK", status
+
+    async def lab_task_start(self, vm, node: str) -> tuple[bool, str]:
+        async def body():
+            if vm.status == "running":
+                return None
+            await self.lab_power_on(vm)
+            return None
+
+        return await self._wait_task(await self.task(node, "qmstart", vm.vmid, "root@pam", body, vm=vm))
+
+    async def lab_task_stop(self, vm, node: str) -> tuple[bool, str]:
+        async def body():
+            await self.lab_release(vm.vmid)
+
+        return await self._wait_task(await self.task(node, "qmstop", vm.vmid, "root@pam", body, vm=vm))
+
+    async def lab_task_migrate(self, vm, node: str, target: str, online: bool) -> tuple[bool, str]:
+        async def body():
+            ok, message = await self.lab_migrate(vm, target, online)
+            if not ok:
+                raise TaskError(message)
+            return message
+
+        kind = "qmigrate"
+        return await self._wait_task(
+            await self.task(
+                node, kind, vm.vmid, "root@pam", body, vm=vm, log=[f"starting migration of VM {vm.vmid} to node '{target}' ({self.node_addr[target]})"]
+            )
+        )
