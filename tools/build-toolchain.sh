@@ -3,9 +3,9 @@
 #
 #   tools/build-toolchain.sh [--force] [COMPONENT...]
 #
-# COMPONENT is any of: pulumi python-scripts python-host command proxmoxve
-# (default: pulumi, python-scripts, python-host, plus each provider whose
-# *_ENABLED=1 in tools/versions.env). Pins live in tools/versions.env.
+# COMPONENT is any of: pulumi python-scripts python-host proxmoxve
+# (default: pulumi, python-scripts, python-host, plus proxmoxve when
+# PROXMOXVE_ENABLED=1 in tools/versions.env). Pins live in tools/versions.env.
 # Output goes to <repo>/.tools:
 #   .tools/bin/          pulumi, pulumi-language-python, python helper scripts
 #   .tools/build/        scratch module copies, provider binaries, build logs
@@ -50,14 +50,13 @@ for arg in "$@"; do
   case $arg in
     --force) FORCE=1 ;;
     -h|--help) usage; exit 0 ;;
-    pulumi|python-scripts|python-host|command|proxmoxve) COMPONENTS+=("$arg") ;;
+    pulumi|python-scripts|python-host|proxmoxve) COMPONENTS+=("$arg") ;;
     *) die "unknown argument '$arg' (see --help)" ;;
   esac
 done
 if [[ ${#COMPONENTS[@]} -eq 0 ]]; then
   # Default: everything enabled in versions.env.
   COMPONENTS=(pulumi python-scripts python-host)
-  [[ ${COMMAND_ENABLED:-1} == 1 ]] && COMPONENTS+=(command)
   [[ ${PROXMOXVE_ENABLED:-1} == 1 ]] && COMPONENTS+=(proxmoxve)
 fi
 
@@ -96,7 +95,7 @@ if [[ ${PVECEPH_FORCE_LOCAL_TOOLCHAIN:-0} != 1 ]] && sys_pulumi=$(system_pulumi)
     mkdir -p "$TOOLS_DIR"
     echo system > "$TOOLS_DIR/mode"
     log "using pulumi $sys_ver from $sys_pulumi (>= SDK $PULUMI_SDK_VERSION); nothing is built"
-    log "plugins (command $COMMAND_VERSION, proxmoxve $PROXMOXVE_VERSION) will come from the official CLI's automatic plugin acquisition"
+    log "the proxmoxve $PROXMOXVE_VERSION plugin will come from the official CLI's automatic plugin acquisition"
     log "set PVECEPH_FORCE_LOCAL_TOOLCHAIN=1 to build the pinned toolchain into .tools instead"
     exit 0
   fi
@@ -321,47 +320,60 @@ build_python_scripts() {
   log "installed python helper scripts in $(elapsed "$t")"
 }
 
-build_command() {
-  local plugdir=$PULUMI_HOME/plugins/resource-command-v$COMMAND_VERSION
-  local key="$COMMAND_MODULE@$COMMAND_COMMIT $COMMAND_VERSION $GO_VERSION"
-  if stamp_ok command "$key" "$plugdir"; then
-    log "command provider $COMMAND_VERSION already installed, skipping"; return
-  fi
-  local t=$SECONDS logf=$BUILD_DIR/command/build.log dir src out=$BUILD_DIR/command/pulumi-resource-command
-  mkdir -p "$BUILD_DIR/command"; : >"$logf"
-  log "building command provider $COMMAND_VERSION (${COMMAND_PACKAGE#./} @ ${COMMAND_COMMIT:0:12})..."
-  src=$(module_dir "$COMMAND_MODULE@$COMMAND_COMMIT" "$logf")
-  dir=$(prepare_src command "$src")
-  go_build command "$dir" "$COMMAND_PACKAGE" "$out" \
-    "-s -w -X $COMMAND_VERSION_LDFLAG=$COMMAND_VERSION"
-  install_plugin command "$COMMAND_VERSION" "$out"
-  stamp_write command "$key"
-  log "built and installed command provider in $(elapsed "$t")"
-}
-
+# The proxmoxve plugin: tools/proxmoxve (bpg's provider behind pulumi-terraform-bridge), in
+# four steps on a scratch copy of the module (the repository is never written):
+#   1 build tfgen, 2 generate schema.json + bridge-metadata.json, 3 build the plugin that
+#   embeds them, 4 `pulumi plugin install resource proxmoxve VERSION --file`.
 build_proxmoxve() {
+  local src=$SCRIPT_DIR/proxmoxve name=proxmoxve
   local plugdir=$PULUMI_HOME/plugins/resource-proxmoxve-v$PROXMOXVE_VERSION
-  [[ -n $PROXMOXVE_COMMIT ]] || die "PROXMOXVE_COMMIT is empty in tools/versions.env (commit of tag v$PROXMOXVE_VERSION unknown)"
-  local key="$PROXMOXVE_MODULE@$PROXMOXVE_COMMIT $PROXMOXVE_VERSION $GO_VERSION"
+  local sum; sum=$(cd "$src" && cat go.mod go.sum $(find . -name '*.go' | sort) | sha256sum | cut -c1-16)
+  local key="tools/proxmoxve $sum $PROXMOXVE_VERSION $GO_VERSION"
   if stamp_ok proxmoxve "$key" "$plugdir"; then
-    log "proxmoxve provider $PROXMOXVE_VERSION already installed, skipping"; return
+    log "proxmoxve plugin $PROXMOXVE_VERSION (bpg $PROXMOXVE_BPG_VERSION) already installed, skipping"; return
   fi
-  local t=$SECONDS logf=$BUILD_DIR/proxmoxve/build.log dir src out=$BUILD_DIR/proxmoxve/pulumi-resource-proxmoxve
-  mkdir -p "$BUILD_DIR/proxmoxve"; : >"$logf"
-  log "building proxmoxve provider $PROXMOXVE_VERSION (${PROXMOXVE_PACKAGE#./} @ ${PROXMOXVE_COMMIT:0:12})..."
-  src=$(module_dir "$PROXMOXVE_MODULE@$PROXMOXVE_COMMIT" "$logf")
-  dir=$(prepare_src proxmoxve "$src")
-  # main.go embeds schema-embed.json (+ bridge-metadata.json); upstream commits
-  # both, so `go generate` is only needed if the module lacks them.
-  if [[ ! -f $dir/${PROXMOXVE_PACKAGE#./}/schema-embed.json ]]; then
-    log "  schema-embed.json missing, running go generate"
-    (cd "$dir" && GOFLAGS="-mod=mod" run_logged "$logf" "go generate $PROXMOXVE_PACKAGE (proxmoxve)" go generate "$PROXMOXVE_PACKAGE")
-  fi
-  go_build proxmoxve "$dir" "$PROXMOXVE_PACKAGE" "$out" \
-    "-s -w -X $PROXMOXVE_VERSION_LDFLAG=$PROXMOXVE_VERSION"
+  local t=$SECONDS logf=$BUILD_DIR/$name/build.log work=$BUILD_DIR/$name
+  # tfgen reads bpg's docs through the module in <cwd>/provider (upstream's layout).
+  local dir=$work/src/provider tfgen=$work/pulumi-tfgen-proxmoxve out=$work/pulumi-resource-proxmoxve
+  local ldflags="-s -w -X $PROXMOXVE_VERSION_LDFLAG=$PROXMOXVE_VERSION"
+  mkdir -p "$work"; : >"$logf"
+  log "building the proxmoxve plugin $PROXMOXVE_VERSION: bpg $PROXMOXVE_BPG_VERSION behind pulumi-terraform-bridge $PROXMOXVE_BRIDGE_VERSION (tools/proxmoxve)"
+  rm -rf "$work/src"; mkdir -p "$dir"; cp -a "$src/." "$dir/"
+  local m want got
+  for m in "$PROXMOXVE_BPG_MODULE=$PROXMOXVE_BPG_VERSION" "$PROXMOXVE_BRIDGE_MODULE=$PROXMOXVE_BRIDGE_VERSION"; do
+    want=${m#*=}; got=$(cd "$dir" && GOFLAGS= go mod edit -json | python3 -c '
+import json, sys
+print(next((r["Version"] for r in json.load(sys.stdin)["Require"] if r["Path"] == sys.argv[1]), ""))' "${m%%=*}")
+    [[ $got == "$want" ]] || die "tools/proxmoxve/go.mod requires ${m%%=*} ${got:-(nothing)}, tools/versions.env pins $want: make them agree"
+  done
+  (
+    cd "$dir"
+    export GOFLAGS="-mod=readonly -p=$GO_PARALLEL -buildvcs=false"
+    log "  1/4 go build pulumi-tfgen-proxmoxve (cold: downloads ~250 modules and compiles for minutes)"
+    run_logged "$logf" "proxmoxve step 1/4, go build ./cmd/pulumi-tfgen-proxmoxve" \
+      go build -trimpath -ldflags "$ldflags" -o "$tfgen" ./cmd/pulumi-tfgen-proxmoxve
+    log "  2/4 tfgen schema (schema.json with version $PROXMOXVE_VERSION, bridge-metadata.json)"
+    # Examples need the CLI's Terraform converter, which this build does not have.
+    (cd .. && run_logged "$logf" "proxmoxve step 2/4, pulumi-tfgen-proxmoxve schema" \
+      env PULUMI_CONVERT=0 "$tfgen" schema --skip-examples --out provider/cmd/pulumi-resource-proxmoxve)
+    # The schema carries the plugin's version (as upstream's `go generate` step adds it).
+    run_logged "$logf" "proxmoxve step 2/4, stamping the schema's version" python3 -c '
+import json, sys
+path = "cmd/pulumi-resource-proxmoxve/schema.json"
+with open(path) as f:
+    schema = json.load(f)
+schema["version"] = sys.argv[1]
+with open(path, "w") as f:
+    json.dump(schema, f)' "$PROXMOXVE_VERSION"
+    log "  3/4 go build pulumi-resource-proxmoxve (embeds the schema)"
+    run_logged "$logf" "proxmoxve step 3/4, go build ./cmd/pulumi-resource-proxmoxve" \
+      go build -trimpath -ldflags "$ldflags" -o "$out" ./cmd/pulumi-resource-proxmoxve
+  )
+  log "  4/4 pulumi plugin install resource proxmoxve $PROXMOXVE_VERSION"
   install_plugin proxmoxve "$PROXMOXVE_VERSION" "$out"
+  [[ ${PVECEPH_KEEP_BUILD_SRC:-0} == 1 ]] || rm -rf "$work/src"
   stamp_write proxmoxve "$key"
-  log "built and installed proxmoxve provider in $(elapsed "$t")"
+  log "built and installed the proxmoxve plugin in $(elapsed "$t")"
 }
 
 # ---------------------------------------------------------------------------
@@ -370,6 +382,5 @@ echo local > "$TOOLS_DIR/mode"
 if want pulumi; then build_pulumi; fi
 if want python-scripts; then build_python_scripts; fi
 if want python-host; then build_python_host; fi
-if want command; then build_command; fi
 if want proxmoxve; then build_proxmoxve; fi
 log "done in $(elapsed "$START_TS")"

@@ -8,18 +8,13 @@ cd "$ROOT"
 PY=.venv/bin/python
 say() { printf '\n== %s\n' "$*"; }
 
-# The program needs the command and proxmoxve plugins. The official CLI fetches them by itself;
-# the offline toolchain builds them only where the Go module proxy serves their modules.
+# The program needs the proxmoxve plugin. The official CLI fetches it by itself; the offline
+# toolchain builds it (make setup: tools/proxmoxve).
 if [ "$(cat .tools/mode 2>/dev/null)" = local ]; then
-  plugins=$(pulumi plugin ls 2>/dev/null || true)
-  for plugin in command proxmoxve; do
-    if ! grep -qE "^$plugin[[:space:]]+resource" <<<"$plugins"; then
-      echo "demo: the $plugin resource plugin is not installed in $PULUMI_HOME." >&2
-      echo "      tools/versions.env says why it could not be built here; with internet access, use the official" >&2
-      echo "      Pulumi CLI (it installs plugins itself) and run make demo again." >&2
-      exit 1
-    fi
-  done
+  if ! pulumi plugin ls 2>/dev/null | grep -qE "^proxmoxve[[:space:]]+resource"; then
+    echo "demo: the proxmoxve resource plugin is not installed in $PULUMI_HOME: run make setup (tools/build-toolchain.sh proxmoxve)." >&2
+    exit 1
+  fi
 fi
 
 say "lab up"
