@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -48,9 +47,6 @@ type host struct {
 
 	engineAddress string
 	execScript    string
-
-	mu       sync.Mutex
-	children map[*exec.Cmd]struct{}
 }
 
 func main() {
@@ -88,7 +84,6 @@ func main() {
 	h := &host{
 		engineAddress: engine,
 		execScript:    filepath.Join(filepath.Dir(self), "pulumi-language-python-exec"),
-		children:      map[*exec.Cmd]struct{}{},
 	}
 	if _, err := os.Stat(h.execScript); err != nil {
 		fatal(fmt.Errorf("helper script missing: %w", err))
@@ -166,14 +161,11 @@ func (h *host) About(_ context.Context, req *pulumirpc.AboutRequest) (*pulumirpc
 	}, nil
 }
 
+// Cancel does not signal the program: the engine cancels after it has reported why (a resource
+// failed, the user pressed Ctrl-C, which the terminal already sent to the program), and stops
+// its resource monitor, so the program's next call ends it. A SIGINT here only made Python
+// print a KeyboardInterrupt traceback from inside its executor's shutdown.
 func (h *host) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for cmd := range h.children {
-		if cmd.Process != nil {
-			_ = cmd.Process.Signal(syscall.SIGINT)
-		}
-	}
 	return &emptypb.Empty{}, nil
 }
 
@@ -246,8 +238,10 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 
 	cmd := exec.Command(py, args...)
 	cmd.Dir = pwd
-	cmd.Stdout = os.Stdout
-	cmd.Stderr = os.Stderr
+	stdout, stderr := newShutdownFilter(os.Stdout), newShutdownFilter(os.Stderr)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// The program ends with its host: the engine stops plugins it no longer needs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	env := os.Environ()
 	env = append(env,
 		"PULUMI_CONFIG="+string(config),
@@ -263,13 +257,9 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 	if err := cmd.Start(); err != nil {
 		return &pulumirpc.RunResponse{Error: fmt.Sprintf("starting %s: %v", py, err)}, nil
 	}
-	h.mu.Lock()
-	h.children[cmd] = struct{}{}
-	h.mu.Unlock()
 	err = cmd.Wait()
-	h.mu.Lock()
-	delete(h.children, cmd)
-	h.mu.Unlock()
+	stdout.finish()
+	stderr.finish()
 
 	if err == nil {
 		return &pulumirpc.RunResponse{}, nil

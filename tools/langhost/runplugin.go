@@ -38,15 +38,6 @@ func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.Langu
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	h.children[cmd] = struct{}{}
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.children, cmd)
-		h.mu.Unlock()
-	}()
-
 	var send sync.Mutex
 	forward := func(r io.Reader, wrap func([]byte) *pulumirpc.RunPluginResponse, done *sync.WaitGroup) {
 		defer done.Done()
