@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools"
 PASSPHRASE = "lab-only-passphrase"
+
+
+def versions() -> dict[str, str]:
+    """The toolchain pins, tools/versions.env (plain KEY=VALUE lines)."""
+    lines = (ROOT / "tools" / "versions.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
 
 
 def engine_env(state_dir: Path) -> dict[str, str]:

@@ -21,9 +21,9 @@ import pulumi_proxmoxve
 import pytest
 from pulumi._types import input_type_py_to_pulumi_names
 
-from tests.integration.engine import cli, engine_env
-from tests.integration.test_toolchain_smoke import VERSIONS
+from tests.integration.engine import cli, engine_env, versions
 
+VERSIONS = versions()
 SDK = Path(pulumi_proxmoxve.__file__).parent
 PROVIDER_TOKEN = "pulumi:providers:proxmoxve"
 

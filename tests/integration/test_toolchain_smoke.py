@@ -1,10 +1,9 @@
 """The real engine and the project's language host, offline: preview, up, refresh, destroy.
 
 A throwaway project with a Python dynamic resource and a secret config value, run through the
-Automation API with the project's toolchain. The ``command`` and ``proxmoxve`` plugins are part
-of the smoke test when the toolchain could build them (tools/versions.env: *_ENABLED=1); the Go
-module proxy this project reaches refuses both modules at every version, so here they are
-skipped with that reason rather than faked.
+Automation API with the project's toolchain. The ``proxmoxve`` plugin built here has its own
+smoke test against the lab (test_proxmoxve_smoke.py) and its contract test against the SDK
+(test_proxmoxve_contract.py).
 """
 
 from __future__ import annotations
@@ -16,12 +15,10 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from tests.integration.engine import ROOT, cli, engine_env, workspace_options
+from tests.integration.engine import ROOT, cli, engine_env, versions, workspace_options
 
-VERSIONS = dict(line.split("=", 1) for line in (ROOT / "tools" / "versions.env").read_text().splitlines() if re.match(r"^[A-Z_]+=", line))
+VERSIONS = versions()
 
-PLUGINS_BUILT = VERSIONS.get("COMMAND_ENABLED") == "1" and VERSIONS.get("PROXMOXVE_ENABLED") == "1"
-NOT_BUILT = "the command and proxmoxve plugins cannot be built here: the Go module proxy refuses their modules (tools/versions.env)"
 
 PROGRAM = """
 import pulumi
@@ -32,14 +29,6 @@ config = pulumi.Config()
 counter = Counter("counter", config.require_int("start"))
 pulumi.export("value", counter.value)
 pulumi.export("token", config.require_secret("token"))
-"""
-
-PLUGIN_PROGRAM = """
-import pulumi_proxmoxve as proxmoxve
-from pulumi_command import local
-
-hello = local.Command("hello", create="echo hello from the engine")
-pve = proxmoxve.Provider("pve", endpoint="https://127.0.0.1:8006", api_token="root@pam!smoke=00000000-0000-0000-0000-000000000000")
 """
 
 PROVIDER = """
@@ -73,7 +62,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             virtualenv: {ROOT / ".venv"}
         """)
     )
-    (work / "__main__.py").write_text(PROGRAM + (PLUGIN_PROGRAM if PLUGINS_BUILT else ""))
+    (work / "__main__.py").write_text(PROGRAM)
     (work / "smoke_provider.py").write_text(PROVIDER)
     return work
 
@@ -90,12 +79,10 @@ def test_automatic_plugin_acquisition_is_off(tmp_path: Path) -> None:
     assert env.get("PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION") == "true" or (ROOT / ".tools" / "mode").read_text().strip() == "system"
 
 
-@pytest.mark.skipif(not PLUGINS_BUILT, reason=NOT_BUILT)
-def test_plugins_are_the_pins(tmp_path: Path) -> None:
+def test_the_proxmoxve_plugin_is_the_pin(tmp_path: Path) -> None:
     env = engine_env(tmp_path / "state")
     out = cli(env, "plugin", "ls")
     assert out.returncode == 0, out.stderr
-    assert re.search(rf"^command\s+resource\s+{re.escape(VERSIONS['COMMAND_VERSION'])}\b", out.stdout, re.M), out.stdout
     assert re.search(rf"^proxmoxve\s+resource\s+{re.escape(VERSIONS['PROXMOXVE_VERSION'])}\b", out.stdout, re.M), out.stdout
 
 
@@ -106,7 +93,7 @@ def test_preview_up_refresh_destroy_offline(project: Path, tmp_path: Path) -> No
     stack.set_config("token", auto.ConfigValue("smoke-secret-value", secret=True))
     try:
         preview = stack.preview()
-        assert preview.change_summary.get("create") == (4 if PLUGINS_BUILT else 2), preview.change_summary
+        assert preview.change_summary.get("create") == 2, preview.change_summary
         up = stack.up()
         assert up.outputs["value"].value == 42
         assert up.outputs["token"].secret

@@ -1,8 +1,8 @@
 """The policy pack through the real engine: its analysis of a stack's state, and a preview it stops.
 
-The preview of VMs and HA resources needs the proxmoxve provider plugin; without it that test
-is skipped with the reason. The rest needs only the CLI, the Python language host and the
-dynamic provider of the toolchain (make setup).
+The preview of VMs and HA resources runs the proxmoxve provider plugin that make setup builds
+(tools/proxmoxve); the rest needs only the CLI, the Python language host and the dynamic
+provider of the toolchain.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from pveceph_policy.pack import CEPHX_CAPS, DISK_SETTINGS, HA_CPU_TYPE, HA_DISKS_ON_RBD, HA_MAX_RESTART, RBD_CONTENT, VMS_HA_MANAGED
 
+from tests.integration.engine import versions
 from tests.policy import engine
 from tests.policy.stacks import DYNAMIC, Spec, client, cpu, disk, good_stack, ha, storage, vm
 
 MANDATORY = (HA_DISKS_ON_RBD, HA_CPU_TYPE, CEPHX_CAPS, HA_MAX_RESTART, RBD_CONTENT)
 ADVISORY = (DISK_SETTINGS, VMS_HA_MANAGED)
-PROXMOXVE_VERSION = "8.6.0"
+PROXMOXVE_VERSION = versions()["PROXMOXVE_VERSION"]
 
 
 @pytest.fixture
@@ -149,8 +150,7 @@ def proxmoxve_plugin(env: dict[str, str]) -> Path | None:
 
 
 def test_preview_of_an_ha_vm_off_the_rbd_storage_with_cpu_host_is_stopped(env: dict[str, str], tmp_path: Path) -> None:
-    if proxmoxve_plugin(env) is None:
-        pytest.skip(f"the proxmoxve {PROXMOXVE_VERSION} provider plugin is not installed in PULUMI_HOME yet (tools/build-toolchain.sh builds it)")
+    assert proxmoxve_plugin(env) is not None, f"the proxmoxve {PROXMOXVE_VERSION} plugin is not installed in PULUMI_HOME: run `make setup`"
     project = engine.throwaway_project(tmp_path / "project", VM_PROGRAM)
     new_stack(project, env, "good", {"cpuType": "x86-64-v2-AES", "datastore": "ceph-rbd"})
     ok, output = engine.preview_with_policy(project, "good", env)
