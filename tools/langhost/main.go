@@ -202,7 +202,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		pwd = info.GetProgramDirectory()
 	}
 
-	args := []string{"-u", h.execScript,
+	args := []string{"-u", "-c", quietShutdown, h.execScript,
 		"--monitor", req.GetMonitorAddress(),
 		"--engine", h.engineAddress,
 		"--project", req.GetProject(),

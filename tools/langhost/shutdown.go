@@ -6,6 +6,22 @@ import (
 	"sync"
 )
 
+// quietShutdown runs the SDK's exec script (argv[1]) as its own __main__, with one change: when
+// the engine ends a deployment because a resource failed, it reports that failure, shuts down its
+// resource monitor, and the program's pending calls raise "Resource monitor has terminated,
+// shutting down", which the exec script logs as a second error. Upstream's host shows the
+// provider's error and "update failed" alone; so does this one.
+const quietShutdown = `import runpy, sys
+import pulumi.log
+_error = pulumi.log.error
+def _error_unless_shutdown(msg, *args, **kwargs):
+    if str(msg) != "Resource monitor has terminated, shutting down":
+        _error(msg, *args, **kwargs)
+pulumi.log.error = _error_unless_shutdown
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+`
+
 // monitorGone are the marks of a Python program that outlived its deployment: the engine has
 // shut down its resource monitor (after reporting the failure that ended the deployment), and
 // the SDK's pending calls fail with UNAVAILABLE.
