@@ -17,6 +17,27 @@ SCSI_CONTROLLER = "virtio-scsi-pci"  # runbook 3-1: Bus VirtIO SCSI
 NO_HA_TAG = "no-ha"  # marks a VM deliberately left out of HA (the policy pack reads it)
 
 
+# pulumi-proxmoxve#664 (open): a disk without speed limits always shows an update
+# (`+ speed: {iopsRead: 0, ...}`), so a second `pulumi up` would never be a no-op. The program
+# sets no speed limits; ignoring the bridged provider's phantom diff keeps the promise with the
+# official plugin too. The path names the disk's index: `disks[*].speed` does not reach the
+# bridged provider's diff (measured: the update stays).
+DISKS = 1  # scsi0, on the RBD storage
+
+
+def phantom_speed_diffs(disks: int = DISKS) -> list[str]:
+    return [f"disks[{index}].speed" for index in range(disks)]
+
+
+# Pulumi never fights the HA manager: an HA VM's node is its initial placement and its power
+# state belongs to HA (bpg #391, #1411: a failover must not plan a migration back or a re-create).
+HA_OWNED = ["nodeName", "started"]
+
+
+def vm_ignore_changes(vm: VmSpec) -> list[str]:
+    return [*phantom_speed_diffs(), *(HA_OWNED if vm.ha else [])]
+
+
 def sid(vm: VmSpec) -> str:
     return f"vm:{vm.id}"
 
@@ -61,11 +82,13 @@ class HaVm(pulumi.ComponentResource):
             network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=vm.bridge, model="virtio")],
             cdrom=proxmoxve.VmLegacyCdromArgs(file_id=vm.iso, interface="ide2") if vm.iso else None,
             operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
-            tags=None if vm.ha else [NO_HA_TAG],
+            # Never null: bpg reads a VM without tags back as [], and a null here made the first
+            # refresh after every create report the VM as changed.
+            tags=[] if vm.ha else [NO_HA_TAG],
             on_boot=True,
             started=(ha.state == "started") if vm.ha else True,
             stop_on_destroy=True,
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["nodeName", "started"] if vm.ha else [])),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=vm_ignore_changes(vm))),
         )
         self.vm_id = self.machine.vm_id
         self.sid = pulumi.Output.from_input(sid(vm))
