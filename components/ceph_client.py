@@ -16,6 +16,7 @@ from components import ceph_cli
 from components.ceph_cli import Caps, normalise_caps
 from components.config import ClientSpec
 from components.dynamic import OperatorError, PartiallyCreated, SshBacked
+from components.graph import child_options
 from components.ssh import Executor, RemoteError, check
 
 
@@ -137,7 +138,7 @@ class CephClient(pulumi.ComponentResource):
         super().__init__("pveceph:ceph:Client", name, None, opts)
         caps = pulumi.Output.from_input(pool_name).apply(lambda pool: Caps.for_profile(spec.caps, pool).as_dict())
         props = {"connection": connection, "name": spec.name, "caps": caps, "adopt": adopt}
-        self.client = CephClientResource(f"{name}-client", props, pulumi.ResourceOptions(parent=self))
+        self.client = CephClientResource(f"{name}-client", props, child_options(self, opts))
         self.client_name = pulumi.Output.from_input(spec.name)
         self.key = pulumi.Output.secret(self.client.key)
         self.register_outputs({"client_name": self.client_name, "key": self.key})

@@ -18,6 +18,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components.dynamic import OperatorError, SshBacked
+from components.graph import child_options
 from components.ssh import Executor, RemoteError, Unreachable
 
 PACKAGE = "ceph-common"
@@ -125,6 +126,6 @@ class CephCommonPackage(pulumi.ComponentResource):
     def __init__(self, name: str, node: str, connection: pulumi.Input[dict[str, Any]], opts: pulumi.ResourceOptions | None = None):
         super().__init__("pveceph:proxmox:CephCommonPackage", name, None, opts)
         props = {"connection": connection, "node": node, "package": PACKAGE}
-        self.package = CephCommonResource(f"{name}-package", props, pulumi.ResourceOptions(parent=self))
+        self.package = CephCommonResource(f"{name}-package", props, child_options(self, opts))
         self.version = self.package.version
         self.register_outputs({"version": self.version})

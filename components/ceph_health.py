@@ -22,6 +22,7 @@ from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Re
 
 from components.config import PoolSpec
 from components.dynamic import OperatorError, SshBacked, has_unknowns
+from components.graph import child_options
 from components.ssh import Connection, RemoteError
 
 ID = "ceph-health-gate"
@@ -117,6 +118,6 @@ class CephHealthGate(pulumi.ComponentResource):
     ):
         super().__init__("pveceph:ceph:HealthGate", name, None, opts)
         props = {"connection": connection, "pool": pool.name, "pgNum": pool.pg_num, "size": pool.size, "monitors": list(monitors)}
-        self.gate = HealthGateResource(f"{name}-check", props, pulumi.ResourceOptions(parent=self))
+        self.gate = HealthGateResource(f"{name}-check", props, child_options(self, opts))
         self.report = self.gate.report
         self.register_outputs({"report": self.report})

@@ -17,6 +17,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from components import ceph_cli
 from components.config import PoolSpec
 from components.dynamic import OperatorError, PartiallyCreated, SshBacked
+from components.graph import child_options
 from components.ssh import Executor, RemoteError, check
 
 COMPARED = ("size", "autoscaleMode", "application")
@@ -203,6 +204,6 @@ class CephRbdPool(pulumi.ComponentResource):
         }
         # Retained on delete by the provider itself unless allowDeletion; `retain_on_delete` would
         # also keep it when the operator explicitly asked for deletion.
-        self.pool = RbdPoolResource(f"{name}-pool", props, pulumi.ResourceOptions(parent=self))
+        self.pool = RbdPoolResource(f"{name}-pool", props, child_options(self, opts))
         self.pool_name = self.pool.name
         self.register_outputs({"pool_name": self.pool_name})

@@ -16,6 +16,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from components import ceph_cli
 from components.config import ScrubWindow
 from components.dynamic import OperatorError, PartiallyCreated, SshBacked
+from components.graph import child_options
 from components.ssh import Executor, RemoteError, check
 
 WHO = "osd"
@@ -105,5 +106,5 @@ class CephScrubWindow(pulumi.ComponentResource):
     def __init__(self, name: str, window: ScrubWindow, connection: pulumi.Input[dict[str, Any]], opts: pulumi.ResourceOptions | None = None):
         super().__init__("pveceph:ceph:ScrubWindow", name, None, opts)
         props = {"connection": connection, "beginHour": window.begin_hour, "endHour": window.end_hour}
-        self.window = ScrubWindowResource(f"{name}-window", props, pulumi.ResourceOptions(parent=self))
+        self.window = ScrubWindowResource(f"{name}-window", props, child_options(self, opts))
         self.register_outputs({})

@@ -33,6 +33,7 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components.dynamic import OperatorError, SshBacked, has_unknowns
+from components.graph import child_options
 from components.ssh import RemoteError, Result, Unreachable
 
 ID = "ha-preflight"
@@ -269,6 +270,6 @@ class HaPreflight(pulumi.ComponentResource):
     ):
         super().__init__("pveceph:proxmox:HaPreflight", name, None, opts)
         props = {"nodes": list(connections), "connections": pulumi.Output.secret(dict(connections)), "mode": mode}
-        self.check = PreflightResource(f"{name}-check", props, pulumi.ResourceOptions(parent=self))
+        self.check = PreflightResource(f"{name}-check", props, child_options(self, opts))
         self.report = self.check.report
         self.register_outputs({"report": self.report})

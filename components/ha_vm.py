@@ -12,6 +12,7 @@ import pulumi
 import pulumi_proxmoxve as proxmoxve
 
 from components.config import AffinitySpec, HaSpec, VmSpec
+from components.graph import child_options
 
 SCSI_CONTROLLER = "virtio-scsi-pci"  # runbook 3-1: Bus VirtIO SCSI
 NO_HA_TAG = "no-ha"  # marks a VM deliberately left out of HA (the policy pack reads it)
@@ -60,7 +61,7 @@ class HaVm(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("pveceph:proxmox:HaVm", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_options(self, opts)
         self.machine = proxmoxve.VmLegacy(
             f"{name}-vm",
             node_name=vm.node,

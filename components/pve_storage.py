@@ -16,6 +16,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from components.config import StorageSpec
 from components.dynamic import OperatorError, PartiallyCreated
+from components.graph import child_options
 from components.pve_api import api_errors, connect, reason
 
 COMPARED = ("pool", "monhost", "username", "content")
@@ -275,6 +276,6 @@ class RbdStorage(pulumi.ComponentResource):
             "nodes": nodes,
             "adopt": adopt,
         }
-        self.storage = RbdStorageResource(f"{name}-storage", props, pulumi.ResourceOptions(parent=self))
+        self.storage = RbdStorageResource(f"{name}-storage", props, child_options(self, opts))
         self.storage_id = self.storage.storageId
         self.register_outputs({"storage_id": self.storage_id})

@@ -18,6 +18,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from components import ceph_cli
 from components.dynamic import OperatorError, SshBacked
+from components.graph import child_options
 from components.ssh import Executor, RemoteError, check
 
 
@@ -99,6 +100,6 @@ class VmImages(pulumi.ComponentResource):
     ):
         super().__init__("pveceph:ceph:VmImages", name, None, opts)
         props = {"connection": connection, "pool": pool_name, "vmIds": list(vm_ids)}
-        self.reading = VmImagesResource(f"{name}-rbd-ls", props, pulumi.ResourceOptions(parent=self))
+        self.reading = VmImagesResource(f"{name}-rbd-ls", props, child_options(self, opts))
         self.images = self.reading.images
         self.register_outputs({"images": self.images})

@@ -26,6 +26,7 @@ from components.ha_preflight import HaPreflight
 from components.ha_vm import HaVm, ha_group, ha_rule, sid
 from components.pve_api import api_props
 from components.pve_storage import RbdStorage
+from components.rbd_images import VmImages
 
 
 def require_host_keys(config: StackConfig, credentials: Credentials) -> None:
@@ -125,6 +126,15 @@ class PveCephHa(pulumi.ComponentResource):
                         pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[hv.resource for _, hv in members if hv.resource])),
                     )
 
+        # 3-2: `rbd ls rbd-pool` names every VM's disk, read from Ceph once the VMs exist.
+        self.images = VmImages(
+            f"{name}-images",
+            self.pool.pool_name,
+            [vm.id for vm in config.vms],
+            admin_ssh,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[hv.machine for hv in self.vms]),
+        )
+
         self.outputs: dict[str, Any] = {
             "storageId": self.storage.storage_id,
             "pool": self.pool.pool_name,
@@ -132,6 +142,11 @@ class PveCephHa(pulumi.ComponentResource):
             "clientName": self.client.client_name,
             "clientKey": self.client.key,
             "healthReport": self.gate.report,
-            "vms": [{"id": vm.id, "name": vm.name, "initialNode": vm.node, "haSid": sid(vm) if vm.ha else None} for vm in config.vms],
+            "vms": self.images.images.apply(
+                lambda images: [
+                    {"id": vm.id, "name": vm.name, "initialNode": vm.node, "haSid": sid(vm) if vm.ha else None, "images": (images or {}).get(str(vm.id), [])}
+                    for vm in config.vms
+                ]
+            ),
         }
         self.register_outputs(self.outputs)

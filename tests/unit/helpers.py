@@ -143,6 +143,8 @@ class WorldMocks(mocks.Mocks):
             outs["report"] = "health: HEALTH_OK"
         if args.typ.endswith("pveceph:CephCommonPackage"):
             outs["version"] = "16.2.15+ds-0+deb12u2"
+        if args.typ.endswith("pveceph:VmImages"):
+            outs["images"] = {str(int(vm)): [f"{outs['pool']}/vm-{int(vm)}-disk-0"] for vm in outs["vmIds"]}
         return f"{args.name}-id", outs
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

@@ -21,13 +21,10 @@ def lab() -> tuple[RecordingMonitor, dict]:
 
 
 def depends(monitor: RecordingMonitor, name: str, on: str) -> bool:
-    """``name`` waits for ``on``: directly, through a property, or through its parent component."""
+    """``name`` waits for ``on``: directly or through a property. Not through its parent component:
+    the engine orders a resource by its own dependencies only (components.graph.child_options)."""
     reg = monitor.by_name(name)
     seen = set(reg.dependencies) | {u for urns in reg.property_dependencies.values() for u in urns}
-    parent_name = reg.parent.rsplit("::", 1)[-1] if reg.parent else ""
-    parent = next((r for r in monitor.registrations if r.name == parent_name), None)
-    if parent is not None:
-        seen |= set(parent.dependencies)
     return any(urn.endswith(f"::{on}") for urn in seen)
 
 
@@ -185,7 +182,15 @@ def test_outputs_for_other_stacks(lab: tuple) -> None:
     assert outputs["pool"] == "rbd-pool"
     assert outputs["clientName"] == "proxmox"
     assert outputs["clientKey"] == CEPHX_KEY
-    assert outputs["vms"] == [{"id": 101, "name": "vm101", "initialNode": "pve-node1", "haSid": "vm:101"}]
+    assert outputs["vms"] == [{"id": 101, "name": "vm101", "initialNode": "pve-node1", "haSid": "vm:101", "images": ["rbd-pool/vm-101-disk-0"]}]
+
+
+def test_the_disk_images_are_read_once_every_vm_exists(lab: tuple) -> None:
+    monitor, _ = lab
+    (images,) = monitor.of_type("pulumi-python:dynamic/pveceph:VmImages")
+    vms = {monitor.urn(r.name) for r in monitor.of_type("proxmoxve:index/vmLegacy:VmLegacy")}
+    assert vms and vms <= set(images.dependencies)
+    assert images.plain("vmIds") == [101]
 
 
 def test_every_child_is_parented_to_its_component(lab: tuple) -> None:
