@@ -143,6 +143,41 @@ def storages() -> dict[str, Any]:
     return {s["storage"]: s for s in api().storage.get()}
 
 
+def node_shell(node: str, command: str) -> str:
+    """A command in a PVE node's shell (the lab's node shims), as an operator would run it over SSH."""
+    return runbook_checks.Lab.load().ssh(node, command)
+
+
+def remove_vms(vm_ids: list[int]) -> None:
+    """Delete VMs (and their HA resources) through the API, as an operator would; absent ones are skipped."""
+    import lab
+    from tests.drill.seed import LabAccess, remove_vm
+
+    access = LabAccess(lab.load())
+    for vm_id in vm_ids:
+        if access.vm_node(vm_id) is not None or any(r["sid"] == f"vm:{vm_id}" for r in api().cluster.ha.resources.get()):
+            remove_vm(access, vm_id)
+
+
+def leftovers(pool: str, storage: str, client: str, vm_ids: list[int]) -> dict[str, Any]:
+    """What of a stack is still in the lab after destroy (the pool itself is retained on purpose): {} when nothing."""
+    sids = {f"vm:{v}" for v in vm_ids}
+    found: dict[str, Any] = {
+        "rbd images": admin(f"rbd ls {pool}").split() if pool_exists(pool) else [],
+        "storage": [storage] if storage in storages() else [],
+        "cephx client": [client] if client_caps(client) is not None else [],
+        "vms": [r["vmid"] for r in api().cluster.resources.get(type="vm") if r["vmid"] in vm_ids],
+        "ha resources": sorted(r["sid"] for r in api().cluster.ha.resources.get() if r["sid"] in sids),
+    }
+    for kind in ("rules", "groups"):
+        try:
+            entries = getattr(api().cluster.ha, kind).get()
+        except Exception:  # noqa: BLE001 - the lab answers one of the two, as PVE 8 or 9 does
+            continue
+        found[f"ha {kind}"] = [e.get("rule") or e.get("group") for e in entries if sids & set(str(e.get("resources", "")).split(","))]
+    return {kind: items for kind, items in found.items() if items}
+
+
 LEDGER = ROOT / ".test-logs" / "cephx-keys"
 
 

@@ -1,24 +1,27 @@
-"""The real engine, the real providers, the real Ceph and the lab's PVE API: the runbook end to end.
+"""The real engine, the real plugin, the real Ceph and the lab's PVE API: the runbook end to end.
 
-One stack goes through the whole life an operator gives it, in order: up from nothing (the
-runbook's checks), a second up and a preview with nothing to do, drift made out of band and
-repaired, a failover that Pulumi leaves alone, and destroy that keeps the pool.
+One stack of the real program (`__main__.py`) goes through the whole life an operator gives it,
+in order: up from nothing (the runbook's checks), a second up and a preview with nothing to do,
+drift made out of band in every layer and repaired, two failovers in a row that Pulumi leaves
+alone, and destroy that keeps the pool and leaves nothing else behind.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+import lab
 from lab import wait_for
-from tests.integration.lab_stack import LabStack, admin, changes, drift_then_repair, pool_detail
+from tests.integration.lab_stack import LabStack, admin, api, changes, drift_then_repair, forget, leftovers, node_shell, pool_detail, remove_vms
 from tools import runbook_checks
 
 POOL, STORAGE, CLIENT, VM = "e2e-pool", "e2e-rbd", "e2e", 201
+SID = f"vm:{VM}"
 
 
 def edit(config: dict[str, Any]) -> None:
@@ -30,13 +33,28 @@ def edit(config: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def e2e(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
+    remove_vms([VM])  # what an interrupted earlier run may have left
+    forget("e2e")
     stack = LabStack("e2e", lab_state, tmp_path_factory.mktemp("e2e"), edit)
     yield stack
     stack.remove()
 
 
-def checks() -> runbook_checks.Lab:
-    return runbook_checks.Lab.load()
+def vm_node() -> str | None:
+    """Where the VM runs now, as /cluster/resources says (the node the plugin reads back)."""
+    return next((str(r["node"]) for r in api().cluster.resources.get(type="vm") if r["vmid"] == VM and r.get("status") == "running"), None)
+
+
+def started(where: Callable[[], str | None] = vm_node) -> bool:
+    try:
+        runbook_checks.ha_status(runbook_checks.Lab.load(), [VM], node=next(n for n in ("pve-node1", "pve-node2", "pve-node3") if _online(n)))
+    except (runbook_checks.CheckFailed, StopIteration):
+        return False
+    return where() is not None
+
+
+def _online(node: str) -> bool:
+    return any(n["node"] == node and n["status"] == "online" for n in api().nodes.get())
 
 
 def test_1_up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None:
@@ -47,20 +65,13 @@ def test_1_up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None
     outputs = {k: v.value for k, v in result.outputs.items()}
     assert (outputs["storageId"], outputs["pool"], outputs["clientName"]) == (STORAGE, POOL, CLIENT)
     assert result.outputs["clientKey"].secret
-    assert outputs["vms"] == [{"id": VM, "name": f"vm{VM}", "initialNode": "pve-node1", "haSid": f"vm:{VM}"}]
-    lab = checks()
-    assert runbook_checks.ceph_health(lab)[0] == "health: HEALTH_OK"
-    runbook_checks.rbd_images(lab, POOL, [VM])
-    runbook_checks.storage_active(lab, STORAGE)
-    wait_for(f"vm:{VM} started", lambda: _started(lab, VM), 120)
-
-
-def _started(lab: runbook_checks.Lab, vm: int) -> bool:
-    try:
-        runbook_checks.ha_status(lab, [vm])
-        return True
-    except runbook_checks.CheckFailed:
-        return False
+    assert outputs["vms"] == [{"id": VM, "name": f"vm{VM}", "initialNode": "pve-node1", "haSid": SID, "images": [f"{POOL}/vm-{VM}-disk-0"]}]
+    assert "health: HEALTH_OK" in outputs["healthReport"]
+    checks = runbook_checks.Lab.load()
+    assert runbook_checks.ceph_health(checks)[0] == "health: HEALTH_OK"
+    runbook_checks.rbd_images(checks, POOL, [VM])
+    runbook_checks.storage_active(checks, STORAGE)
+    wait_for(f"{SID} started", started, 120)
 
 
 def test_2_second_up_and_preview_change_nothing(e2e: LabStack) -> None:
@@ -72,12 +83,11 @@ def test_2_second_up_and_preview_change_nothing(e2e: LabStack) -> None:
     assert changes(preview.change_summary) == {}, e2e.text()[-3000:]
 
 
+# -- drift: made out of band, shown by preview, repaired by up, preview clean after --
+
+
 def test_3_drift_pool_pg_num(e2e: LabStack) -> None:
-    drift_then_repair(
-        e2e,
-        lambda: admin(f"ceph osd pool set {POOL} pg_num 16"),
-        lambda: pool_detail(POOL)["pg_num_target"] == 32,
-    )
+    drift_then_repair(e2e, lambda: admin(f"ceph osd pool set {POOL} pg_num 16"), lambda: pool_detail(POOL)["pg_num_target"] == 32)
 
 
 def test_3_drift_pool_application_removed(e2e: LabStack) -> None:
@@ -88,99 +98,106 @@ def test_3_drift_pool_application_removed(e2e: LabStack) -> None:
     )
 
 
+def _caps() -> dict[str, str]:
+    return dict(json.loads(admin(f"ceph auth get client.{CLIENT} -f json"))[0]["caps"])
+
+
 def test_3_drift_client_caps_widened(e2e: LabStack) -> None:
-    drift_then_repair(
-        e2e,
-        lambda: admin(f"ceph auth caps client.{CLIENT} mon 'allow *' osd 'allow *'"),
-        lambda: json.loads(admin(f"ceph auth get client.{CLIENT} -f json"))[0]["caps"]["osd"] == f"profile rbd pool={POOL}",
-    )
+    drift_then_repair(e2e, lambda: admin(f"ceph auth caps client.{CLIENT} mon 'allow *' osd 'allow *'"), lambda: _caps()["osd"] == f"profile rbd pool={POOL}")
 
 
 def test_3_drift_client_deleted(e2e: LabStack) -> None:
-    drift_then_repair(
-        e2e,
-        lambda: admin(f"ceph auth del client.{CLIENT}"),
-        lambda: bool(json.loads(admin(f"ceph auth get client.{CLIENT} -f json"))),
-    )
+    drift_then_repair(e2e, lambda: admin(f"ceph auth del client.{CLIENT}"), lambda: _caps()["mon"] == "profile rbd")
 
 
 def test_3_drift_storage_monhost_edited(e2e: LabStack) -> None:
-    api = checks().api()
     drift_then_repair(
         e2e,
-        lambda: api.storage(STORAGE).put(monhost="127.10.10.101"),
-        lambda: api.storage(STORAGE).get()["monhost"] == "127.10.10.101 127.10.10.102 127.10.10.103",
+        lambda: api().storage(STORAGE).put(monhost="127.10.10.101"),
+        lambda: api().storage(STORAGE).get()["monhost"] == "127.10.10.101 127.10.10.102 127.10.10.103",
     )
 
 
 def test_3_drift_storage_deleted(e2e: LabStack) -> None:
-    api = checks().api()
+    drift_then_repair(e2e, lambda: api().storage(STORAGE).delete(), lambda: api().storage(STORAGE).get()["type"] == "rbd")
+
+
+def test_3_drift_ceph_common_removed_from_a_node(e2e: LabStack) -> None:
+    def installed() -> bool:
+        return node_shell("pve-node2", "dpkg-query -W -f='${Status}' ceph-common").strip() == "install ok installed"
+
+    drift_then_repair(e2e, lambda: node_shell("pve-node2", "apt-get remove -y ceph-common"), installed)
+
+
+def test_3_drift_scrub_window_changed(e2e: LabStack) -> None:
     drift_then_repair(
         e2e,
-        lambda: api.storage(STORAGE).delete(),
-        lambda: api.storage(STORAGE).get()["type"] == "rbd",
+        lambda: admin("ceph config set osd osd_scrub_begin_hour 3"),
+        lambda: admin("ceph config get osd osd_scrub_begin_hour").strip() == "22",
     )
 
 
 def test_3_drift_ha_resource_removed(e2e: LabStack) -> None:
-    api = checks().api()
+    drift_then_repair(e2e, lambda: api().cluster.ha.resources(SID).delete(), lambda: api().cluster.ha.resources(SID).get()["sid"] == SID)
+    wait_for(f"{SID} started again", started, 120)
+
+
+def test_3_drift_ha_max_restart_changed(e2e: LabStack) -> None:
     drift_then_repair(
         e2e,
-        lambda: api.cluster.ha.resources(f"vm:{VM}").delete(),
-        lambda: api.cluster.ha.resources(f"vm:{VM}").get()["sid"] == f"vm:{VM}",
+        lambda: api().cluster.ha.resources(SID).put(max_restart=3),
+        lambda: int(api().cluster.ha.resources(SID).get()["max_restart"]) == 1,
     )
+
+
+def _scsi0() -> str:
+    node = wait_for("the VM's node", vm_node, 60)
+    return str(api().nodes(node).qemu(VM).config.get()["scsi0"])
+
+
+def _set_scsi0(value: str) -> None:
+    api().nodes(vm_node()).qemu(VM).config.put(scsi0=value)
 
 
 def test_3_drift_vm_disk_cache_changed(e2e: LabStack) -> None:
-    api = checks().api()
-
-    def node() -> str:
-        return next(r["node"] for r in api.cluster.resources.get(type="vm") if r["vmid"] == VM)
-
-    def scsi0() -> str:
-        return api.nodes(node()).qemu(VM).config.get()["scsi0"]
-
-    drift_then_repair(
-        e2e,
-        lambda: api.nodes(node()).qemu(VM).config.put(scsi0=scsi0().replace("cache=writeback", "cache=none")),
-        lambda: "cache=writeback" in scsi0(),
-    )
+    drift_then_repair(e2e, lambda: _set_scsi0(_scsi0().replace("cache=writeback", "cache=none")), lambda: "cache=writeback" in _scsi0())
 
 
-def test_4_failover_is_left_alone_by_pulumi(e2e: LabStack) -> None:
-    import lab
+def test_3_drift_vm_disk_discard_changed(e2e: LabStack) -> None:
+    drift_then_repair(e2e, lambda: _set_scsi0(_scsi0().replace("discard=on", "discard=ignore")), lambda: "discard=on" in _scsi0())
 
-    api = checks().api()
 
-    def where() -> str | None:
-        for r in api.cluster.resources.get(type="vm"):
-            if r["vmid"] == VM and r.get("status") == "running":
-                return str(r["node"])
-        return None
+def test_3_drift_vm_deleted(e2e: LabStack) -> None:
+    drift_then_repair(e2e, lambda: remove_vms([VM]), lambda: vm_node() is not None or wait_for(f"{SID} started", started, 120))
+    wait_for(f"{SID} started", started, 120)
+    assert e2e.stack.outputs()["vms"].value[0]["images"] == [f"{POOL}/vm-{VM}-disk-0"]
 
-    assert wait_for("the VM running", where, 120) == "pve-node1"
-    lab.fault("pve-node1", "poweroff")
-    try:
-        t0 = time.monotonic()
-        new_node = wait_for("the VM started elsewhere", lambda: (n := where()) and n != "pve-node1" and n, deadline=180)
-        print(f"\n  vm:{VM} started on {new_node} after {time.monotonic() - t0:.1f} s")
-        preview = e2e.preview()
-        assert changes(preview.change_summary) == {}, e2e.text()[-3000:]
-        up = e2e.up()
-        assert changes(up.summary.resource_changes or {}) == {}, e2e.text()[-3000:]
-        assert where() == new_node
-    finally:
-        lab.fault("pve-node1", "restore")
+
+# -- failover: HA moves the VM, Pulumi plans nothing, twice in a row --
+
+
+def test_4_failovers_are_left_alone_by_pulumi(e2e: LabStack) -> None:
+    wait_for(f"{SID} started", started, 120)
+    for _ in range(2):
+        failed = wait_for("the VM running", vm_node, 120)
+        lab.fault(failed, "poweroff", log=lambda _line: None)
+        try:
+            t0 = time.monotonic()
+            moved = wait_for("the VM started elsewhere", lambda f=failed: (n := vm_node()) and n != f and n, deadline=180)
+            print(f"\n  {SID} started on {moved} {time.monotonic() - t0:.1f} s after {failed} was powered off")
+            preview = e2e.preview()
+            assert changes(preview.change_summary) == {}, e2e.text()[-3000:]
+            up = e2e.up()
+            assert changes(up.summary.resource_changes or {}) == {}, e2e.text()[-3000:]
+            assert vm_node() == moved, "pulumi up moved the VM"
+        finally:
+            lab.fault(failed, "restore", log=lambda _line: None)
+        wait_for(f"{failed} online again", lambda f=failed: _online(f), 60)
+    assert changes(e2e.preview().change_summary) == {}, e2e.text()[-3000:]
 
 
 def test_5_destroy_keeps_the_pool_and_leaves_nothing_else(e2e: LabStack) -> None:
     result = e2e.destroy()
     assert result.summary.result == "succeeded"
     assert POOL in admin("ceph osd pool ls").split()
-    api = checks().api()
-    assert STORAGE not in [s["storage"] for s in api.storage.get()]
-    assert f"vm:{VM}" not in [r["sid"] for r in api.cluster.ha.resources.get()]
-    assert VM not in [r["vmid"] for r in api.cluster.resources.get(type="vm")]
-    assert admin(f"rbd ls {POOL}").split() == []
-    with pytest.raises(runbook_checks.CheckFailed, match="exit 2"):  # ENOENT: the client is gone
-        admin(f"ceph auth get client.{CLIENT}")
+    assert leftovers(POOL, STORAGE, CLIENT, [VM]) == {}

@@ -131,9 +131,10 @@ print(answers.get(" ".join(sys.argv[1:]), ""))
 """
 
 
-def run_script(tmp_path: Path, status: dict[str, Any], pools: list[dict[str, Any]], pg_num: int = 32) -> Result:
+def run_script(tmp_path: Path, status: dict[str, Any], pools: list[dict[str, Any]], pg_num: int = 32, detail: dict[str, Any] | None = None) -> Result:
     answers = {
         "status -f json": json.dumps(status),
+        "health detail -f json": json.dumps(detail or {}),
         "osd pool ls detail -f json": json.dumps(pools),
         "config get mon mon_max_pg_per_osd": "250",
     }
@@ -176,3 +177,25 @@ def test_the_real_scripts_reasons_reach_the_operator(tmp_path: Path) -> None:
     assert "osd: 3 osds: 2 up, 3 in (every OSD must be up and in)" in message
     assert "lower ceph.pool.pgNum (at most 250, as a power of two) or add OSDs" in message
     assert message.endswith("refusing to touch Ceph; fix the cluster (ceph health detail) and run pulumi up again")
+
+
+APP_NOT_ENABLED = {"POOL_APP_NOT_ENABLED": {"summary": {"message": "1 pool(s) do not have an application enabled"}}}
+
+
+def app_detail(*pools: str) -> dict[str, Any]:
+    """`ceph health detail -f json` as Ceph words it (a pool a line, then the hint)."""
+    lines = [{"message": f"application not enabled on pool '{p}'"} for p in pools]
+    lines.append({"message": "use 'ceph osd pool application enable <pool-name> <app-name>', where <app-name> is 'cephfs', 'rbd', 'rgw', or freeform"})
+    return {"status": "HEALTH_WARN", "checks": {"POOL_APP_NOT_ENABLED": {"detail": lines}}}
+
+
+def test_the_stacks_own_pool_without_its_application_does_not_stop_the_repair(tmp_path: Path) -> None:
+    result = run_script(tmp_path, status("HEALTH_WARN", checks=APP_NOT_ENABLED), [], detail=app_detail("rbd-pool"))
+    report = verdict(WHERE, result.exit_status, result.stdout, result.stderr)
+    assert report.startswith("health: HEALTH_WARN (POOL_APP_NOT_ENABLED on pool rbd-pool: this stack's own pool, which this run repairs)")
+
+
+def test_another_pool_without_its_application_still_stops_the_run(tmp_path: Path) -> None:
+    result = run_script(tmp_path, status("HEALTH_WARN", checks=APP_NOT_ENABLED), [], detail=app_detail("rbd-pool", "someone-elses"))
+    with pytest.raises(OperatorError, match="POOL_APP_NOT_ENABLED: 1 pool"):
+        verdict(WHERE, result.exit_status, result.stdout, result.stderr)
