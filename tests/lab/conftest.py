@@ -1,6 +1,10 @@
 """Fixtures of the lab PVE tests (test_pve*.py): the lab's API (the running lab, or a standalone
 one without Ceph), its control channel, VMs made and removed, a test pool on the lab's Ceph.
-`pve_restore` (used by the PVE test modules) leaves the cluster as each test found it."""
+`pve_restore` (used by the PVE test modules) leaves the cluster as each test found it.
+
+Module-scoped: a standalone API (on 127.10.120.x, inside the lab's address range) is stopped
+when its module ends, before later suites (tests/drill) bring the lab up or down and check
+that no listener is left on the lab's addresses."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import lab.pve as labpve
 from lab.pve.control import Control
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_env(tmp_path_factory):
     """{"pve": <lab.json pve>, "ceph": <lab.json ceph> or None, "standalone": bool}."""
     state = running_lab()
@@ -29,7 +33,7 @@ def lab_env(tmp_path_factory):
         labpve.stop(state_dir=tmp)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ctl(lab_env) -> Control:
     return Control(lab_env["pve"]["control"])
 
@@ -80,7 +84,7 @@ def vms(lab_env):
         assert status == "OK", log
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ceph_pool(lab_env):
     """A test pool on the lab's Ceph with two clients: profile rbd, and the runbook's caps."""
     ceph = lab_env.get("ceph")

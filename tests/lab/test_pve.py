@@ -24,6 +24,7 @@ import pytest
 import requests
 from pve_client import ROOT, STANDALONE_NODES, WATCH_TIMEOUT, Api, make_rbd_storage, poll, rbd_ls, recovery_deadline, service, time_scale, vm_node
 
+import lab.pve as labpve
 from lab.pve import compat
 from lab.pve.control import Control
 
@@ -117,6 +118,20 @@ def test_injected_failures_and_hangs(lab_env, ctl):
     with pytest.raises(requests.exceptions.Timeout):
         slow.req("GET", "/version")
     assert slow.ok("GET", "/version")["version"]
+
+
+def test_start_reuses_the_running_api_while_a_node_is_powered_off(lab_env, ctl):
+    """`lab up` from another shell during a failover test must not restart the API (and lose
+    the cluster state under test) because the powered-off node does not answer."""
+    pve = lab_env["pve"]
+    state_dir = Path(pve["calls"]).parents[1]
+    lab_state = None if lab_env["standalone"] else json.loads((state_dir / "lab.json").read_text())
+    nodes = {n: spec["address"] for n, spec in pve["nodes"].items()}
+    control = tuple(pve["control"].removeprefix("http://").rsplit(":", 1))
+    ctl.fault("pve-node1", "poweroff")
+    again = labpve.start(lab_state, state_dir=state_dir, nodes=nodes, control=(control[0], int(control[1])))
+    assert again["pid"] == pve["pid"]
+    assert ctl.status()["nodes"]["pve-node1"]["power"] == "off"
 
 
 # ---------------------------------------------------------------------- HA config in both modes
