@@ -1,20 +1,24 @@
-"""Wall time of the real engine on the lab: cold up, no-op preview, no-op up, destroy.
+"""Wall time of the whole program through the real engine on the lab, for 1, 10 and 30 VMs.
 
-    .venv/bin/python bench/engine_stack.py [--runs 3]
+    .venv/bin/python bench/engine_stack.py [--vms 1 10 30] [--runs 3]
 
-Runs the program's own resources (pool, cephx client, RBD storage: the dynamic-only program of
-tests/integration) because the command and proxmoxve plugins cannot be built in this workplace
-(tools/versions.env), so the 1/10/30-VM series of issue 5 cannot run here yet. Each run is a
-fresh stack; prints the median and the spread of each step. Needs the lab (`make lab-up`).
+Per size and run, a fresh stack of the real program (`__main__.py`, the lab config with N HA
+VMs spread over the nodes): cold `up`, no-op `preview`, no-op `up`, `destroy`. Prints the
+median and the spread (min-max) of each step, then where a cold up's time goes: the busy time
+of each resource type (from the engine's events, the time between a step's start and its end,
+summed over the resources of that type, so parallel work counts more than once) and the PVE API
+calls the lab served. Figures, not pass/fail. Needs the lab (`make lab-up`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,41 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import lab  # noqa: E402
-from tests.integration.lab_stack import PROGRAMS, LabStack, forget  # noqa: E402
+import lab.pve  # noqa: E402
+from tests.integration.lab_stack import LabStack, forget, remove_vms  # noqa: E402
+
+FIRST_VM = 600
+NODES = ("pve-node1", "pve-node2", "pve-node3")
+
+
+def config_for(prefix: str, vms: int) -> Any:
+    def edit(config: dict[str, Any]) -> None:
+        template = config["vms"][0]
+        config["ceph"]["pool"]["name"] = f"{prefix}-pool"
+        config["ceph"]["client"]["name"] = prefix
+        config["storage"]["id"] = f"{prefix}-rbd"
+        config["allowPoolDeletion"] = True
+        config["vms"] = [{**template, "id": FIRST_VM + i, "name": f"bench{FIRST_VM + i}", "node": NODES[i % len(NODES)]} for i in range(vms)]
+
+    return edit
+
+
+class Busy:
+    """Per resource type, the seconds between a step's start and its outputs (engine events)."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def __call__(self, event: Any) -> None:
+        now = time.monotonic()
+        if event.resource_pre_event is not None:
+            self.started[event.resource_pre_event.metadata.urn] = now
+        outputs = event.res_outputs_event or event.res_op_failed_event
+        if outputs is not None and getattr(outputs, "metadata", None) is not None:
+            urn = outputs.metadata.urn
+            if urn in self.started:
+                self.seconds[urn.rsplit("::", 2)[-2].rsplit("$", 1)[-1]] += now - self.started.pop(urn)
 
 
 def timed(step: Any) -> float:
@@ -31,35 +69,47 @@ def timed(step: Any) -> float:
     return time.monotonic() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
-    runs = parser.parse_args().runs
-    state = lab.load()
+def run_size(state: dict[str, Any], vms: int, runs: int) -> tuple[dict[str, list[float]], Busy, int]:
     figures: dict[str, list[float]] = {"cold up": [], "no-op preview": [], "no-op up": [], "destroy": []}
+    busy, calls = Busy(), 0
     for run in range(runs):
-        prefix = f"bench{run}"
-
-        def edit(config: dict[str, Any], prefix: str = prefix) -> None:
-            config["ceph"]["pool"]["name"] = f"{prefix}-pool"
-            config["ceph"]["client"]["name"] = prefix
-            config["storage"]["id"] = f"{prefix}-rbd"
-            config["allowPoolDeletion"] = True
-
+        prefix = f"bench{vms}x{run}"
+        remove_vms([FIRST_VM + i for i in range(vms)])
         forget(prefix)
         with tempfile.TemporaryDirectory() as tmp:
-            stack = LabStack(prefix, state, Path(tmp), edit, program=PROGRAMS / "dynamic_only" / "__main__.py")
+            stack = LabStack(prefix, state, Path(tmp), config_for(prefix, vms))
             try:
-                figures["cold up"].append(timed(stack.up))
+                since, events = time.time(), Busy()
+                figures["cold up"].append(timed(functools.partial(stack.up, on_event=events)))
+                if run == 0:  # the breakdown of the first cold up
+                    busy, calls = events, len(lab.pve.calls(since=since))
                 figures["no-op preview"].append(timed(stack.preview))
                 figures["no-op up"].append(timed(stack.up))
                 figures["destroy"].append(timed(stack.destroy))
             finally:
                 stack.remove()
-    print(f"real engine on the lab, pool + cephx client + RBD storage, {runs} fresh stacks")
-    print(f"{'step':<15}{'median':>9}{'min':>9}{'max':>9}")
-    for step, values in figures.items():
-        print(f"{step:<15}{statistics.median(values):>8.1f}s{min(values):>8.1f}s{max(values):>8.1f}s")
+                forget(prefix)
+    return figures, busy, calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vms", type=int, nargs="+", default=[1, 10, 30])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    state = lab.load()
+    print(f"real engine on the lab, the whole program (gate, pool, client, ceph-common x3, storage, preflight, N HA VMs), {args.runs} fresh stacks per size")
+    print(f"{'VMs':>4} {'step':<15}{'median':>9}{'min':>9}{'max':>9}")
+    breakdowns = []
+    for vms in args.vms:
+        figures, busy, calls = run_size(state, vms, args.runs)
+        for step, values in figures.items():
+            print(f"{vms:>4} {step:<15}{statistics.median(values):>8.1f}s{min(values):>8.1f}s{max(values):>8.1f}s", flush=True)
+        breakdowns.append((vms, busy, calls))
+    print("\nwhere a cold up's time goes (busy seconds per resource type, summed over parallel steps; PVE API calls served)")
+    for vms, busy, calls in breakdowns:
+        top = sorted(busy.seconds.items(), key=lambda kv: -kv[1])[:8]
+        print(f"{vms:>4} VMs: {calls} API calls; " + ", ".join(f"{kind} {seconds:.1f}s" for kind, seconds in top))
 
 
 if __name__ == "__main__":

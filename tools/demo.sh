@@ -38,6 +38,15 @@ fi
 
 say "pulumi up -s lab"
 pulumi up --yes -s lab
+# What that up changed, from the stack's history: a second make demo says it changed nothing.
+pulumi stack history -s lab --json --show-secrets=false | $PY -c '
+import json, sys
+changes = json.load(sys.stdin)[0].get("resourceChanges", {})
+changed = {op: n for op, n in changes.items() if op != "same" and n}
+if changed:
+    print("demo: pulumi up changed " + ", ".join(f"{n} ({op})" for op, n in sorted(changed.items())))
+else:
+    print(f"demo: the lab stack was already converged: pulumi up changed nothing ({changes.get(\"same\", 0)} resources unchanged)")'
 
 say "runbook checks"
 $PY tools/runbook_checks.py

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
 from pulumi import automation as auto
 
 from tests.integration.engine import ROOT, engine_env, workspace_options
@@ -79,8 +80,8 @@ class LabStack:
     def _out(self, line: str) -> None:
         self.log.append(line)
 
-    def up(self) -> auto.UpResult:
-        return self.stack.up(on_output=self._out, color="never")
+    def up(self, on_event: Callable[[Any], None] | None = None) -> auto.UpResult:
+        return self.stack.up(on_output=self._out, color="never", on_event=on_event)
 
     def preview(self) -> auto.PreviewResult:
         return self.stack.preview(on_output=self._out, color="never", diff=True)
@@ -121,7 +122,11 @@ def admin(command: str) -> str:
 
 
 def api() -> Any:
-    return runbook_checks.Lab.load().api()
+    """The PVE API of a node that is on (a test may have powered one off)."""
+    import lab
+    from tests.drill.seed import LabAccess
+
+    return LabAccess(lab.load()).any_api()
 
 
 def pool_detail(pool: str) -> dict[str, Any]:
@@ -172,7 +177,7 @@ def leftovers(pool: str, storage: str, client: str, vm_ids: list[int]) -> dict[s
     for kind in ("rules", "groups"):
         try:
             entries = getattr(api().cluster.ha, kind).get()
-        except Exception:  # noqa: BLE001 - the lab answers one of the two, as PVE 8 or 9 does
+        except ResourceException:  # PVE 9 refuses the groups API, PVE 8 has no rules
             continue
         found[f"ha {kind}"] = [e.get("rule") or e.get("group") for e in entries if sids & set(str(e.get("resources", "")).split(","))]
     return {kind: items for kind, items in found.items() if items}
