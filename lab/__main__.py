@@ -1,11 +1,13 @@
 """python -m lab up | down | status [--json] | fault NODE poweroff|isolate|restore
-| ssh-fault ROLE ACTION PATTERN [--times N] [--seconds S] | ssh-fault --clear [ROLE] | ssh-fault --list"""
+| ssh-fault ROLE ACTION PATTERN [--times N] [--seconds S] | ssh-fault --clear [ROLE] | ssh-fault --list
+| calls [--last SECONDS] [--agent UA] [--not-pve]"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 
 import lab
@@ -51,6 +53,18 @@ def _ssh_fault(a: argparse.Namespace) -> None:
         _print_rule(r)
 
 
+def _calls(a: argparse.Namespace) -> None:
+    """The PVE API calls the lab served (lab/pve/calllog.py), one readable line each."""
+    import lab.pve
+
+    since = time.time() - a.last if a.last is not None else None
+    calls = lab.pve.calls(since, agent=a.agent)
+    if a.not_pve:
+        calls = [c for c in calls if c.get("kind") in lab.pve.calllog.NOT_PVE]
+    for c in calls:
+        print(time.strftime("%H:%M:%S", time.localtime(c["t"])), c.get("node") or "-", lab.pve.calllog.line(c))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab", description=lab.__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -76,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sf_mode = sf.add_mutually_exclusive_group()
     sf_mode.add_argument("--clear", action="store_true", help="remove the rules of ROLE, or of every role")
     sf_mode.add_argument("--list", action="store_true", help="the rules of every role, with what remains")
+    ca = sub.add_parser("calls", help="the PVE API calls the lab served (.lab/pve/calls.log), oldest first")
+    ca.add_argument("--last", type=float, metavar="SECONDS", help="only the calls of the last SECONDS")
+    ca.add_argument("--agent", metavar="UA", help="only calls whose User-Agent contains UA (the plugin: Go-http-client)")
+    ca.add_argument("--not-pve", action="store_true", help="only answers that were not PVE's: unmodelled, lab-fault")
     a = p.parse_args(argv)
     if a.cmd == "ssh-fault":
         if a.list and (a.role or a.action or a.pattern):
@@ -94,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(s, indent=2)) if a.json else _print_status(s)
         elif a.cmd == "ssh-fault":
             _ssh_fault(a)
+        elif a.cmd == "calls":
+            _calls(a)
         else:
             lab.fault(a.node, a.action)
     except lab.LabError as e:
