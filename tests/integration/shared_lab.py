@@ -1,0 +1,56 @@
+"""What a test needs to share the lab with other runs: a settled lab before it starts, the plan of a
+preview as data, and the lab's verdict on the PVE API calls the test's own objects met.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lab
+from lab import wait_for
+from lab.pve.control import Control
+from tests.integration.engine import cli
+from tests.integration.lab_stack import admin
+
+
+def settled(mode: str = "rules", deadline: float = 300) -> None:
+    """The lab as the tests expect it: every PVE node on and online with its HA services active, the
+    cluster in MODE (PVE 9 rules, the default) and Ceph HEALTH_OK. Another run's fault, mode switch
+    or drift may still be in the lab: the program's health gate refuses to touch Ceph, and its HA
+    preflight to register HA, while it is not so, and a test started then would fail for another
+    test's reason.
+    """
+    control = Control()
+
+    def nodes_up() -> bool:
+        status = control.status()
+        if status["mode"] != mode or not all(n["power"] == "on" and n["online"] for n in status["nodes"].values()):
+            return False
+        return all(unit["active"] == "active" for node in status["nodes"] for name, unit in control.services(node).items() if name.startswith("pve-ha-"))
+
+    wait_for(f"every lab PVE node on, online and running its HA services, in {mode} mode", nodes_up, deadline, interval=1)
+    wait_for("Ceph HEALTH_OK", lambda: admin("ceph health").startswith("HEALTH_OK"), deadline, interval=1)
+
+
+def plan(env: dict[str, str], work: Path, stack: str) -> list[dict[str, Any]]:
+    """``pulumi preview --json`` of STACK: every step that is not ``same`` (op, urn, type, diffs)."""
+    done = cli(env, "preview", "--json", "--diff", "--non-interactive", "--stack", stack, cwd=work)
+    if done.returncode != 0:
+        raise AssertionError(f"pulumi preview failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    steps = json.loads(done.stdout).get("steps", [])
+    return [
+        {"op": s["op"], "urn": s["urn"], "type": s["urn"].split("::")[-2].split("$")[-1], "diffs": sorted(s.get("diffs") or [])}
+        for s in steps
+        if s["op"] not in ("same", "read")
+    ]
+
+
+def unmodelled(since: float, markers: Iterable[str]) -> list[str]:
+    """The proxmoxve plugin's calls since SINCE (a ``time.time()`` taken before the run) that the lab answered otherwise than PVE would
+    (``unmodelled`` 501s, ``lab-fault`` 500s), limited to paths naming one of MARKERS (this
+    test's VM ids, storage, rules, groups): other runs share the lab."""
+    wanted = list(markers)
+    return [line for line in lab.pve.unmodelled(since, agent="Go-http-client") if any(m in line for m in wanted)]
