@@ -88,15 +88,31 @@ class ClientProvider(SshBacked, ResourceProvider):
         old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
         if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
             changes.append("connection")
+        if not changes and self.gone(id_, news):
+            # Deleted by hand, and the state does not know yet: with the client gone, PVE cannot
+            # read the VMs' disks, so a refresh of the VMs fails (rbd: Permission denied) and
+            # only `pulumi up --refresh=false` gets here. The update makes it again: a new key.
+            return DiffResult(changes=True, replaces=[], stables=["name"])
         return DiffResult(changes=bool(changes), replaces=[], stables=["name", "key"])
+
+    def gone(self, id_: str, props: dict[str, Any]) -> bool:
+        if not isinstance(props.get("connection"), dict) or not props.get("name"):
+            return False  # not known yet (preview of a new stack)
+        try:
+            return self.observe(self.executor(props), str(props["name"])) is None
+        except RemoteError as exc:
+            raise OperatorError(f"cephx client {id_}: {exc}") from None
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         executor = self.executor(news)
+        name = news["name"]
         try:
-            if self.observe(executor, news["name"]) is None:
-                raise OperatorError(f"cephx client {id_} no longer exists; run `pulumi refresh` and `pulumi up` to create it again")
-            self.set_caps(executor, news)
-            seen = self.observe(executor, news["name"])
+            if self.observe(executor, name) is None:
+                # made again (as create does); its key is new, and the storage takes it
+                check(executor.run(ceph_cli.auth_get_or_create(name, Caps(**news["caps"]))), f"ceph auth get-or-create client.{name}", secret_output=True)
+            else:
+                self.set_caps(executor, news)
+            seen = self.observe(executor, name)
             return UpdateResult(outs={**news, **(seen or {})})
         except RemoteError as exc:
             raise OperatorError(f"cephx client {id_}: {exc}") from None

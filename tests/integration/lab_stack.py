@@ -80,8 +80,8 @@ class LabStack:
     def _out(self, line: str) -> None:
         self.log.append(line)
 
-    def up(self, on_event: Callable[[Any], None] | None = None) -> auto.UpResult:
-        return self.stack.up(on_output=self._out, color="never", on_event=on_event)
+    def up(self, on_event: Callable[[Any], None] | None = None, refresh: bool | None = None) -> auto.UpResult:
+        return self.stack.up(on_output=self._out, color="never", on_event=on_event, refresh=refresh)
 
     def preview(self) -> auto.PreviewResult:
         return self.stack.preview(on_output=self._out, color="never", diff=True)

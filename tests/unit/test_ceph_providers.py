@@ -218,6 +218,18 @@ def test_client_deleted_reads_as_gone(ceph: FakeCeph) -> None:
     assert provider.read("client.proxmox", outs).id == ""
 
 
+def test_client_deleted_behind_the_states_back_is_a_change_and_update_makes_it_again(ceph: FakeCeph) -> None:
+    """`pulumi up --refresh=false`: the VMs cannot be refreshed without the client, so diff itself looks."""
+    provider = ClientProvider(ceph.executor)
+    outs = provider.create(client_props()).outs
+    del ceph.clients["client.proxmox"]
+    diff = provider.diff("client.proxmox", outs, client_props())
+    assert diff.changes is True and "key" not in (diff.stables or [])
+    again = provider.update("client.proxmox", outs, client_props()).outs
+    assert ceph.clients["client.proxmox"]["caps"] == {"mon": "profile rbd", "osd": "profile rbd pool=rbd-pool"}
+    assert again["key"] == ceph.clients["client.proxmox"]["key"]
+
+
 def test_client_same_caps_with_other_spacing_is_no_change(ceph: FakeCeph) -> None:
     provider = ClientProvider(ceph.executor)
     outs = provider.create(client_props()).outs
