@@ -5,6 +5,7 @@ preview as data, and the lab's verdict on the PVE API calls the test's own objec
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,21 @@ def settled(mode: str = "rules", deadline: float = 300) -> None:
 
 
 def plan(env: dict[str, str], work: Path, stack: str) -> list[dict[str, Any]]:
-    """``pulumi preview --json`` of STACK: every step that is not ``same`` (op, urn, type, diffs)."""
+    """``pulumi preview --json`` of STACK: every step that changes something, as ``op``, ``urn``,
+    ``type``, ``diffs`` (the top-level properties that differ) and ``detailed`` (the engine's
+    detailed diff: property path -> kind)."""
     done = cli(env, "preview", "--json", "--diff", "--non-interactive", "--stack", stack, cwd=work)
     if done.returncode != 0:
         raise AssertionError(f"pulumi preview failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    steps = json.loads(done.stdout).get("steps", [])
-    return [
-        {"op": s["op"], "urn": s["urn"], "type": s["urn"].split("::")[-2].split("$")[-1], "diffs": sorted(s.get("diffs") or [])}
-        for s in steps
-        if s["op"] not in ("same", "read")
-    ]
+    out = []
+    for step in json.loads(done.stdout).get("steps", []):
+        if step["op"] in ("same", "read", "refresh"):
+            continue
+        detailed = {path: diff.get("kind", "") for path, diff in (step.get("detailedDiff") or {}).items()}
+        paths = list(detailed) or list(step.get("diffReasons") or [])
+        top = sorted({re.split(r"[.\[]", path, maxsplit=1)[0] for path in paths})
+        out.append({"op": step["op"], "urn": step["urn"], "type": step["urn"].split("::")[-2].split("$")[-1], "diffs": top, "detailed": detailed})
+    return out
 
 
 def unmodelled(since: float, markers: Iterable[str]) -> list[str]:

@@ -19,7 +19,8 @@ from pulumi import automation as auto
 
 from tests.drill.seed import LabAccess, remove_vm
 from tests.integration.engine import ROOT, workspace_options
-from tests.integration.lab_stack import LabStack, admin, changes, forget, names, storages
+from tests.integration.lab_stack import LabStack, admin, changes, client_caps, forget, names, remember_key, storages
+from tests.integration.shared_lab import settled, unmodelled
 
 PREFIX = "cons"
 POOL, STORAGE = f"{PREFIX}-pool", f"{PREFIX}-rbd"
@@ -58,6 +59,7 @@ def clean(lab: LabAccess) -> None:
 def lab(lab_state: dict[str, Any]) -> Iterator[LabAccess]:
     access = LabAccess(lab_state)
     clean(access)  # what an interrupted earlier run left
+    settled()
     yield access
     clean(access)
 
@@ -73,6 +75,8 @@ def producer(lab: LabAccess, lab_state: dict[str, Any], tmp_path_factory: pytest
         yield stack
     finally:
         try:
+            if client_caps(PREFIX) is not None:
+                remember_key(PREFIX)  # for the secrets audit: the destroy deletes the client
             stack.destroy()
         finally:
             stack.remove()
@@ -104,7 +108,7 @@ def test_0_the_producer_names_its_vm_and_image(producer: LabStack) -> None:
 
 
 def test_1_consumer_up_puts_its_vm_on_the_producers_storage(consumer: auto.Stack, lab: LabAccess) -> None:
-    t0 = time.monotonic()
+    t0, since = time.monotonic(), time.time()
     result = consumer.up(color="never")
     print(f"\n  consumer up: {time.monotonic() - t0:.1f} s")
     assert result.summary.result == "succeeded"
@@ -116,6 +120,7 @@ def test_1_consumer_up_puts_its_vm_on_the_producers_storage(consumer: auto.Stack
     assert scsi0.startswith(f"{STORAGE}:vm-{CONSUMER_VM}-disk-0"), scsi0
     assert storages()[STORAGE]["pool"] == POOL
     assert f"vm-{CONSUMER_VM}-disk-0" in images()
+    assert unmodelled(since, [f"/{CONSUMER_VM}", STORAGE]) == []
 
 
 def test_2_the_client_key_stays_a_secret_in_the_consumer(consumer: auto.Stack) -> None:
@@ -138,6 +143,7 @@ def test_4_destroying_the_consumer_removes_its_vm_and_image(consumer: auto.Stack
 
 
 def test_5_destroying_the_producer_leaves_nothing(producer: LabStack, lab: LabAccess) -> None:
+    remember_key(PREFIX)  # for the secrets audit: the destroy deletes the client
     assert producer.destroy().summary.result == "succeeded"
     assert lab.vm_node(PRODUCER_VM) is None
     assert STORAGE not in storages()
