@@ -17,7 +17,7 @@ import yaml
 from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
 from pulumi import automation as auto
 
-from tests.integration.engine import ROOT, engine_env, workspace_options
+from tests.integration.engine import ROOT, cli, engine_env, workspace_options
 from tools import runbook_checks
 
 PREFIX = "pve-ceph-ha:"
@@ -80,8 +80,16 @@ class LabStack:
     def _out(self, line: str) -> None:
         self.log.append(line)
 
-    def up(self, on_event: Callable[[Any], None] | None = None, refresh: bool | None = None) -> auto.UpResult:
-        return self.stack.up(on_output=self._out, color="never", on_event=on_event, refresh=refresh)
+    def up(self, on_event: Callable[[Any], None] | None = None) -> auto.UpResult:
+        return self.stack.up(on_output=self._out, color="never", on_event=on_event)
+
+    def up_without_refresh(self) -> str:
+        """`pulumi up --refresh=false` (the Automation API can only add --refresh, and Pulumi.yaml says always)."""
+        done = cli(self.env, "up", "--yes", "--refresh=false", "--color=never", "-s", self.name, cwd=self.work)
+        self.log.append(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise AssertionError(f"pulumi up --refresh=false failed:\n{(done.stdout + done.stderr)[-3000:]}")
+        return done.stdout
 
     def preview(self) -> auto.PreviewResult:
         return self.stack.preview(on_output=self._out, color="never", diff=True)
@@ -162,6 +170,18 @@ def remove_vms(vm_ids: list[int]) -> None:
     for vm_id in vm_ids:
         if access.vm_node(vm_id) is not None or any(r["sid"] == f"vm:{vm_id}" for r in api().cluster.ha.resources.get()):
             remove_vm(access, vm_id)
+
+
+def forget_stack(prefix: str, vm_ids: list[int]) -> None:
+    """Remove what an interrupted earlier run of a whole-program test left: its VMs, then its storage,
+    client and pool. A client deleted by the run (a drift test) is made again first: PVE cannot
+    destroy a VM whose disk it cannot reach."""
+    storage, client, pool = f"{prefix}-rbd", prefix, f"{prefix}-pool"
+    if storage in storages() and client_caps(client) is None and pool_exists(pool):
+        keyring = admin(f"ceph auth get-or-create client.{client} mon 'profile rbd' osd 'profile rbd pool={pool}'")
+        api().storage(storage).put(keyring=keyring)
+    remove_vms(vm_ids)
+    forget(prefix)
 
 
 def leftovers(pool: str, storage: str, client: str, vm_ids: list[int]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pulumi import automation as auto
 
 import lab
 from lab import wait_for
-from tests.integration.lab_stack import LabStack, admin, api, changes, drift_then_repair, forget, leftovers, node_shell, pool_detail, remove_vms
+from tests.integration.lab_stack import LabStack, admin, api, changes, drift_then_repair, forget_stack, leftovers, node_shell, pool_detail, remove_vms
 from tools import runbook_checks
 
 POOL, STORAGE, CLIENT, VM = "e2e-pool", "e2e-rbd", "e2e", 201
@@ -34,8 +34,7 @@ def edit(config: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def e2e(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
-    remove_vms([VM])  # what an interrupted earlier run may have left
-    forget("e2e")
+    forget_stack("e2e", [VM])  # what an interrupted earlier run may have left
     stack = LabStack("e2e", lab_state, tmp_path_factory.mktemp("e2e"), edit)
     yield stack
     stack.remove()
@@ -114,7 +113,7 @@ def test_3_drift_client_deleted(e2e: LabStack) -> None:
     admin(f"ceph auth del client.{CLIENT}")
     with pytest.raises(auto.CommandError, match="Permission denied"):
         e2e.preview()
-    e2e.up(refresh=False)
+    e2e.up_without_refresh()
     assert _caps() == {"mon": "profile rbd", "osd": f"profile rbd pool={POOL}"}
     runbook_checks.storage_active(runbook_checks.Lab.load(), STORAGE)
     assert changes(e2e.preview().change_summary) == {}, e2e.text()[-3000:]

@@ -74,11 +74,13 @@ def test_payload_in_a_shell_field_is_rejected(field: str, payload: str) -> None:
     assert f"pve-ceph-ha:{field}" in str(info.value)
 
 
-@pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
+# NUL cannot travel in an SSH exec request at all (the config refuses it: the test above).
+SHELL_PAYLOADS = [p for p in PAYLOADS if "\x00" not in p]
+
+
+@pytest.mark.parametrize("payload", SHELL_PAYLOADS, ids=range(len(SHELL_PAYLOADS)))
 def test_every_remote_command_quotes_what_it_is_given(payload: str) -> None:
     """Even a value the model would refuse comes back as one argv word after the remote shell splits it."""
-    if "\x00" in payload:
-        pytest.skip("NUL cannot travel in an SSH exec request at all")
     commands = [
         ceph_cli.pool_create(payload, 32),
         ceph_cli.pool_set(payload, "size", 3),
