@@ -102,9 +102,11 @@ def pve8(lab: LabAccess) -> Iterator[None]:
 def lab(lab_state: dict[str, Any]) -> Iterator[LabAccess]:
     access = LabAccess(lab_state)
     settled()
-    for prefix, vmid in (RULES, GROUPS_ON_PVE9):
+    for prefix, vmid in (RULES, GROUPS_ON_PVE9, GROUPS, RULES_ON_PVE8):
         clean(access, prefix, vmid, "rules")
     yield access
+    for prefix, vmid in (RULES, GROUPS_ON_PVE9):
+        clean(access, prefix, vmid, "rules")  # what a failed test left (the PVE 8 cases clean up in their window)
 
 
 def destroyed(stack: LabStack, prefix: str) -> None:
@@ -179,5 +181,9 @@ def test_groups_mode_pve8_and_rules_mode_on_pve8_stops(lab: LabAccess, lab_state
     with pve8(lab):
         for prefix, vmid in (GROUPS, RULES_ON_PVE8):
             clean(lab, prefix, vmid, "groups")  # the groups API answers in PVE 8 mode only
-        one_mode(lab, lab_state, tmp_path / "groups", GROUPS, "groups")
-        mismatch(lab, lab_state, tmp_path / "mismatch", RULES_ON_PVE8, "rules", "set ha.mode: groups")
+        try:
+            one_mode(lab, lab_state, tmp_path / "groups", GROUPS, "groups")
+            mismatch(lab, lab_state, tmp_path / "mismatch", RULES_ON_PVE8, "rules", "set ha.mode: groups")
+        finally:
+            for prefix, vmid in (GROUPS, RULES_ON_PVE8):
+                clean(lab, prefix, vmid, "groups")  # what a failure left
