@@ -175,14 +175,19 @@ def test_1_import_reads_the_vm_made_by_hand_and_names_what_the_program_would_cha
 
 
 def import_file(resources: list[dict[str, Any]], where: Path) -> Path:
-    """The HaVm component (created) and the VM (read from PVE), parented and provided as the program does."""
+    """The HaVm component (created) and the VM (read from PVE), parented and provided as the program
+    does: the file README.md shows, for this stack (URNs as `pulumi stack --show-urns` prints them)."""
     top = next(r["urn"] for r in resources if r["type"] == "pveceph:index:PveCephHa")
     provider = next(r["urn"] for r in resources if r["type"] == "pulumi:providers:proxmoxve")
+    assert (top, provider) == (
+        f"urn:pulumi:{PREFIX}::pve-ceph-ha::pveceph:index:PveCephHa::{PREFIX}",
+        f"urn:pulumi:{PREFIX}::pve-ceph-ha::pveceph:index:PveCephHa$pulumi:providers:proxmoxve::{PREFIX}-pve",
+    )
     spec = {
-        "nameTable": {PREFIX: top, f"{PREFIX}-pve": provider},
+        "nameTable": {"top": top, "pve": provider},
         "resources": [
-            {"type": "pveceph:proxmox:HaVm", "name": f"{PREFIX}-vm{VMID}", "component": True, "parent": PREFIX},
-            {"type": VM_TYPE, "name": f"{PREFIX}-vm{VMID}-vm", "id": f"{NODE}/{VMID}", "parent": f"{PREFIX}-vm{VMID}", "provider": f"{PREFIX}-pve"},
+            {"type": "pveceph:proxmox:HaVm", "name": f"{PREFIX}-vm{VMID}", "component": True, "parent": "top"},
+            {"type": VM_TYPE, "name": f"{PREFIX}-vm{VMID}-vm", "id": f"{NODE}/{VMID}", "parent": f"{PREFIX}-vm{VMID}", "provider": "pve"},
         ],
     }
     where.write_text(json.dumps(spec, indent=2))
