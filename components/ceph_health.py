@@ -21,7 +21,7 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components.config import PoolSpec
-from components.dynamic import OperatorError, SshBacked, has_unknowns
+from components.dynamic import OperatorError, SshBacked, checks_due, has_unknowns
 from components.graph import child_options
 from components.ssh import Connection, RemoteError
 
@@ -75,7 +75,7 @@ class HealthGateProvider(SshBacked, ResourceProvider):
         return ReadResult(id_=id_, outs=props)  # a check is not a state: nothing to read back
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if not has_unknowns(news):
+        if checks_due(olds, news):
             self.evaluate(news)  # every preview and every up: raises with the reasons when Ceph is not healthy
         changes = [key for key in COMPARED if _plain(olds.get(key)) != _plain(news.get(key))]
         old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}

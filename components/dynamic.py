@@ -127,3 +127,15 @@ def has_unknowns(value: Any) -> bool:
     if isinstance(value, list):
         return any(has_unknowns(v) for v in value)
     return bool(value == rpc.UNKNOWN)
+
+
+def checks_due(olds: dict[str, Any], news: dict[str, Any]) -> bool:
+    """Whether a check resource (the health gate, the HA preflight) should run its check in this Diff.
+
+    Yes for the Diff of every preview and every up (the program's inputs against the state), once
+    the inputs are known. No for the Diff the engine (v3.27x) also makes of a refresh, comparing
+    what Read returned with the recorded state: a check's Read returns the recorded outputs, so
+    the two are equal. So `pulumi refresh` and `pulumi destroy` (refresh: always) never depend on
+    Ceph being healthy, and an `up` runs each check once.
+    """
+    return olds != news and not has_unknowns(news)

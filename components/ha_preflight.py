@@ -32,7 +32,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.dynamic import OperatorError, SshBacked, has_unknowns
+from components.dynamic import OperatorError, SshBacked, checks_due, has_unknowns
 from components.graph import child_options
 from components.ssh import RemoteError, Result, Unreachable
 
@@ -231,7 +231,7 @@ class PreflightProvider(SshBacked, ResourceProvider):
         return ReadResult(id_=id_, outs=props)  # a check is not a state: nothing to read back
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if not has_unknowns(news):
+        if checks_due(olds, news):
             self.run_preflight(news)  # every preview and every up
         changes = [key for key in ("nodes", "mode") if olds.get(key) != news.get(key)]
         old_conns, new_conns = olds.get("connections") or {}, news.get("connections") or {}

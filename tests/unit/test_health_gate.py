@@ -114,7 +114,14 @@ def test_refresh_runs_nothing(ceph: FakeCeph) -> None:
 def test_ssh_trouble_is_named_with_the_gate(ceph: FakeCeph) -> None:
     ceph.drop_connection = True
     with pytest.raises(OperatorError, match=r"^Ceph health gate \(runbook 1-1\): SSH to root@127.10.10.101:2222: the connection dropped"):
-        HealthGateProvider(ceph.executor).diff("ceph-health-gate", props(), props())
+        HealthGateProvider(ceph.executor).diff("ceph-health-gate", {**props(), "report": "health: HEALTH_OK"}, props())
+
+
+def test_a_refresh_diff_runs_no_check(ceph: FakeCeph) -> None:
+    """The engine also diffs a refresh's reading against the state: destroy and refresh never depend on Ceph's health."""
+    ceph.drop_connection = True  # any SSH would fail
+    recorded = {**props(), "report": "health: HEALTH_OK"}
+    assert HealthGateProvider(ceph.executor).diff("ceph-health-gate", recorded, dict(recorded)).changes is False
 
 
 def test_a_gate_that_cannot_run_says_what_the_admin_node_lacks() -> None:
