@@ -355,3 +355,20 @@ def test_the_plugins_vm_life_cycle_meets_only_pve_answers(lab_env):
         f"{c['method']} {c['path']}" for c in made
     }
     assert labpve.unmodelled(since, agent=api.agent, state_dir=state_dir) == []
+
+
+# ---------------------------------------------------------------------- pending changes
+
+
+def test_a_config_read_shows_the_pending_changes_unless_current_is_asked(lab_env, vms):
+    """qemu-server vm_config -> AbstractConfig load_current_config: pending values are taken in
+    unless current=1. A client reading the config (bpg's refresh) sees a change made on a running VM."""
+    api = Client(lab_env["pve"], agent=GO_CLIENT)
+    vms(959, cores=1)
+    status, log = api.wait_task(api.ok("POST", "/nodes/pve-node1/qemu/959/status/start"))
+    assert status == "OK", log
+    api.ok("PUT", "/nodes/pve-node1/qemu/959/config", cpu="x86-64-v3")
+    pending = {e["key"]: e for e in api.ok("GET", "/nodes/pve-node1/qemu/959/pending")}
+    assert pending["cpu"].get("pending") == "x86-64-v3", pending.get("cpu")
+    assert api.ok("GET", "/nodes/pve-node1/qemu/959/config")["cpu"] == "x86-64-v3"
+    assert api.ok("GET", "/nodes/pve-node1/qemu/959/config", current=1).get("cpu") != "x86-64-v3"

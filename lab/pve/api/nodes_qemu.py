@@ -32,7 +32,7 @@ from typing import Any
 from fakepve.lxc import SIZE_UNITS, format_size
 from fakepve.model import PveError, TaskError
 from fakepve.qemu import DRIVE_KEY, NEW_DISK, drives_of, is_cdrom, join_drive, split_drive, volume_ref
-from fakepve.routing import die, param_error
+from fakepve.routing import die, ok, param_error
 
 from lab.pve.api.tasks import AFTER, OPS
 from lab.pve.rbdstore import RbdError
@@ -133,6 +133,26 @@ class NodesQemuApi:
             return await super()._qm_destroy(v, user)
         finally:
             AFTER.reset(token)
+
+    async def _config_get(self, request):
+        """GET .../qemu/{vmid}/config: the config with the pending changes applied, unless
+        `current=1` (qemu-server API2/Qemu.pm vm_config -> pve-guest-common AbstractConfig
+        load_current_config: "take pending changes in" when !$current; a pending deletion drops
+        the key). fakepve answers the current values only, so a change made on a running VM
+        (pending until its next start) was invisible to a client reading the config, e.g. bpg's
+        refresh of a VM whose disk cache someone changed."""
+        vm = self._vm(request, "VM.Audit")
+        cfg = dict(vm.config)
+        if request.query.get("current") not in ("1", "true"):
+            for key, value in vm.pending.items():
+                if value is None:
+                    cfg.pop(key, None)
+                else:
+                    cfg[key] = value
+        if "memory" in cfg:
+            cfg["memory"] = str(cfg["memory"])  # PVE sends it as a string
+        cfg["digest"] = vm.digest()
+        return ok(cfg)
 
     async def _apply_config(self, vm, user, p):
         """A config update: fakepve keeps `scsi1: ceph-rbd:4` as written; PVE allocates the disk,
