@@ -29,7 +29,11 @@ def edit(config: dict[str, Any]) -> None:
     config["ceph"]["pool"]["name"] = POOL
     config["ceph"]["client"]["name"] = CLIENT
     config["storage"]["id"] = STORAGE
-    config["vms"] = [{**config["vms"][0], "id": VM, "name": f"vm{VM}"}]
+    # The API endpoint is a node the failovers never fail (a real cluster puts a VIP here): the VM
+    # is kept on pve-node1/pve-node2 by a strict node-affinity rule, without failback.
+    config["proxmox"]["endpoint"] = "https://127.10.20.13:8006"
+    config["ha"] = {**config["ha"], "affinities": [{"name": "e2e-pair", "nodes": {"pve-node1": 1, "pve-node2": 1}, "strict": True, "failback": False}]}
+    config["vms"] = [{**config["vms"][0], "id": VM, "name": f"vm{VM}", "affinity": "e2e-pair"}]
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +193,7 @@ def test_4_failovers_are_left_alone_by_pulumi(e2e: LabStack) -> None:
     wait_for(f"{SID} started", started, 120)
     for _ in range(2):
         failed = wait_for("the VM running", vm_node, 120)
+        assert failed in ("pve-node1", "pve-node2"), failed  # never the API endpoint's node
         lab.fault(failed, "poweroff", log=lambda _line: None)
         try:
             t0 = time.monotonic()
