@@ -4,17 +4,19 @@ preview as data, and the lab's verdict on the PVE API calls the test's own objec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lab
 from lab import wait_for
 from lab.pve.control import Control
+from tests.drill.seed import LabAccess
 from tests.integration.engine import cli
-from tests.integration.lab_stack import admin
+from tests.integration.lab_stack import admin, forget_stack
 
 
 def settled(mode: str = "rules", deadline: float = 300) -> None:
@@ -60,3 +62,16 @@ def unmodelled(since: float, markers: Iterable[str]) -> list[str]:
     test's VM ids, storage, rules, groups): other runs share the lab."""
     wanted = list(markers)
     return [line for line in lab.pve.unmodelled(since, agent="Go-http-client") if any(m in line for m in wanted)]
+
+
+@contextlib.contextmanager
+def own_corner(lab_state: dict[str, Any], prefix: str, vm_ids: list[int]) -> Iterator[LabAccess]:
+    """A test module's own names and VM ids in the shared lab: cleared before (what an interrupted
+    earlier run left) and after, with the lab settled first."""
+    access = LabAccess(lab_state)
+    forget_stack(prefix, vm_ids)
+    settled()
+    try:
+        yield access
+    finally:
+        forget_stack(prefix, vm_ids)

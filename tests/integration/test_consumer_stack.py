@@ -17,10 +17,10 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.drill.seed import LabAccess, remove_vm
+from tests.drill.seed import LabAccess
 from tests.integration.engine import ROOT, workspace_options
-from tests.integration.lab_stack import LabStack, admin, changes, client_caps, forget, names, remember_key, storages
-from tests.integration.shared_lab import settled, unmodelled
+from tests.integration.lab_stack import LabStack, admin, changes, client_caps, names, remember_key, storages
+from tests.integration.shared_lab import own_corner, unmodelled
 
 PREFIX = "cons"
 POOL, STORAGE = f"{PREFIX}-pool", f"{PREFIX}-rbd"
@@ -49,19 +49,10 @@ def images() -> list[str]:
     return admin(f"rbd ls {POOL}").split()
 
 
-def clean(lab: LabAccess) -> None:
-    for vmid in (CONSUMER_VM, PRODUCER_VM):
-        remove_vm(lab, vmid)
-    forget(PREFIX)
-
-
 @pytest.fixture(scope="module")
 def lab(lab_state: dict[str, Any]) -> Iterator[LabAccess]:
-    access = LabAccess(lab_state)
-    clean(access)  # what an interrupted earlier run left
-    settled()
-    yield access
-    clean(access)
+    with own_corner(lab_state, PREFIX, [PRODUCER_VM, CONSUMER_VM]) as access:
+        yield access
 
 
 @pytest.fixture(scope="module")

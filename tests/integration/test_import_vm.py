@@ -32,8 +32,8 @@ import pytest
 from lab.pve.control import Control
 from tests.drill.seed import LabAccess, remove_vm
 from tests.integration.engine import cli, engine_env
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, changes, client_caps, forget, names, project_copy, remember_key
-from tests.integration.shared_lab import plan, settled, unmodelled
+from tests.integration.lab_stack import PROGRAMS, LabStack, admin, changes, client_caps, names, project_copy, remember_key
+from tests.integration.shared_lab import own_corner, plan, unmodelled
 
 PREFIX = "imp"
 POOL, STORAGE = f"{PREFIX}-pool", f"{PREFIX}-rbd"
@@ -61,18 +61,10 @@ def adopted(config: dict[str, Any]) -> None:
     config["vms"] = [{"id": VMID, "name": f"vm{VMID}", "node": NODE, "cores": 1, "memoryMb": 512, "diskGb": 1}]
 
 
-def clean(lab: LabAccess) -> None:
-    remove_vm(lab, VMID)
-    forget(PREFIX)
-
-
 @pytest.fixture(scope="module")
 def lab(lab_state: dict[str, Any]) -> Iterator[LabAccess]:
-    access = LabAccess(lab_state)
-    clean(access)  # what an interrupted earlier run left
-    settled()
-    yield access
-    clean(access)
+    with own_corner(lab_state, PREFIX, [VMID]) as access:
+        yield access
 
 
 @pytest.fixture(scope="module")

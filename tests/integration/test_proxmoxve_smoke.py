@@ -8,7 +8,6 @@ stack with no config at all, and a native resource's failure shown as one error,
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ import pytest
 from pulumi import automation as auto
 
 from tests.drill.seed import LabAccess, ensure_storage
-from tests.integration.engine import ROOT, cli, engine_env, workspace_options
+from tests.integration.engine import cli, engine_env, workspace_options
 from tests.integration.lab_stack import changes
+from tests.policy.engine import throwaway_project
 
 STORAGE, POOL, CLIENT, VMID = "smoke-rbd", "smoke-pool", "smoke", 301
 
@@ -51,22 +51,6 @@ pulumi.export("vmNode", vm.node_name)
 """
 
 
-def project(where: Path, program: str) -> Path:
-    where.mkdir(parents=True, exist_ok=True)
-    (where / "Pulumi.yaml").write_text(
-        textwrap.dedent(f"""\
-        name: plugin-smoke
-        runtime:
-          name: python
-          options:
-            toolchain: pip
-            virtualenv: {ROOT / ".venv"}
-        """)
-    )
-    (where / "__main__.py").write_text(program)
-    return where
-
-
 @pytest.fixture(scope="module")
 def lab(lab_state: dict[str, Any]) -> LabAccess:
     access = LabAccess(lab_state)
@@ -77,7 +61,7 @@ def lab(lab_state: dict[str, Any]) -> LabAccess:
 @pytest.fixture(scope="module")
 def smoke(lab: LabAccess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[auto.Stack]:
     tmp = tmp_path_factory.mktemp("plugin-smoke")
-    work = project(tmp / "project", PROGRAM)
+    work = throwaway_project(tmp / "project", PROGRAM)
     env = engine_env(tmp / "state")
     env["SSL_CERT_FILE"] = lab.pve["ca_bundle"]
     stack = auto.create_or_select_stack("smoke", work_dir=str(work), opts=workspace_options(env, work))
@@ -124,7 +108,7 @@ def test_destroy_removes_the_vm_and_its_image(smoke: auto.Stack, lab: LabAccess)
 
 
 def test_a_stack_with_no_config_at_all_runs(tmp_path: Path) -> None:
-    work = project(tmp_path / "project", "import pulumi\npulumi.export('answer', 42)\n")
+    work = throwaway_project(tmp_path / "project", "import pulumi\npulumi.export('answer', 42)\n")
     env = engine_env(tmp_path / "state")
     assert cli(env, "stack", "init", "bare", cwd=work).returncode == 0
     out = cli(env, "up", "--yes", "--skip-preview", "-s", "bare", cwd=work)
@@ -137,7 +121,7 @@ def test_a_failing_native_resource_shows_its_error_without_a_traceback(tmp_path:
     # Nothing listens on port 9; no invokes, so the first call to the API is the VM's create.
     program = PROGRAM.replace('config.require("endpoint")', '"https://127.0.0.1:9"')
     program = "\n".join(line for line in program.splitlines() if "get_" not in line and "version" not in line and "nodes" not in line)
-    work = project(tmp_path / "project", program)
+    work = throwaway_project(tmp_path / "project", program)
     env = engine_env(tmp_path / "state")
     assert cli(env, "stack", "init", "failing", cwd=work).returncode == 0
     for key, value in (("vmid", str(VMID + 1)), ("storage", STORAGE)):
