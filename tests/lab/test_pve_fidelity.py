@@ -364,11 +364,20 @@ def test_a_config_read_shows_the_pending_changes_unless_current_is_asked(lab_env
     """qemu-server vm_config -> AbstractConfig load_current_config: pending values are taken in
     unless current=1. A client reading the config (bpg's refresh) sees a change made on a running VM."""
     api = Client(lab_env["pve"], agent=GO_CLIENT)
-    vms(959, cores=1)
-    status, log = api.wait_task(api.ok("POST", "/nodes/pve-node1/qemu/959/status/start"))
+    vms(947, cores=1)
+    status, log = api.wait_task(api.ok("POST", "/nodes/pve-node1/qemu/947/status/start"))
     assert status == "OK", log
-    api.ok("PUT", "/nodes/pve-node1/qemu/959/config", cpu="x86-64-v3")
-    pending = {e["key"]: e for e in api.ok("GET", "/nodes/pve-node1/qemu/959/pending")}
+    api.ok("PUT", "/nodes/pve-node1/qemu/947/config", cpu="x86-64-v3")
+    pending = {e["key"]: e for e in api.ok("GET", "/nodes/pve-node1/qemu/947/pending")}
     assert pending["cpu"].get("pending") == "x86-64-v3", pending.get("cpu")
-    assert api.ok("GET", "/nodes/pve-node1/qemu/959/config")["cpu"] == "x86-64-v3"
-    assert api.ok("GET", "/nodes/pve-node1/qemu/959/config", current=1).get("cpu") != "x86-64-v3"
+    assert api.ok("GET", "/nodes/pve-node1/qemu/947/config")["cpu"] == "x86-64-v3"
+    assert api.ok("GET", "/nodes/pve-node1/qemu/947/config", current=1).get("cpu") != "x86-64-v3"
+
+
+def test_a_drive_given_to_a_config_update_is_stored_as_pve_prints_it(lab_env, vms):
+    """qemu-server $update_vm_api parses each drive and prints it again: bpg's empty CD drive
+    `file=cdrom,media=cdrom,` (CustomStorageDevice.EncodeValues) reads back as `cdrom,media=cdrom`."""
+    api = Client(lab_env["pve"], agent=GO_CLIENT)
+    vms(948, cores=1)
+    api.ok("PUT", "/nodes/pve-node1/qemu/948/config", ide3="file=cdrom,media=cdrom,")
+    assert api.ok("GET", "/nodes/pve-node1/qemu/948/config")["ide3"] == "cdrom,media=cdrom"

@@ -169,6 +169,10 @@ class NodesQemuApi:
             volume, props = split_drive(str(p[key]))
             found = NEW_DISK.match(volume or "")
             if not found or is_cdrom(volume, props):
+                # $update_vm_api parses every drive and prints it again (parse_drive/print_drive):
+                # bpg's `file=cdrom,media=cdrom,` is stored as `cdrom,media=cdrom`.
+                if volume:
+                    p[key] = join_drive(volume, props)
                 continue
             sid = found.group(1)
             if not sid:
