@@ -290,8 +290,20 @@ class CephAccess:
         await self.rbd(sid, store, ["resize", "--no-progress", "--size", str(mib), name], f"rbd resize '{name}' error")
 
     async def list_images(self, sid: str, store: dict[str, Any]) -> dict[str, int]:
-        """{image: size in bytes} of the pool (rbd ls -l)."""
-        out = await self.rbd(sid, store, ["ls", "-l", "--format", "json"], "rbd error")
+        """{image: size in bytes} of the pool (rbd ls -l).
+
+        `rbd ls -l` opens every image it lists, and fails with `listing images failed: (2) No such
+        file or directory` when one is removed meanwhile (VMs destroyed in parallel). The lab lists
+        to keep its own picture of the pool in step (this is not a PVE call), so it tries again:
+        a VM's destroy must not fail because another VM's disk went away at the same moment."""
+        for attempt in range(5):
+            try:
+                out = await self.rbd(sid, store, ["ls", "-l", "--format", "json"], "rbd error")
+                break
+            except RbdError as exc:
+                if "(2) No such file or directory" not in str(exc) or attempt == 4:
+                    raise
+                await asyncio.sleep(0.2)
         images: dict[str, int] = {}
         for entry in json.loads(out or "[]"):
             if entry.get("snapshot"):
