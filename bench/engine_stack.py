@@ -60,7 +60,10 @@ class Busy:
         if outputs is not None and getattr(outputs, "metadata", None) is not None:
             urn = outputs.metadata.urn
             if urn in self.started:
-                self.seconds[urn.rsplit("::", 2)[-2].rsplit("$", 1)[-1]] += now - self.started.pop(urn)
+                kind = urn.rsplit("::", 2)[-2].rsplit("$", 1)[-1]
+                started = self.started.pop(urn)
+                if not kind.startswith(("pveceph:", "pulumi:pulumi:")):  # components and the stack only wrap their children
+                    self.seconds[kind] += now - started
 
 
 def timed(step: Any) -> float:
