@@ -46,7 +46,8 @@ changed = {op: n for op, n in changes.items() if op != "same" and n}
 if changed:
     print("demo: pulumi up changed " + ", ".join(f"{n} ({op})" for op, n in sorted(changed.items())))
 else:
-    print(f"demo: the lab stack was already converged: pulumi up changed nothing ({changes.get(\"same\", 0)} resources unchanged)")'
+    same = changes.get("same", 0)
+    print(f"demo: the lab stack was already converged: pulumi up changed nothing ({same} resources unchanged)")'
 
 say "runbook checks"
 $PY tools/runbook_checks.py
