@@ -100,6 +100,16 @@ class LabStack:
     def destroy(self) -> auto.DestroyResult:
         return self.stack.destroy(on_output=self._out, color="never")
 
+    def retire(self, client: str) -> None:
+        """Destroy the stack and remove it, noting its cephx client's key first (the destroy deletes
+        the client; the secrets audit looks for the key in the logs)."""
+        try:
+            if client_caps(client) is not None:
+                remember_key(client)
+            self.destroy()
+        finally:
+            self.remove()
+
     def remove(self) -> None:
         with contextlib.suppress(auto.CommandError):
             self.stack.workspace.remove_stack(self.name, force=True)

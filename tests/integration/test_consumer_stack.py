@@ -19,7 +19,7 @@ from pulumi import automation as auto
 
 from tests.drill.seed import LabAccess
 from tests.integration.engine import ROOT, workspace_options
-from tests.integration.lab_stack import LabStack, admin, changes, client_caps, names, remember_key, storages
+from tests.integration.lab_stack import LabStack, admin, changes, names, remember_key, storages
 from tests.integration.shared_lab import own_corner, unmodelled
 
 PREFIX = "cons"
@@ -65,12 +65,7 @@ def producer(lab: LabAccess, lab_state: dict[str, Any], tmp_path_factory: pytest
         assert result.summary.result == "succeeded", stack.text()[-3000:]
         yield stack
     finally:
-        try:
-            if client_caps(PREFIX) is not None:
-                remember_key(PREFIX)  # for the secrets audit: the destroy deletes the client
-            stack.destroy()
-        finally:
-            stack.remove()
+        stack.retire(PREFIX)
 
 
 @pytest.fixture(scope="module")

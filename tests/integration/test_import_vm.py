@@ -32,7 +32,7 @@ import pytest
 from lab.pve.control import Control
 from tests.drill.seed import LabAccess, remove_vm
 from tests.integration.engine import cli, engine_env
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, changes, client_caps, names, project_copy, remember_key
+from tests.integration.lab_stack import PROGRAMS, LabStack, admin, changes, names, project_copy, remember_key
 from tests.integration.shared_lab import own_corner, plan, unmodelled
 
 PREFIX = "imp"
@@ -75,12 +75,7 @@ def program_stack(lab: LabAccess, lab_state: dict[str, Any], tmp_path_factory: p
         assert stack.up().summary.result == "succeeded", stack.text()[-3000:]
         yield stack
     finally:
-        try:
-            if client_caps(PREFIX) is not None:
-                remember_key(PREFIX)  # for the secrets audit: the destroy deletes the client
-            stack.destroy()
-        finally:
-            stack.remove()
+        stack.retire(PREFIX)
 
 
 @pytest.fixture(scope="module")
