@@ -26,6 +26,7 @@ HOOKS = {
     "_apply_config": "052e991230d8487f",
     "_build_app": "2ea2139d249adf97",
     "_cluster_status": "c3885402df2060b2",
+    "_config_get": "75af5818d7494645",
     "_content_create": "9d017eda2e145dd5",
     "_content_delete": "8ba315369674a8e7",
     "_content_info": "d6a9e1dc31544b42",
