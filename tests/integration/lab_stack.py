@@ -24,8 +24,11 @@ PREFIX = "pve-ceph-ha:"
 
 
 def base_config() -> dict[str, Any]:
+    """The lab stack's config, without its secrets: `make demo` stores the lab stack's API token
+    there, encrypted for that stack; each test stack sets its own."""
     with open(ROOT / "Pulumi.lab.yaml", encoding="utf-8") as handle:
-        return {k.removeprefix(PREFIX): v for k, v in yaml.safe_load(handle)["config"].items()}
+        config = yaml.safe_load(handle)["config"]
+    return {k.removeprefix(PREFIX): v for k, v in config.items() if not (isinstance(v, dict) and "secure" in v)}
 
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
