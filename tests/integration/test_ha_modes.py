@@ -22,7 +22,7 @@ from pulumi import automation as auto
 
 from lab.pve.control import Control
 from tests.drill.seed import LabAccess, remove_vm
-from tests.integration.lab_stack import LabStack, admin, changes, client_caps, forget, names, remember_key, storages
+from tests.integration.lab_stack import LabStack, admin, changes, forget, names, storages
 from tests.integration.shared_lab import settled, unmodelled
 
 NODES = {"pve-node1": 2, "pve-node2": 1}
@@ -109,16 +109,6 @@ def lab(lab_state: dict[str, Any]) -> Iterator[LabAccess]:
         clean(access, prefix, vmid, "rules")  # what a failed test left (the PVE 8 cases clean up in their window)
 
 
-def destroyed(stack: LabStack, prefix: str) -> None:
-    """Destroy the stack (remembering its cephx key for the secrets audit) and remove it."""
-    try:
-        if client_caps(prefix) is not None:
-            remember_key(prefix)
-        stack.destroy()
-    finally:
-        stack.remove()
-
-
 def one_mode(lab: LabAccess, lab_state: dict[str, Any], tmp: Path, case: tuple[str, int], mode: str) -> None:
     prefix, vmid = case
     sid = f"vm:{vmid}"
@@ -144,7 +134,7 @@ def one_mode(lab: LabAccess, lab_state: dict[str, Any], tmp: Path, case: tuple[s
         print(f"  {mode}: preview {time.monotonic() - t1:.1f} s")
     finally:
         t1 = time.monotonic()
-        destroyed(stack, prefix)
+        stack.retire(prefix)
         print(f"  {mode}: destroy {time.monotonic() - t1:.1f} s")
     assert ha_named(lab, prefix, vmid, mode) == []
     assert lab.vm_node(vmid) is None and f"{prefix}-rbd" not in storages()
@@ -165,7 +155,7 @@ def mismatch(lab: LabAccess, lab_state: dict[str, Any], tmp: Path, case: tuple[s
         assert "Traceback" not in message, message
         assert ha_named(lab, prefix, vmid, cluster_mode) == []
     finally:
-        destroyed(stack, prefix)
+        stack.retire(prefix)
     assert lab.vm_node(vmid) is None and f"{prefix}-rbd" not in storages()
 
 
