@@ -177,6 +177,9 @@ class ProxmoxSpec(Model):
     ca_file: str | None = Field(default=None, description="CA bundle for the API (also export SSL_CERT_FILE for the proxmoxve plugin)")
     ssh_user: UserName = Field(default="root", description="SSH user on the nodes")
     nodes: list[NodeSpec] = Field(min_length=1, description="every node of the cluster")
+    vm_create_timeout: int = Field(
+        default=1800, ge=10, le=86_400, description="seconds the plugin waits for a VM's create (its API calls and tasks) before it gives up"
+    )
 
     @field_validator("nodes")
     @classmethod

@@ -56,6 +56,7 @@ class HaVm(pulumi.ComponentResource):
         ha: HaSpec,
         storage_id: pulumi.Input[str],
         *,
+        create_timeout: int = 1800,
         group: pulumi.Resource | None = None,
         ha_depends_on: list[pulumi.Resource] | None = None,
         opts: pulumi.ResourceOptions | None = None,
@@ -89,6 +90,8 @@ class HaVm(pulumi.ComponentResource):
             on_boot=True,
             started=(ha.state == "started") if vm.ha else True,
             stop_on_destroy=True,
+            # bpg's client has no per-call timeout: a hung API call is bounded by the create's own
+            timeout_create=create_timeout,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=vm_ignore_changes(vm))),
         )
         self.vm_id = self.machine.vm_id

@@ -110,6 +110,7 @@ class PveCephHa(pulumi.ComponentResource):
                 self.storage.storage_id,
                 group=groups.get(vm.affinity or ""),
                 ha_depends_on=[self.preflight],
+                create_timeout=config.proxmox.vm_create_timeout,
                 opts=with_pve,
             )
             for vm in config.vms
