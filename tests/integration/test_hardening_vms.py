@@ -324,3 +324,180 @@ def test_the_vms_node_powered_off_while_its_ha_resource_is_added(fresh: Callable
     settled()
     stack.assert_converged()
 
+
+
+def test_ceph_not_answering_while_the_vms_disk_is_allocated(fresh: Callable[..., VmStack], control: Control) -> None:
+    from tests.integration.test_hardening import monitors_paused
+
+    stack = fresh("hvceph", [457])
+    control.set_ceph_slow(10)  # the create task waits before its `rbd create`: the monitors freeze in between
+    since = time.time()
+    runner, outcome = in_background(stack.up)
+    wait_for("the VM create", lambda: plugin_calls(since, "POST", "/nodes/pve-node1/qemu"), deadline=180, interval=0.2)
+    with monitors_paused():
+        runner.join(timeout=600)
+    control.clear_failures()
+    message = str(outcome.get("error", ""))
+    print(f"\n  up with Ceph frozen: {message[-600:] or 'succeeded'}")
+    assert "error" in outcome and "Traceback" not in message and "vm457" in message, message[-3000:]
+    assert stack.images() == [] and stack.recorded(VM_TYPE) == [], stack.counts()
+    settled()
+    stack.up()
+    stack.assert_converged()
+
+
+VM_IDS_10 = list(range(470, 480))
+
+
+def test_up_interrupted_while_creating_ten_vms_then_exactly_ten(fresh: Callable[..., VmStack]) -> None:
+    stack = fresh("hvint", VM_IDS_10)
+    command = [pulumi_binary(stack.env), "up", "--yes", "--skip-preview", "--color=never", "-s", stack.name]
+    process = subprocess.Popen(command, cwd=stack.work, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for("three of the ten VMs", lambda: len(stack.lab_vms()) >= 3, deadline=300, interval=0.3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    print(f"\n  interrupted: {len(stack.lab_vms())} VMs in the lab, {len(stack.recorded(VM_TYPE))} in the state; pulumi said: {output[-400:]}")
+    assert "Traceback" not in output
+    settled()
+    stack.up()
+    stack.assert_converged()
+
+
+def test_two_ups_at_once_with_vms_one_is_refused_by_the_lock(fresh: Callable[..., VmStack]) -> None:
+    stack = fresh("hvlock", [458])
+    twin = auto.select_stack(stack.name, work_dir=str(stack.work), opts=workspace_options(stack.env, stack.work))
+    start = threading.Barrier(2)
+    outcomes: dict[str, Any] = {}
+
+    def run(label: str, target: auto.Stack) -> None:
+        start.wait()
+        try:
+            outcomes[label] = target.up(color="never")
+        except auto.CommandError as error:
+            outcomes[label] = error
+
+    threads = [threading.Thread(target=run, args=pair) for pair in (("first", stack.stack), ("second", twin))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    refused = [str(o) for o in outcomes.values() if isinstance(o, auto.CommandError)]
+    assert len(outcomes) == 2 and len(refused) == 1, {k: str(v)[-1500:] for k, v in outcomes.items()}
+    assert "currently locked" in refused[0] or "another update" in refused[0], refused[0][-3000:]
+    stack.assert_converged()
+
+
+# ============================================================ a converged stack: its VM holds the marker
+
+CONVERGED, CONVERGED_VM = "hvconv", 461
+
+
+@pytest.fixture(scope="module")
+def conv(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VmStack, DiskMarker]]:
+    settled()
+    stack = VmStack(CONVERGED, [CONVERGED_VM], lab_state, tmp_path_factory.mktemp(CONVERGED))
+    stack.reconfigure(lambda c: c.update(allowPoolDeletion=False))  # destroy must keep the pool
+    try:
+        stack.up()
+        wait_for(f"vm:{CONVERGED_VM} running", lambda: vm_node(CONVERGED_VM) is not None, deadline=120)
+        marker = DiskMarker(f"{CONVERGED}-pool", CONVERGED_VM)
+        stack.assert_converged()
+        yield stack, marker
+    finally:
+        Control().clear_failures()
+        with contextlib.suppress(Exception):
+            settled(deadline=120)
+        try:
+            stack.retire(CONVERGED)
+        finally:
+            forget_stack(CONVERGED, [CONVERGED_VM])
+
+
+def set_scsi0(vmid: int, replace: tuple[str, str]) -> None:
+    node = wait_for("the VM's node", lambda: vm_node(vmid), deadline=60)
+    config = api().nodes(node).qemu(vmid).config
+    config.put(scsi0=str(config.get()["scsi0"]).replace(*replace))
+
+
+def test_vm_locked_on_a_config_update_fails_then_converges_and_data_survives(conv: tuple[VmStack, DiskMarker], control: Control) -> None:
+    stack, marker = conv
+    set_scsi0(CONVERGED_VM, ("cache=writeback", "cache=none"))  # drift: the repair is a config update
+    for method in ("PUT", "POST"):
+        control.fail(method, f"/qemu/{CONVERGED_VM}/config", status=500, message="VM is locked (create)", times=3)
+    failed_up(stack, "VM is locked (create)")
+    control.clear_failures()
+    stack.up()
+    stack.assert_converged()
+    assert marker.intact()
+
+
+def test_pulumi_up_during_a_failover_touches_nothing_then_is_a_no_op(conv: tuple[VmStack, DiskMarker]) -> None:
+    """In the window where the VM's node is dead and HA has not started the VM elsewhere yet, PVE
+    lists the VM on the dead node and answers a read of its config through that node with 595 (No
+    route to host). The engine refreshes every resource before the program runs (Pulumi.yaml
+    `refresh: always`), so `up` stops at that read: it names the VM and the node, and changes
+    nothing. Once HA has recovered the VM, `up` is a no-op and never moves it back."""
+    stack, marker = conv
+    before = wait_for("the VM running", lambda: vm_node(CONVERGED_VM), deadline=120)
+    with node_powered_off(before):
+        wait_for("the node seen dead", lambda: not online(before), deadline=120, interval=0.5)
+        assert vm_node(CONVERGED_VM) is None, "HA recovered the VM already: the window is gone"
+        since = time.time()
+        message = failed_up(stack, f"error retrieving VM {CONVERGED_VM}")
+        assert "No route to host" in message or before in message, message[-3000:]
+        writes = [f"{c['method']} {c['path']}" for c in lab.pve.calls(since, agent="Go-http-client") if c["method"] != "GET"]
+        assert writes == [], writes
+        after = wait_for("the VM started elsewhere", lambda: (n := vm_node(CONVERGED_VM)) != before and n, deadline=180)
+        t0 = time.monotonic()
+        result = stack.up()
+        print(f"\n  up once HA recovered the VM on {after}: {time.monotonic() - t0:.1f} s, {changes(result.summary.resource_changes or {}) or 'no change'}")
+        assert changes(result.summary.resource_changes or {}) == {}, stack.text()[-3000:]
+    settled()
+    assert vm_node(CONVERGED_VM) == after, "the VM moved back"
+    stack.assert_converged()
+    assert marker.intact()
+
+
+def online(node: str) -> bool:
+    return any(n["node"] == node and n["status"] == "online" for n in api().nodes.get())
+
+
+RECOVERY: list[float] = []
+
+
+def test_ten_failovers_in_a_row_through_the_drill(conv: tuple[VmStack, DiskMarker]) -> None:
+    stack, marker = conv
+    env = {**stack.env, "PYTHONPATH": str(ROOT)}
+    for round_ in range(10):
+        fault = ("poweroff", "isolate")[round_ % 2]
+        settled()
+        command = [sys.executable, "-m", "drill", "--stack", stack.name, "--project-dir", str(stack.work), "--vm", str(CONVERGED_VM)]
+        command += ["--method", "lab", "--fault", fault, "--yes", "--restore", "--deadline", "180", "--check-preview", str(stack.work), "--json"]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, f"drill {round_ + 1} ({fault}):\n{done.stderr[-3000:]}"
+        report = json.loads(done.stdout)
+        assert report["outcome"] == "recovered" and report["preview"]["ok"], report
+        vm = report["vms"][0]
+        RECOVERY.append(vm["running_s"])
+        print(f"\n  failover {round_ + 1}/10 ({fault}): {vm['from_node']} -> {vm['node']} in {vm['running_s']:.1f} s, preview clean")
+        assert marker.intact(), f"the disk marker changed after failover {round_ + 1}"
+    print(f"\n  10 failovers: recovery min {min(RECOVERY):.1f} s, median {statistics.median(RECOVERY):.1f} s, max {max(RECOVERY):.1f} s")
+    settled()
+    stack.assert_converged()
+
+
+def test_destroy_while_a_node_is_down_after_a_failover_leaves_only_the_pool(conv: tuple[VmStack, DiskMarker]) -> None:
+    stack, _marker = conv
+    where = wait_for("the VM running", lambda: vm_node(CONVERGED_VM), deadline=120)
+    created_on = stack.config["vms"][0]["node"]
+    print(f"\n  destroy: the VM was created on {created_on}, runs on {where}")
+    other = next(n for n in ("pve-node1", "pve-node2") if n != where)
+    with node_powered_off(other):
+        wait_for(f"{other} seen dead", lambda: not online(other), deadline=120, interval=0.5)
+        stack.destroy()
+        assert pool_exists(f"{CONVERGED}-pool")
+        assert stack.lab_vms() == [] and stack.images() == [] and stack.lab_ha() == [] and stack.lab_rules() == []
+        assert f"{CONVERGED}-rbd" not in storages() and client_caps(CONVERGED) is None
+        assert (stack.deployment().get("resources") or []) == []
