@@ -10,6 +10,11 @@ One stack serves every case: each case writes a fresh copy of the lab config (Pu
 with the one key broken, and sets or removes the ``proxmoxApiToken`` secret where the case is
 about it. A few cases only the engine can make are added: a whole key that is not a mapping, a
 key the model does not know, and the token stored in plain text.
+
+Then every key of a VM (``VmSpec``) gets the whole payload corpus of tests/unit/test_shell_payloads.py
+(shell and PVE API payloads) in one preview per key: one VM per payload, valid but for that key,
+and every ``pve-ceph-ha:vms[i].<key>`` must be named in the one refusal (the program reports every
+problem at once), with nothing else refused.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from tests.integration.lab_stack import PREFIX, LabStack, base_config, client_ca
 from tests.unit.helpers import TOKEN, valid_raw
 from tests.unit.test_config import DELETE, INVALID
 from tests.unit.test_config import _set as set_path
+from tests.unit.test_shell_payloads import API_PAYLOADS, PAYLOADS
 
 STACK = "badeng"  # its pool, client and storage: badeng-pool, client.badeng, badeng-rbd
 ROOT_TYPE = "pulumi:pulumi:Stack"
 TOKEN_KEY = "proxmoxApiToken"
 PLAINTEXT = object()  # the engine-only case: a well-formed token set without --secret
+VM_KEYS = [field.alias or name for name, field in cfg.VmSpec.model_fields.items()]  # id, name, node, ..., memoryMb, ..., affinity
+VM_PAYLOADS = PAYLOADS + API_PAYLOADS
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,27 @@ CASES = [Case(*entry) for entry in INVALID] + [
 
 
 @dataclass
+class Tally:
+    """What one kind of test tried, what passed, and the time it took."""
+
+    tried: list[str] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    preview_seconds: list[float] = field(default_factory=list)
+
+    def summary(self, what: str) -> str:
+        mean = sum(self.preview_seconds) / max(len(self.preview_seconds), 1)
+        return f"{what}: {len(self.tried)} tried, {len(self.passed)} passed, {self.seconds:.1f} s (preview mean {mean:.2f} s)"
+
+
+@dataclass
 class Run:
     stack: LabStack
     pristine: dict[str, Any]  # the stack file as LabStack wrote it: encryptionsalt and the secret token
     started: float
     setup_seconds: float = 0.0
-    tried: list[str] = field(default_factory=list)
-    passed: list[str] = field(default_factory=list)
-    preview_seconds: list[float] = field(default_factory=list)
+    cases: Tally = field(default_factory=Tally)
+    payloads: Tally = field(default_factory=Tally)
 
     @property
     def stack_file(self) -> Path:
@@ -114,10 +135,16 @@ def seed_missing(config: dict[str, Any], path: str) -> None:
         target, source = target[part], below
 
 
-def case_config(case: Case) -> dict[str, Any]:
-    """A fresh copy of the lab config with the stack's names, valid, then with the case's key broken."""
+def lab_config() -> dict[str, Any]:
+    """A fresh copy of the lab config with the stack's names."""
     config = copy.deepcopy(base_config())
     names(STACK)(config)
+    return config
+
+
+def case_config(case: Case) -> dict[str, Any]:
+    """A fresh copy of the lab config with the stack's names, valid, then with the case's key broken."""
+    config = lab_config()
     seed_missing(config, case.path)
     cfg.validate({**config, TOKEN_KEY: TOKEN})  # the control: without the case, the config is valid
     if case.path != TOKEN_KEY:
@@ -125,15 +152,32 @@ def case_config(case: Case) -> dict[str, Any]:
     return config
 
 
-def configure(run: Run, case: Case, config: dict[str, Any]) -> None:
-    """The whole stack file rewritten, then the secret. Not LabStack.reconfigure: it merges the
-    top-level keys into the file, so an earlier case's ``adopt`` or ``vm`` would survive."""
+def payload_config(key: str, payloads: list[str]) -> dict[str, Any]:
+    """The lab config with one VM per payload: distinct ids and names, spread over the nodes, valid
+    (the control) until each VM gets its payload in ``key``."""
+    config = lab_config()
+    nodes = [node["name"] for node in config["proxmox"]["nodes"]]
+    config["vms"] = [{"id": 900 + i, "name": f"payload{i}", "node": nodes[i % len(nodes)]} for i in range(len(payloads))]
+    cfg.validate({**config, TOKEN_KEY: TOKEN})
+    for vm, payload in zip(config["vms"], payloads, strict=True):
+        vm[key] = payload
+    return config
+
+
+def write_stack_file(run: Run, config: dict[str, Any]) -> None:
+    """The whole stack file rewritten, with the secret token LabStack set. Not LabStack.reconfigure:
+    it merges the top-level keys into the file, so an earlier case's ``adopt`` or ``vm`` would survive."""
     run.stack.config = config
     document = copy.deepcopy(run.pristine)
     token = document["config"][PREFIX + TOKEN_KEY]
     document["config"] = {PREFIX + k: v for k, v in config.items()}
     document["config"][PREFIX + TOKEN_KEY] = token
     run.stack_file.write_text(yaml.safe_dump(document))
+
+
+def configure(run: Run, case: Case, config: dict[str, Any]) -> None:
+    """The stack file, then the secret where the case is about it."""
+    write_stack_file(run, config)
     if case.path != TOKEN_KEY:
         return
     if case.value is DELETE:
@@ -157,48 +201,88 @@ def resource_events(events: list[auto.EngineEvent]) -> list[tuple[str, str, str]
     return found
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_config_is_refused_before_any_resource_operation(run: Run, case: Case) -> None:
-    run.tried.append(case.id)
-    config = case_config(case)
-    configure(run, case, config)
+@dataclass
+class Refusal:
+    """A preview the program stopped: what the operator read, and the lines of its error diagnostics."""
+
+    shown: str
+    errors: list[str]
+
+    def error_naming(self, key: str) -> str:
+        """The error line that names ``pve-ceph-ha:<key>`` (or a part of it: storage.content[0])."""
+        names_key = re.compile(re.escape(PREFIX + key) + r"(?=[ .\[=:])")
+        line = next((line for line in self.errors if names_key.search(line)), None)
+        assert line is not None, f"no error names {PREFIX}{key}:\n{self.shown}"
+        assert line.startswith(f"config error: {PREFIX}"), line
+        assert line in self.shown, f"the error is not in the preview's output:\n{self.shown}"
+        return line
+
+
+def refused_preview(run: Run, tally: Tally) -> Refusal:
+    """`pulumi preview` of the stack as configured: refused by the program without a traceback,
+    before any resource operation (the engine stepped the root stack only, the program registered
+    nothing else)."""
     events: list[auto.EngineEvent] = []
     output: list[str] = []
     t0 = time.monotonic()
     with pytest.raises(auto.CommandError) as info:
         run.stack.stack.preview(on_output=output.append, on_event=events.append, color="never")
-    run.preview_seconds.append(time.monotonic() - t0)
+    tally.preview_seconds.append(time.monotonic() - t0)
     shown = f"{info.value}\n" + "\n".join(output)
     diagnostics = [e.diagnostic_event for e in events if e.diagnostic_event is not None]
     everything = shown + "\n" + "\n".join(d.message for d in diagnostics)
-
-    # refused by the program, naming the key and the rule, in what the operator reads
-    errors = [line for d in diagnostics if d.severity == "error" for line in d.message.splitlines()]
-    names_key = re.compile(re.escape(PREFIX + case.key) + r"(?=[ .\[=:])")  # the key, or a part of it: storage.content[0]
-    line = next((line for line in errors if names_key.search(line)), None)
-    assert line is not None, f"no error names {PREFIX}{case.key}:\n{shown}"
-    assert line.startswith(f"config error: {PREFIX}"), line
-    assert case.rule in line, line
-    assert line in shown, f"the error is not in the preview's output:\n{shown}"
     assert "Traceback" not in everything, everything
 
-    # before any resource operation: the engine stepped the root stack only, the program registered nothing else
     assert any(e.summary_event is not None for e in events), "the event stream did not reach the summary"
     steps = resource_events(events)
     assert any(kind == "resource_pre_event" and type_ == ROOT_TYPE for kind, type_, _ in steps), steps
     assert [s for s in steps if s[1] != ROOT_TYPE] == [], steps
     registered = {m.group(1) for d in diagnostics for m in re.finditer(r"registering resource: ty=([^,\s]+)", d.message)}
     assert registered <= {ROOT_TYPE}, registered
+    return Refusal(shown, [line for d in diagnostics if d.severity == "error" for line in d.message.splitlines()])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_config_is_refused_before_any_resource_operation(run: Run, case: Case) -> None:
+    t0 = time.monotonic()
+    run.cases.tried.append(case.id)
+    configure(run, case, case_config(case))
+    refusal = refused_preview(run, run.cases)
+
+    # refused by the program, naming the key and the rule, in what the operator reads
+    line = refusal.error_naming(case.key)
+    assert case.rule in line, line
 
     # the secret never shows, in any of its shapes
     if case.path == TOKEN_KEY and isinstance(case.value, str):
-        assert case.value not in shown
+        assert case.value not in refusal.shown
     if case.value is PLAINTEXT:
-        assert TOKEN.split("=", 1)[1] not in shown
+        assert TOKEN.split("=", 1)[1] not in refusal.shown
 
     # nothing appeared in the lab (the pool and the client are checked once, at the end: 0.6 s each over SSH)
     assert f"{STACK}-rbd" not in storages()
-    run.passed.append(case.id)
+    run.cases.passed.append(case.id)
+    run.cases.seconds += time.monotonic() - t0
+
+
+@pytest.mark.parametrize("key", VM_KEYS)
+def test_every_payload_in_a_vm_key_is_refused_in_one_preview(run: Run, key: str) -> None:
+    t0 = time.monotonic()
+    run.payloads.tried.append(key)
+    write_stack_file(run, payload_config(key, VM_PAYLOADS))
+    refusal = refused_preview(run, run.payloads)
+
+    # every VM's payload named, in one refusal: the program reports every problem at once
+    for i in range(len(VM_PAYLOADS)):
+        refusal.error_naming(f"vms[{i}].{key}")
+    # and nothing else: but for the payloads the config is valid
+    named = re.compile(re.escape(PREFIX) + r"vms\[\d+\]\." + re.escape(key) + " = ")
+    others = [line for line in refusal.errors if line.startswith("config error:") and not named.search(line)]
+    assert others == [], others
+
+    assert f"{STACK}-rbd" not in storages()
+    run.payloads.passed.append(key)
+    run.payloads.seconds += time.monotonic() - t0
 
 
 def test_nothing_appeared_in_the_lab_and_summary(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,10 +290,8 @@ def test_nothing_appeared_in_the_lab_and_summary(run: Run, capsys: pytest.Captur
     assert client_caps(STACK) is None
     assert f"{STACK}-rbd" not in storages()
     seconds = time.monotonic() - run.started
-    mean = sum(run.preview_seconds) / max(len(run.preview_seconds), 1)
     with capsys.disabled():
-        print(
-            f"\n  bad config through the engine: {len(run.tried)} cases tried, {len(run.passed)} passed, {seconds:.1f} s "
-            f"(stack setup {run.setup_seconds:.1f} s, preview mean {mean:.2f} s)"
-        )
-    assert run.tried, "run the whole module: the cases record what was tried"
+        print(f"\n  {run.cases.summary(f'bad config through the engine, {len(CASES)} cases')}")
+        print(f"  {run.payloads.summary(f'payloads through the engine, {len(VM_PAYLOADS)} in each of {len(VM_KEYS)} VM keys, one preview a key')}")
+        print(f"  module: {seconds:.1f} s (stack setup {run.setup_seconds:.1f} s)")
+    assert run.cases.tried or run.payloads.tried, "run the whole module: the tests record what was tried"

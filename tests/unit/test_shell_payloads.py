@@ -41,6 +41,27 @@ PAYLOADS = [
     "rbd pool",
 ]
 
+# Strings that would change what a PVE API request means if a value reached it unchecked: another
+# key in a property string (net0, ide2, cpu), another field of a form body or query, another path.
+API_PAYLOADS = [
+    "vmbr0,firewall=1",  # net0: bridge=<value>,... gains a key
+    "vmbr0,tag=5",
+    "local:iso/a.iso,media=disk",  # ide2: <volume>,media=cdrom becomes a disk
+    "x86-64-v2-AES,flags=+aes",  # cpu: cputype=<value> gains flags
+    "vm101&delete=scsi0",  # a form body or query field more
+    "vm101%26x",  # the same, percent-encoded
+    "vm101?x=1",
+    "../../cluster/ha",  # another API path
+    "%2e%2e%2f",  # ../, percent-encoded
+    "pve-node1/qemu/101",
+    "a=b",
+    "vm101 ",  # a trailing space PVE would trim, not the name the state holds
+    "v\u043c101",  # Cyrillic em: looks like vm101
+    "\uff56\uff4d\uff11\uff10\uff11",  # fullwidth vm101
+    "vm101\u200b",  # a zero-width space
+    "a" * 300,  # longer than any PVE name, id or volume
+]
+
 # Every config string that ends up in a shell command or an API path.
 SHELL_FIELDS = [
     "ceph.pool.name",
@@ -61,17 +82,46 @@ SHELL_FIELDS = [
 ]
 
 
+# Every string of a VM that reaches the PVE API (the engine runs both corpora over every VM key:
+# tests/integration/test_bad_config_engine.py).
+VM_STRING_FIELDS = ["vms[0].name", "vms[0].node", "vms[0].iso", "vms[0].bridge", "vms[0].cpuType", "vms[0].affinity"]
+
+
 def test_there_are_at_least_twenty_payloads() -> None:
     assert len(PAYLOADS) >= 20
+    assert len(API_PAYLOADS) >= 12
+
+
+def test_the_vm_string_fields_are_every_string_key_of_the_vm_model() -> None:
+    """A key the model types as a string refuses a number with 'must be a string'."""
+    strings = set()
+    for field in cfg.VmSpec.model_fields.values():
+        path = f"vms[0].{field.alias}"
+        try:
+            cfg.validate(_set(valid_raw(), path, 5))
+        except cfg.ConfigError as error:
+            if f"pve-ceph-ha:{path} = 5: must be a string" in str(error):
+                strings.add(path)
+    assert strings == set(VM_STRING_FIELDS)
+
+
+def assert_refused_naming(field: str, payload: str) -> None:
+    raw: dict[str, Any] = _set(valid_raw(), field, payload)
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.validate(raw)
+    assert f"pve-ceph-ha:{field} = " in str(info.value)
 
 
 @pytest.mark.parametrize("field", SHELL_FIELDS)
 @pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
 def test_payload_in_a_shell_field_is_rejected(field: str, payload: str) -> None:
-    raw: dict[str, Any] = _set(valid_raw(), field, payload)
-    with pytest.raises(cfg.ConfigError) as info:
-        cfg.validate(raw)
-    assert f"pve-ceph-ha:{field}" in str(info.value)
+    assert_refused_naming(field, payload)
+
+
+@pytest.mark.parametrize("field", VM_STRING_FIELDS)
+@pytest.mark.parametrize("payload", API_PAYLOADS, ids=range(len(API_PAYLOADS)))
+def test_api_payload_in_a_vm_field_is_rejected(field: str, payload: str) -> None:
+    assert_refused_naming(field, payload)
 
 
 # NUL cannot travel in an SSH exec request at all (the config refuses it: the test above).
