@@ -337,7 +337,9 @@ def _show(key: str, value: Any) -> str:
     if root in SECRET_KEYS:
         return "<secret>"
     if isinstance(value, str):
-        return repr(value) if value == "" or value != value.strip() or any(c in value for c in " \t\n'\"") else value
+        # quoted when it would read wrong bare, and always when it holds a control character (\r, NUL,
+        # ESC): the operator's terminal must show them escaped, never act on them
+        return repr(value) if value == "" or value != value.strip() or not value.isprintable() or any(c in value for c in " '\"") else value
     return repr(value) if isinstance(value, dict | list) else str(value)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -192,7 +191,7 @@ def in_background(action: Callable[[], Any]) -> tuple[threading.Thread, dict[str
     def run() -> None:
         try:
             outcome["result"] = action()
-        except BaseException as error:  # noqa: BLE001 - the test thread reads it
+        except BaseException as error:
             outcome["error"] = error
 
     thread = threading.Thread(target=run, daemon=True)
@@ -309,7 +308,6 @@ def test_the_vms_node_powered_off_while_the_vm_is_created(fresh: Callable[..., V
 def test_the_vms_node_powered_off_while_its_ha_resource_is_added(fresh: Callable[..., VmStack], control: Control) -> None:
     stack = fresh("hvnode2", [456])
     control.fail("POST", "/cluster/ha/resources", hang=5, times=1)  # a window: the node goes down during the call
-    since = time.time()
     runner, outcome = in_background(stack.up)
     # the program adds the HA resource right after the VM is up: its POST is then in its 5 s hang
     wait_for("the VM running", lambda: vm_status(456) == "running", deadline=300, interval=0.2)
@@ -323,7 +321,6 @@ def test_the_vms_node_powered_off_while_its_ha_resource_is_added(fresh: Callable
         stack.assert_converged()
     settled()
     stack.assert_converged()
-
 
 
 def test_ceph_not_answering_while_the_vms_disk_is_allocated(fresh: Callable[..., VmStack], control: Control) -> None:
@@ -481,7 +478,21 @@ def test_ten_failovers_in_a_row_through_the_drill(conv: tuple[VmStack, DiskMarke
         fault = ("poweroff", "isolate")[round_ % 2]
         settled()
         command = [sys.executable, "-m", "drill", "--stack", stack.name, "--project-dir", str(stack.work), "--vm", str(CONVERGED_VM)]
-        command += ["--control", Control().url, "--method", "lab", "--fault", fault, "--yes", "--restore", "--deadline", "180", "--check-preview", str(stack.work), "--json"]
+        command += [
+            "--control",
+            Control().url,
+            "--method",
+            "lab",
+            "--fault",
+            fault,
+            "--yes",
+            "--restore",
+            "--deadline",
+            "180",
+            "--check-preview",
+            str(stack.work),
+            "--json",
+        ]
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, f"drill {round_ + 1} ({fault}):\n{done.stderr[-3000:]}"
         report = json.loads(done.stdout)

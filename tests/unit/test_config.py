@@ -196,3 +196,10 @@ def test_a_malformed_plaintext_token_gets_both_problems(monkeypatch: pytest.Monk
     with pytest.raises(cfg.ConfigError) as info:
         cfg.load_from_pulumi()
     assert "API token" in str(info.value) and "plain text" in str(info.value) and "password" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["vm\rreboot", "vm\x1b[2Jx", "vm\x00x", "vm\nx"])
+def test_a_control_character_in_a_refused_value_is_shown_escaped(value: str) -> None:
+    raw = _set(valid_raw(), "vms[0].name", value)
+    message = errors_for(raw)
+    assert repr(value) in message and value not in message, message
