@@ -361,11 +361,13 @@ def test_up_interrupted_while_creating_ten_vms_then_exactly_ten(fresh: Callable[
     # The rerun adopts the VMs the interrupted run created but never recorded: bpg's create of a VM id
     # PVE already has ends as "already exists" on its retry, then reads the VM back (one disk each).
     stack.up()
-    assert "pending operations from previous deployment" in stack.text(), stack.text()[-3000:]
-    # Pulumi keeps the interrupted creates as pending operations until they are cleared: the VMs are
-    # in the state now, so clearing them (what Pulumi's warning says to do) drops nothing.
-    done = cli(stack.env, "refresh", "--yes", "--clear-pending-creates", "--color=never", "-s", stack.name, cwd=stack.work)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pending = stack.deployment().get("pending_operations") or []
+    print(f"  rerun: {len(stack.lab_vms())} VMs in the lab, {len(stack.recorded(VM_TYPE))} in the state, {len(pending)} pending operations")
+    if pending:
+        # Pulumi keeps the interrupted creates as pending operations (its warning says so) until they
+        # are cleared: the VMs are in the state now, so clearing them drops nothing.
+        done = cli(stack.env, "refresh", "--yes", "--clear-pending-creates", "--color=never", "-s", stack.name, cwd=stack.work)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     stack.assert_converged()
 
 
