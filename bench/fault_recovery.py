@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ from pulumi import automation as auto  # noqa: E402
 import lab  # noqa: E402
 import lab.ceph  # noqa: E402
 from lab.pve.control import Control  # noqa: E402
-from tests.integration.lab_stack import PROGRAMS, LabStack, forget, forget_stack, names, node_powered_off, ssh_fault  # noqa: E402
+from tests.integration.lab_stack import PROGRAMS, LabStack, drill_failover, forget, forget_stack, names, node_powered_off, ssh_fault  # noqa: E402
 from tests.integration.shared_lab import settled  # noqa: E402
 from tests.integration.test_hardening_vms import VmStack  # noqa: E402
 
@@ -109,16 +107,10 @@ def failovers(state: dict[str, Any], count: int) -> None:
         stack = VmStack(prefix, [vmid], state, Path(tmp))
         try:
             stack.up()
-            env = {**stack.env, "PYTHONPATH": str(ROOT)}
             for round_ in range(count):
                 fault = ("poweroff", "isolate")[round_ % 2]
                 settled()
-                command = [sys.executable, "-m", "drill", "--stack", stack.name, "--project-dir", str(stack.work), "--vm", str(vmid)]
-                command += ["--control", Control().url, "--method", "lab", "--fault", fault, "--yes", "--restore", "--check-preview", str(stack.work), "--json"]
-                done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
-                if done.returncode != 0:
-                    raise SystemExit(f"failover {round_ + 1} ({fault}) failed:\n{done.stderr[-2000:]}")
-                vm = json.loads(done.stdout)["vms"][0]
+                vm = drill_failover(stack, vmid, fault)["vms"][0]
                 seconds.append(vm["running_s"])
                 print(f"failover {round_ + 1}/{count} ({fault}): {vm['from_node']} -> {vm['node']} in {vm['running_s']:.1f} s, preview clean", flush=True)
         finally:

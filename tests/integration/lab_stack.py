@@ -121,6 +121,56 @@ class LabStack:
         return "\n".join(self.log)
 
 
+def two_ups_at_once(stack: LabStack, timeout: float = 600) -> str:
+    """`pulumi up` twice on STACK at the same instant (two workspaces on one backend): one must be
+    refused by the backend's lock. Returns the refusal's message."""
+    import threading
+
+    twin = auto.select_stack(stack.name, work_dir=str(stack.work), opts=workspace_options(stack.env, stack.work))
+    start = threading.Barrier(2)
+    outcomes: dict[str, Any] = {}
+
+    def run(label: str, target: auto.Stack) -> None:
+        start.wait()
+        try:
+            outcomes[label] = target.up(color="never")
+        except auto.CommandError as error:
+            outcomes[label] = error
+
+    threads = [threading.Thread(target=run, args=pair) for pair in (("first", stack.stack), ("second", twin))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    refused = [str(o) for o in outcomes.values() if isinstance(o, auto.CommandError)]
+    assert len(outcomes) == 2 and len(refused) == 1, {k: str(v)[-1500:] for k, v in outcomes.items()}
+    print(f"\n  refused: {next((line.strip() for line in refused[0].splitlines() if 'locked' in line), refused[0][-300:])}")
+    assert "currently locked" in refused[0] or "another update" in refused[0], refused[0][-3000:]
+    return refused[0]
+
+
+def drill_failover(stack: LabStack, vmid: int, fault: str, deadline: float = 180) -> dict[str, Any]:
+    """`python -m drill` on STACK's VM through the lab's control channel (FAULT: poweroff or isolate),
+    node restored after, `pulumi preview` checked after the failover: its JSON report."""
+    import subprocess
+    import sys
+
+    from lab.pve.control import Control
+
+    command = [sys.executable, "-m", "drill", "--stack", stack.name, "--project-dir", str(stack.work), "--vm", str(vmid), "--control", Control().url]
+    command += ["--method", "lab", "--fault", fault, "--yes", "--restore", "--deadline", str(deadline), "--check-preview", str(stack.work), "--json"]
+    done = subprocess.run(command, cwd=ROOT, env={**stack.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"drill ({fault}) exited {done.returncode}:\n{done.stderr[-3000:]}"
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert report["outcome"] == "recovered" and report["preview"]["ok"], report
+    return report
+
+
+def node_online(node: str) -> bool:
+    """The cluster has NODE online (GET /nodes through a node that is on)."""
+    return any(n["node"] == node and n["status"] == "online" for n in api().nodes.get())
+
+
 def changes(summary: dict[str, int]) -> dict[str, int]:
     """A change summary without the unchanged resources: {} when nothing would change."""
     return {op: n for op, n in summary.items() if op != "same" and n}

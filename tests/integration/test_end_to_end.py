@@ -18,7 +18,19 @@ from pulumi import automation as auto
 
 import lab
 from lab import wait_for
-from tests.integration.lab_stack import LabStack, admin, api, changes, drift_then_repair, forget_stack, leftovers, node_shell, pool_detail, remove_vms
+from tests.integration.lab_stack import (
+    LabStack,
+    admin,
+    api,
+    changes,
+    drift_then_repair,
+    forget_stack,
+    leftovers,
+    node_online,
+    node_shell,
+    pool_detail,
+    remove_vms,
+)
 from tools import runbook_checks
 
 POOL, STORAGE, CLIENT, VM = "e2e-pool", "e2e-rbd", "e2e", 201
@@ -51,14 +63,10 @@ def vm_node() -> str | None:
 
 def started(where: Callable[[], str | None] = vm_node) -> bool:
     try:
-        runbook_checks.ha_status(runbook_checks.Lab.load(), [VM], node=next(n for n in ("pve-node1", "pve-node2", "pve-node3") if _online(n)))
+        runbook_checks.ha_status(runbook_checks.Lab.load(), [VM], node=next(n for n in ("pve-node1", "pve-node2", "pve-node3") if node_online(n)))
     except (runbook_checks.CheckFailed, StopIteration):
         return False
     return where() is not None
-
-
-def _online(node: str) -> bool:
-    return any(n["node"] == node and n["status"] == "online" for n in api().nodes.get())
 
 
 def test_1_up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None:
@@ -206,7 +214,7 @@ def test_4_failovers_are_left_alone_by_pulumi(e2e: LabStack) -> None:
             assert vm_node() == moved, "pulumi up moved the VM"
         finally:
             lab.fault(failed, "restore", log=lambda _line: None)
-        wait_for(f"{failed} online again", lambda f=failed: _online(f), 60)
+        wait_for(f"{failed} online again", lambda f=failed: node_online(f), 60)
     assert changes(e2e.preview().change_summary) == {}, e2e.text()[-3000:]
 
 

@@ -54,7 +54,7 @@ import lab
 import lab.ceph
 from lab import sshd
 from lab.pve.control import Control
-from tests.integration.engine import cli, workspace_options
+from tests.integration.engine import cli
 from tests.integration.lab_stack import (
     PROGRAMS,
     ROOT,
@@ -69,6 +69,7 @@ from tests.integration.lab_stack import (
     pool_detail,
     pool_exists,
     storages,
+    two_ups_at_once,
 )
 
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
@@ -312,26 +313,7 @@ def test_5_api_answering_an_html_page_fails_clearly_then_converges(hard: HardSta
 
 def test_6_two_concurrent_ups_on_one_stack_one_is_refused_by_the_lock(hard: HardStack) -> None:
     stack = hard("hardlock")
-    twin = auto.select_stack("hardlock", work_dir=str(stack.work), opts=workspace_options(stack.env, stack.work))
-    start = threading.Barrier(2)
-    outcomes: dict[str, Any] = {}
-
-    def run(label: str, target: auto.Stack) -> None:
-        start.wait()
-        try:
-            outcomes[label] = target.up(color="never")
-        except auto.CommandError as error:
-            outcomes[label] = error
-
-    threads = [threading.Thread(target=run, args=(label, target)) for label, target in (("first", stack.stack), ("second", twin))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    refused = [str(o) for o in outcomes.values() if isinstance(o, auto.CommandError)]
-    assert len(outcomes) == 2 and len(refused) == 1, {k: str(v)[-1500:] for k, v in outcomes.items()}
-    print(f"\n  refused: {next((line.strip() for line in refused[0].splitlines() if 'locked' in line), refused[0][-300:])}")
-    assert "currently locked" in refused[0] or "another update" in refused[0], refused[0][-3000:]
+    two_ups_at_once(stack)
     assert_converged(stack, "hardlock")
     state = cli(stack.env, "stack", "export", "--stack", "hardlock", cwd=stack.work)
     assert state.returncode == 0, state.stderr
