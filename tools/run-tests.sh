@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make test: every suite, in the order that keeps the lab honest.
-#   1. unit + policy (no engine, no lab): seconds
+#   1. unit + policy (no engine, no lab), the bridge's Go tests: seconds
 #   2. the lab's own tests (bring-up from nothing, Ceph, sshd; they own the lab while they run)
 #   3. the PVE API emulation, the toolchain smoke test, the integration tests and the drill, against one lab
 # The lab is stopped at the end whatever happens.
@@ -18,6 +18,8 @@ rm -rf "$LOGS" && mkdir -p "$LOGS"
 touch "$LOGS/started"  # the Pulumi CLI's own logs ($PULUMI_HOME/logs) written since then are this run's
 echo "== unit and policy tests"
 $PY -m pytest -q --basetemp="$LOGS/tmp-unit" tests/unit tests/policy 2>&1 | tee "$LOGS/unit.log"
+echo "== the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the reads during a failover)"
+(cd tools/proxmoxve && GOFLAGS=-mod=readonly go test ./ 2>&1) | tee "$LOGS/go.log"
 echo "== lab tests (real Ceph, sshd)"
 $PY -m pytest -q tests/lab/test_ceph_sshd.py 2>&1 | tee "$LOGS/lab.log"
 echo "== lab up: real Ceph, sshd, the PVE API"
