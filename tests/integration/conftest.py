@@ -16,6 +16,7 @@ import pytest
 
 import lab
 import lab.pve
+from lab.pve.control import Control
 
 PLUGIN = "Go-http-client"  # the proxmoxve plugin's User-Agent in the lab's call log
 
@@ -29,6 +30,15 @@ def lab_state() -> Iterator[dict[str, Any]]:
     yield state
     if not was_up:
         lab.down(log=lambda _line: None)
+
+
+@pytest.fixture
+def control() -> Iterator[Control]:
+    """The lab API's fault channel; every injected failure is cleared afterwards, whatever happened."""
+    channel = Control()
+    channel.clear_failures()
+    yield channel
+    channel.clear_failures()
 
 
 @pytest.fixture(autouse=True)

@@ -76,15 +76,6 @@ PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
 HardStack = Callable[[str], LabStack]
 
 
-@pytest.fixture
-def control() -> Iterator[Control]:
-    """The lab API's fault channel; every injected failure is cleared afterwards, whatever happened."""
-    channel = Control()
-    channel.clear_failures()
-    yield channel
-    channel.clear_failures()
-
-
 def hard_stack(prefix: str, lab_state: dict[str, Any], tmp: Path) -> LabStack:
     forget(prefix)
     return LabStack(prefix, lab_state, tmp, names(prefix), program=PROGRAM)

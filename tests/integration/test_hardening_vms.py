@@ -142,14 +142,6 @@ class VmStack(LabStack):
 
 
 @pytest.fixture
-def control() -> Iterator[Control]:
-    channel = Control()
-    channel.clear_failures()
-    yield channel
-    channel.clear_failures()
-
-
-@pytest.fixture
 def fresh(lab_state: dict[str, Any], tmp_path: Path) -> Iterator[Callable[..., VmStack]]:
     """Makes a fresh VmStack; destroys it and removes what it left afterwards (its pool too)."""
     made: list[VmStack] = []
