@@ -102,12 +102,15 @@ class VmStack(LabStack):
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)["deployment"]
 
-    def recorded(self, type_: str) -> list[dict[str, Any]]:
-        return [r for r in self.deployment().get("resources") or [] if r["type"] == type_ and not r.get("delete")]
+    def recorded(self, type_: str, deployment: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The state's live resources of TYPE_, from DEPLOYMENT when the caller exported it already."""
+        resources = (deployment or self.deployment()).get("resources") or []
+        return [r for r in resources if r["type"] == type_ and not r.get("delete")]
 
     def counts(self) -> dict[str, Any]:
-        """What the lab and the state hold of this stack, side by side."""
-        vms, has, rules = self.recorded(VM_TYPE), self.recorded(HA_TYPE), self.recorded(RULE_TYPE)
+        """What the lab and the state hold of this stack, side by side (one `pulumi stack export`)."""
+        deployment = self.deployment()
+        vms, has, rules = (self.recorded(kind, deployment) for kind in (VM_TYPE, HA_TYPE, RULE_TYPE))
         return {
             "lab vms": self.lab_vms(),
             "state vms": sorted(int(r["id"]) for r in vms),
@@ -117,7 +120,7 @@ class VmStack(LabStack):
             "lab rules": self.lab_rules(),
             "state rules": sorted(r["id"] for r in rules),
             "unfinished": [r["urn"] for r in [*vms, *has, *rules] if r.get("initErrors")],
-            "pending": self.deployment().get("pending_operations") or [],
+            "pending": deployment.get("pending_operations") or [],
         }
 
     def assert_converged(self) -> None:
