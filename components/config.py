@@ -248,6 +248,21 @@ class AdoptSpec(Model):
     storage: bool = Field(default=False, description="adopt an existing PVE storage")
 
 
+# Runbook 8's best practices that `python -m verify` checks, by the names bestPractices.enforce takes.
+BestPractice = Literal["cpuType", "scrubWindow", "watchdog", "mtu", "cephNetworks", "bridge"]
+
+
+class BestPracticesSpec(Model):
+    """Runbook 8, as `python -m verify` checks it: a finding is a warning unless enforced here."""
+
+    enforce: list[BestPractice] = Field(
+        default=[],
+        description="best practices whose finding fails `python -m verify` (exit 1) instead of warning: "
+        "cpuType (one CPU type across HA VMs), scrubWindow, watchdog (watchdog-mux active), mtu (one MTU on the Ceph network), "
+        "cephNetworks (public and cluster networks set and separate), bridge (Ceph network apart from the VMs' bridge)",
+    )
+
+
 class StackConfig(Model):
     ceph: CephSpec
     ssh: SshSpec = SshSpec()
@@ -256,6 +271,7 @@ class StackConfig(Model):
     vms: list[VmSpec] = []
     ha: HaSpec = HaSpec()
     adopt: AdoptSpec = AdoptSpec()
+    best_practices: BestPracticesSpec = BestPracticesSpec()
     allow_pool_deletion: bool = Field(default=False, description="delete the pool on destroy (refused while it holds images)")
     # Secrets: set with `pulumi config set --secret`.
     proxmox_api_token: SecretStr

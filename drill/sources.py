@@ -65,7 +65,7 @@ class Cluster:
         return self.nodes[name].api if name in self.nodes else None
 
 
-def _pulumi(args: list[str], cwd: Path, what: str) -> str:
+def pulumi_cli(args: list[str], cwd: Path, what: str) -> str:
     try:
         run = subprocess.run(["pulumi", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
@@ -77,7 +77,7 @@ def _pulumi(args: list[str], cwd: Path, what: str) -> str:
     return run.stdout
 
 
-def _read_json(path: str, what: str) -> Any:
+def read_json(path: str, what: str) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except OSError as exc:
@@ -86,7 +86,7 @@ def _read_json(path: str, what: str) -> Any:
         raise SourceError(f"{what} {path}: not JSON ({exc})") from None
 
 
-def _read_stack_config(path: Path) -> dict[str, Any]:
+def read_stack_config(path: Path) -> dict[str, Any]:
     """The plain values of a ``Pulumi.<stack>.yaml`` under the project's namespace (secrets stay encrypted)."""
     import yaml
 
@@ -100,7 +100,7 @@ def _read_stack_config(path: Path) -> dict[str, Any]:
     return {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{PROJECT}:")}
 
 
-def _relative_to(base: Path, value: str | None) -> str | None:
+def relative_to(base: Path, value: str | None) -> str | None:
     if not value:
         return None
     path = Path(value).expanduser()
@@ -147,7 +147,7 @@ def _token(args: argparse.Namespace, lab_pve: dict[str, Any], stack: str | None,
     if lab_pve.get("token_id") and lab_pve.get("token_secret"):
         return f"{lab_pve['token_id']}={lab_pve['token_secret']}"
     if stack:
-        return _pulumi(["config", "get", f"{PROJECT}:proxmoxApiToken", "-s", stack], project_dir, f"stack {stack}").strip()
+        return pulumi_cli(["config", "get", f"{PROJECT}:proxmoxApiToken", "-s", stack], project_dir, f"stack {stack}").strip()
     raise SourceError("no API token: give --token-file FILE or --token-env VAR (root@pam!drill=<uuid>), or --stack STACK")
 
 
@@ -158,16 +158,16 @@ def resolve(args: argparse.Namespace) -> Cluster:
     config: dict[str, Any] = {}
     config_dir = project_dir
     if args.stack:
-        outputs = json.loads(_pulumi(["stack", "output", "--json", "-s", args.stack], project_dir, f"stack {args.stack}") or "{}")
+        outputs = json.loads(pulumi_cli(["stack", "output", "--json", "-s", args.stack], project_dir, f"stack {args.stack}") or "{}")
         stack_file = project_dir / f"Pulumi.{args.stack}.yaml"
         if stack_file.is_file() and not args.stack_config:
-            config = _read_stack_config(stack_file)
+            config = read_stack_config(stack_file)
     if args.stack_outputs:
-        outputs = _read_json(args.stack_outputs, "--stack-outputs")
+        outputs = read_json(args.stack_outputs, "--stack-outputs")
     if args.stack_config:
-        config = _read_stack_config(Path(args.stack_config))
+        config = read_stack_config(Path(args.stack_config))
         config_dir = Path(args.stack_config).resolve().parent
-    lab: dict[str, Any] = _read_json(args.lab_file, "--lab-file") if args.lab_file else {}
+    lab: dict[str, Any] = read_json(args.lab_file, "--lab-file") if args.lab_file else {}
     lab_pve, lab_ssh = lab.get("pve") or {}, lab.get("ssh") or {}
     proxmox, ssh = config.get("proxmox") or {}, config.get("ssh") or {}
 
@@ -202,7 +202,7 @@ def resolve(args: argparse.Namespace) -> Cluster:
     if not vms:
         raise SourceError("the stack outputs list no HA VM (every `vms` entry has haSid null): nothing to drill")
 
-    ca_file = args.ca_file or lab_pve.get("ca_file") or _relative_to(config_dir, proxmox.get("caFile"))
+    ca_file = args.ca_file or lab_pve.get("ca_file") or relative_to(config_dir, proxmox.get("caFile"))
     return Cluster(
         endpoint=endpoint,
         token=_token(args, lab_pve, args.stack, project_dir),
@@ -210,8 +210,8 @@ def resolve(args: argparse.Namespace) -> Cluster:
         verify_tls=not args.insecure and proxmox.get("verifyTls", True) is not False,
         nodes={name: Node(name, **spec) for name, spec in nodes.items()},
         ssh_user=args.ssh_user or lab_ssh.get("user") or proxmox.get("sshUser") or "root",
-        ssh_key_file=args.ssh_key or lab_ssh.get("private_key_path") or _relative_to(config_dir, ssh.get("privateKeyFile") or "~/.ssh/id_ed25519"),
-        known_hosts_file=args.known_hosts or lab_ssh.get("known_hosts") or _relative_to(config_dir, ssh.get("knownHostsFile") or "~/.ssh/known_hosts"),
+        ssh_key_file=args.ssh_key or lab_ssh.get("private_key_path") or relative_to(config_dir, ssh.get("privateKeyFile") or "~/.ssh/id_ed25519"),
+        known_hosts_file=args.known_hosts or lab_ssh.get("known_hosts") or relative_to(config_dir, ssh.get("knownHostsFile") or "~/.ssh/known_hosts"),
         control=args.control or lab_pve.get("control"),
         vms=vms,
         stack=args.stack,

@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from drill import cli, faults, preview, report, sources, watch
@@ -187,7 +188,6 @@ def test_the_schema_check_catches_a_broken_report(breakage, found):
 
 
 def test_the_schema_is_a_valid_json_schema_and_agrees():
-    jsonschema = pytest.importorskip("jsonschema")  # not a dependency: checked where it happens to be installed
     jsonschema.Draft202012Validator.check_schema(report.schema())
     jsonschema.validate(_report(), report.schema())
 

@@ -1,0 +1,105 @@
+"""What `python -m verify` checks against: a stack's config (validated by the program's own model,
+``components.config``), its secrets, the files its config points at, and its outputs.
+
+- ``--stack STACK``: ``Pulumi.STACK.yaml`` in the project folder, the secrets through
+  ``pulumi config get`` (``proxmoxApiToken``, ``sshPrivateKey`` when set) and
+  ``pulumi stack output --json``, the way ``python -m drill`` reads a stack;
+- ``--stack-config FILE`` (and optionally ``--stack-outputs FILE``): the same without the
+  Pulumi CLI, the token from ``--token-env VAR`` or ``--token-file FILE``.
+
+Paths in the config (``ssh.privateKeyFile``, ``ssh.knownHostsFile``, ``proxmox.caFile``) are
+relative to the folder of the config file, as they are for ``pulumi up`` run there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components import config as stack_config
+from components import credentials
+from components.config import PROJECT, ConfigError, StackConfig
+from components.credentials import Credentials
+from drill.sources import SourceError, pulumi_cli, read_json, read_stack_config
+
+
+class TargetError(Exception):
+    """verify cannot run: the message says which input is missing or wrong, and the fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass
+class Target:
+    config: StackConfig = field(repr=False)
+    credentials: Credentials = field(repr=False)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    stack: str | None = None
+
+    @property
+    def token(self) -> str:
+        return self.config.proxmox_api_token.get_secret_value()
+
+
+def _token(args: argparse.Namespace, project_dir: Path) -> str:
+    """The API token: --token-env, --token-file, or the stack's secret through `pulumi config get`."""
+    if args.token_env:
+        value = os.environ.get(args.token_env, "").strip()
+        if not value:
+            raise TargetError([f"--token-env {args.token_env}: the variable is not set or empty"])
+        return value
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise TargetError([f"--token-file {args.token_file}: {exc.strerror}"]) from None
+    if args.stack:
+        return _config_get(args.stack, "proxmoxApiToken", project_dir)
+    raise TargetError(["no API token: give --stack STACK, or --token-env VAR / --token-file FILE holding USER@REALM!NAME=SECRET"])
+
+
+def _config_get(stack: str, key: str, project_dir: Path) -> str:
+    return pulumi_cli(["config", "get", f"{PROJECT}:{key}", "-s", stack], project_dir, f"stack {stack}").rstrip("\n")
+
+
+def load(args: argparse.Namespace) -> Target:
+    """The stack to verify, or a :class:`TargetError` naming what to give."""
+    project_dir = Path(args.project_dir or ".").resolve()
+    if args.stack_config:
+        config_file = Path(args.stack_config).resolve()
+    elif args.stack:
+        config_file = project_dir / f"Pulumi.{args.stack}.yaml"
+    else:
+        raise TargetError(["which stack? give --stack STACK (in the project folder) or --stack-config Pulumi.STACK.yaml"])
+    if not config_file.is_file():
+        raise TargetError([f"{config_file}: no such stack config file; run from the project folder or give --project-dir"])
+    try:
+        raw = read_stack_config(config_file)
+        raw["proxmoxApiToken"] = _token(args, project_dir)
+        if "sshPrivateKey" in raw:  # encrypted in the file
+            if not args.stack:
+                raise TargetError([f"{PROJECT}:sshPrivateKey is a secret of the stack: give --stack STACK so that verify can read it"])
+            raw["sshPrivateKey"] = _config_get(args.stack, "sshPrivateKey", project_dir)
+        outputs: dict[str, Any] = {}
+        if args.stack_outputs:
+            outputs = read_json(args.stack_outputs, "--stack-outputs")
+        elif args.stack:
+            outputs = json.loads(pulumi_cli(["stack", "output", "--json", "-s", args.stack], project_dir, f"stack {args.stack}") or "{}")
+            if not outputs:
+                raise TargetError([f"stack {args.stack} has no outputs: it was never deployed; run `pulumi up -s {args.stack}` first"])
+    except SourceError as exc:
+        raise TargetError([str(exc)]) from None
+    try:
+        settings = stack_config.validate(raw)
+        with contextlib.chdir(config_file.parent):  # the config's paths are relative to its folder
+            secrets = credentials.load(settings)
+    except ConfigError as exc:
+        raise TargetError(exc.problems) from None
+    return Target(settings, secrets, outputs, args.stack)
