@@ -6,7 +6,7 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
 export PULUMI_CONFIG_PASSPHRASE ?= lab-only-passphrase
 ENV := source tools/env.sh &&
 
-.PHONY: setup test unit lint lab-up lab-down lab-status demo preview drill docs
+.PHONY: setup test unit lint lab-up lab-down lab-status demo preview verify drill docs
 
 setup:
 	@bash tools/setup.sh
@@ -37,6 +37,10 @@ demo: setup
 
 preview: setup
 	@$(ENV) bash tools/demo.sh --preview
+
+# The runbook's checks against the lab stack (after make demo), read-only: python -m verify.
+verify: setup
+	@$(ENV) $(PY) -m verify --stack lab
 
 # Runbook 7 on the lab: vm:101 (seeded through the lab's API unless the lab stack made it), its node
 # failed through the lab's control channel, the recovery watched and timed, the node restored.

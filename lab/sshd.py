@@ -234,6 +234,15 @@ def ssh_argv(role: str, *, batch: bool = True) -> list[str]:
     return [*argv, f"{USER}@{HOSTS[role]}"]
 
 
+def shell(role: str, command: str, timeout: float = 60) -> str:
+    """Run COMMAND on ROLE as the lab's client (what an operator types over SSH); its stdout, or a
+    LabError with the exit status and the end of stderr."""
+    done = subprocess.run([*ssh_argv(role), command], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise LabError(f"`{command}` on {role} failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
 # --------------------------------------------------------------------------- SSH faults
 
 

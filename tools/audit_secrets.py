@@ -51,8 +51,6 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tools import runbook_checks
-
 LARGEST = 64 * 1024 * 1024  # bytes; larger files (none expected) are reported, not read
 
 TEST_FILES = "test logs and files"
@@ -68,11 +66,13 @@ SALT = re.compile(rb'(?:"salt":\s*"|encryptionsalt:\s*)(v1:[A-Za-z0-9+/=]+:v1:[A
 
 
 def lab_secrets(ledger: Path | None) -> dict[str, list[bytes]]:
-    lab = runbook_checks.Lab.load()
-    state = lab.state
+    import lab
+    from lab import sshd
+
+    state = lab.load()
     key_lines = Path(state["ssh"]["private_key_path"]).read_text().splitlines()[1:-1]
     common = shared_key_lines(str(state["ssh"]["public_key"]).split()[0])
-    cephx = [str(entry["key"]) for entry in json.loads(lab.ssh("ceph-admin", "ceph auth ls -f json"))["auth_dump"] if entry.get("key")]
+    cephx = [str(entry["key"]) for entry in json.loads(sshd.shell("ceph-admin", "ceph auth ls -f json"))["auth_dump"] if entry.get("key")]
     if ledger is not None and ledger.exists():
         cephx += ledger.read_text().split()
     found = {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: the lab up, `pulumi up` on the lab stack, the runbook's checks, the stack outputs.
+# make demo: the lab up, `pulumi up` on the lab stack, the runbook's checks (python -m verify), the stack outputs.
 # make preview: the same up to `pulumi preview` (refresh included), changing nothing.
 # Expects tools/env.sh sourced and PULUMI_BACKEND_URL / PULUMI_CONFIG_PASSPHRASE set (the Makefile does).
 set -euo pipefail
@@ -49,8 +49,8 @@ else:
     same = changes.get("same", 0)
     print(f"demo: the lab stack was already converged: pulumi up changed nothing ({same} resources unchanged)")'
 
-say "runbook checks"
-$PY tools/runbook_checks.py
+say "python -m verify --stack lab (the runbook's checks, read-only)"
+$PY -m verify --stack lab
 
 say "stack outputs"
 pulumi stack output -s lab

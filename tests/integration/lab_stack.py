@@ -17,8 +17,8 @@ import yaml
 from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
 from pulumi import automation as auto
 
+from lab import LabError, sshd
 from tests.integration.engine import ROOT, cli, engine_env, workspace_options
-from tools import runbook_checks
 
 PREFIX = "pve-ceph-ha:"
 
@@ -120,6 +120,28 @@ class LabStack:
     def text(self) -> str:
         return "\n".join(self.log)
 
+    def verify(self) -> tuple[int, dict[str, Any], str]:
+        """`python -m verify --stack NAME --json` on this stack: (exit code, the JSON report, the lines)."""
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-m", "verify", "--stack", self.name, "--project-dir", str(self.work), "--json"]
+        done = subprocess.run(command, cwd=ROOT, env={**self.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300, check=False)
+        try:
+            report: dict[str, Any] = json.loads(done.stdout)
+        except ValueError:
+            raise AssertionError(f"verify exited {done.returncode} with no JSON report:\n{done.stderr[-3000:]}") from None
+        self.log.append(done.stderr)
+        return done.returncode, report, done.stderr
+
+    def verified(self, *ids: str) -> dict[str, dict[str, Any]]:
+        """Verify; the checks IDS (every check when none is named) must pass. The checks by id."""
+        code, report, lines = self.verify()
+        found = {c["id"]: c for c in report["checks"]}
+        failing = {i: c["problems"] for i, c in found.items() if (not ids or i in ids) and c["status"] != "pass"}
+        assert not failing and (ids or code == 0), f"verify (exit {code}):\n{lines}"
+        return found
+
 
 def two_ups_at_once(stack: LabStack, timeout: float = 600) -> str:
     """`pulumi up` twice on STACK at the same instant (two workspaces on one backend): one must be
@@ -189,7 +211,8 @@ def names(prefix: str) -> Callable[[dict[str, Any]], None]:
 
 
 def admin(command: str) -> str:
-    return runbook_checks.Lab.load().ssh("ceph-admin", command)
+    """A command on the Ceph admin node, as an operator would run it over SSH."""
+    return sshd.shell("ceph-admin", command)
 
 
 def api() -> Any:
@@ -211,7 +234,7 @@ def pool_exists(pool: str) -> bool:
 def client_caps(client: str) -> dict[str, str] | None:
     try:
         return json.loads(admin(f"ceph auth get client.{client} -f json"))[0]["caps"]
-    except runbook_checks.CheckFailed:
+    except LabError:
         return None
 
 
@@ -221,7 +244,7 @@ def storages() -> dict[str, Any]:
 
 def node_shell(node: str, command: str) -> str:
     """A command in a PVE node's shell (the lab's node shims), as an operator would run it over SSH."""
-    return runbook_checks.Lab.load().ssh(node, command)
+    return sshd.shell(node, command)
 
 
 def remove_vms(vm_ids: list[int]) -> None:

@@ -32,7 +32,6 @@ from tests.integration.lab_stack import (
     pool_exists,
     storages,
 )
-from tools import runbook_checks
 
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
 
@@ -56,7 +55,7 @@ def test_1_up_from_nothing_creates_pool_client_and_active_storage(dyn: LabStack)
     assert client_caps("dyn") == {"mon": "profile rbd", "osd": "profile rbd pool=dyn-pool"}
     store = storages()["dyn-rbd"]
     assert (store["type"], store["pool"], store["username"]) == ("rbd", "dyn-pool", "dyn")
-    runbook_checks.storage_active(runbook_checks.Lab.load(), "dyn-rbd")
+    dyn.verified("storage")  # python -m verify: Status = Active on every node
 
 
 def test_2_second_up_and_preview_change_nothing(dyn: LabStack) -> None:
