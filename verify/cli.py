@@ -74,7 +74,6 @@ def outcome(findings: list[Finding]) -> tuple[str, int]:
 def main(argv: list[str] | None = None, probe: Probe | None = None) -> int:
     args = parser().parse_args(argv)
     out: TextIO = sys.stderr if args.json else sys.stdout
-    started = time.monotonic()
     try:
         target = load(args)
     except TargetError as exc:
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None, probe: Probe | None = None) -> int:
         if args.json:
             print(json.dumps(report.build("error", [], args.stack, 0.0, reasons=exc.problems), indent=2))
         return 2
-    return finish(target, Once(probe or Live(target, timeout=args.timeout)), out, args.json, started)
+    return finish(target, Once(probe or Live(target, timeout=args.timeout)), out, args.json, time.monotonic())
 
 
 def finish(target: Target, probe: Probe, out: TextIO, as_json: bool, started: float) -> int:
