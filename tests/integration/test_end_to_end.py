@@ -1,9 +1,10 @@
 """The real engine, the real plugin, the real Ceph and the lab's PVE API: the runbook end to end.
 
 One stack of the real program (`__main__.py`) goes through the whole life an operator gives it,
-in order: up from nothing (the runbook's checks), a second up and a preview with nothing to do,
-drift made out of band in every layer and repaired, two failovers in a row that Pulumi leaves
-alone, and destroy that keeps the pool and leaves nothing else behind.
+in order: up from nothing (`python -m verify`: every runbook check passes), a second up and a
+preview with nothing to do, drift made out of band in every layer and repaired, a failover that
+Pulumi leaves alone (and verify passes after it), and destroy that keeps the pool and leaves
+nothing else behind.
 """
 
 from __future__ import annotations
@@ -196,24 +197,29 @@ def test_3_drift_vm_deleted(e2e: LabStack) -> None:
 # -- failover: HA moves the VM, Pulumi plans nothing, twice in a row --
 
 
-def test_4_failovers_are_left_alone_by_pulumi(e2e: LabStack) -> None:
+def test_4_a_failover_is_left_alone_by_pulumi_and_verify_passes(e2e: LabStack) -> None:
+    """One failover here (the ten in a row are test_hardening_vms' drill series): preview and up
+    change nothing, the VM stays where HA put it, and `python -m verify` passes on the moved VM."""
     wait_for(f"{SID} started", started, 120)
-    for _ in range(2):
-        failed = wait_for("the VM running", vm_node, 120)
-        assert failed in ("pve-node1", "pve-node2"), failed  # never the API endpoint's node
-        lab.fault(failed, "poweroff", log=lambda _line: None)
-        try:
-            t0 = time.monotonic()
-            moved = wait_for("the VM started elsewhere", lambda f=failed: (n := vm_node()) and n != f and n, deadline=180)
-            print(f"\n  {SID} started on {moved} {time.monotonic() - t0:.1f} s after {failed} was powered off")
-            preview = e2e.preview()
-            assert changes(preview.change_summary) == {}, e2e.text()[-3000:]
-            up = e2e.up()
-            assert changes(up.summary.resource_changes or {}) == {}, e2e.text()[-3000:]
-            assert vm_node() == moved, "pulumi up moved the VM"
-        finally:
-            lab.fault(failed, "restore", log=lambda _line: None)
-        wait_for(f"{failed} online again", lambda f=failed: node_online(f), 60)
+    failed = wait_for("the VM running", vm_node, 120)
+    assert failed in ("pve-node1", "pve-node2"), failed  # never the API endpoint's node
+    lab.fault(failed, "poweroff", log=lambda _line: None)
+    try:
+        t0 = time.monotonic()
+        moved = wait_for("the VM started elsewhere", lambda: (n := vm_node()) and n != failed and n, deadline=180)
+        print(f"\n  {SID} started on {moved} {time.monotonic() - t0:.1f} s after {failed} was powered off")
+        preview = e2e.preview()
+        assert changes(preview.change_summary) == {}, e2e.text()[-3000:]
+        up = e2e.up()
+        assert changes(up.summary.resource_changes or {}) == {}, e2e.text()[-3000:]
+        assert vm_node() == moved, "pulumi up moved the VM"
+    finally:
+        lab.fault(failed, "restore", log=lambda _line: None)
+    wait_for(f"{failed} online again", lambda: node_online(failed), 60)
+    wait_for(f"{SID} started", lambda: started(), 120)
+    placement = e2e.verified()["ha-placement"]  # every check, after the failover
+    assert placement["summary"] == f"{SID} running on {moved} (affinity e2e-pair: pve-node1, pve-node2)", placement
+    assert vm_node() == moved
     assert changes(e2e.preview().change_summary) == {}, e2e.text()[-3000:]
 
 
