@@ -1,12 +1,21 @@
 """The local lab: real Ceph, one sshd per node address and the PVE API, on loopback only.
 
-Python API (the CLI is `python -m lab up|down|status|fault NODE ACTION`):
+Python API (the CLI is `python -m lab up|down|status|fault NODE ACTION|ssh-fault ...|calls|node-net ...`,
+see `python -m lab --help`):
 
     up() -> dict       bring everything up (idempotent), write .lab/lab.json, return its content
     down()             stop every process the lab started, remove .lab/
     status() -> dict   Ceph health, each daemon alive or not, each listener
     load() -> dict     read .lab/lab.json
     fault(node, action)   poweroff | isolate | restore a PVE node
+    set_node_link(node, ifname, mtu=None, master=None)   what `ip -j link|addr` shows on a PVE
+                       node for one interface (mtu; master: its bridge, "" for none); the node's
+                       $LAB_STATE_DIR/nodes/<node>/network.json (lab/node_network.py)
+    reset_node_net(node=None)   remove those overrides (of every node with None)
+    node_net(node) -> dict      a node's overrides: {ifname: {"mtu": n, "master": "vmbr0"}}
+
+`up()` and `down()` clear the nodes' network overrides; `up()` also starts again every systemd
+unit a test stopped on a powered node (`systemctl stop pve-ha-lrm` on a node, lab/pve/units.py).
 
 Every daemon is started detached with `spawn()`, its pid recorded in `.lab/pids/<name>.pid`;
 `down()` stops whatever has a pid file there (with its descendants), so `lab.pve` can use
@@ -32,7 +41,7 @@ from typing import Any
 
 from lab import paths
 
-__all__ = ["LabError", "down", "fault", "load", "running", "spawn", "status", "stop", "up"]
+__all__ = ["LabError", "down", "fault", "load", "node_net", "reset_node_net", "running", "set_node_link", "spawn", "status", "stop", "up"]
 
 FAULT_ACTIONS = ("poweroff", "isolate", "restore")
 
@@ -299,6 +308,7 @@ def up(log: Callable[[str], None] = say, pve: bool = True) -> dict[str, Any]:
     log(f"lab up: state in {paths.STATE}")
     paths.STATE.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.STATE, 0o700)
+    reset_node_net()  # no override left over: `ip` on a node shows the host's values
 
     # sshd is quick and independent of Ceph: bring it up while Ceph boots.
     ssh_result: dict[str, Any] = {}
@@ -323,6 +333,11 @@ def up(log: Callable[[str], None] = say, pve: bool = True) -> dict[str, Any]:
     if pve_mod is not None and hasattr(pve_mod, "start"):
         with step("PVE API (lab.pve.start)", log):
             state["pve"] = pve_mod.start(json.loads(json.dumps(state)))
+            # a reused API keeps its state: every unit a test stopped runs again
+            try:
+                pve_mod.Control(state["pve"]["control"]).reset_services()
+            except pve_mod.ControlError as e:
+                log(f"  PVE API: the nodes' units could not be reset: {e}")
     elif pve:
         log("  PVE API: lab.pve.start not found, skipped")
 
@@ -464,3 +479,28 @@ def rss_mb(pids: Iterable[int]) -> float:
 def daemon_pids() -> dict[str, int]:
     """Running recorded daemons: name -> pid."""
     return {n: p for n in recorded() if (p := running(n)) is not None}
+
+
+# --------------------------------------------------------------------------- node network
+
+
+def set_node_link(node: str, ifname: str, mtu: int | None = None, master: str | None = None) -> dict[str, Any]:
+    """What `ip -j link` / `ip -j addr` show on PVE node NODE for IFNAME: MTU and/or MASTER (the
+    bridge it is a port of; "" for none). None keeps what was set. Returns the override."""
+    from lab import node_network
+
+    return node_network.set_node_link(node, ifname, mtu=mtu, master=master)
+
+
+def reset_node_net(node: str | None = None) -> None:
+    """Remove NODE's network overrides (every node's with None)."""
+    from lab import node_network
+
+    node_network.reset_node_net(node)
+
+
+def node_net(node: str) -> dict[str, Any]:
+    """NODE's network overrides: {ifname: {"mtu": int, "master": str | None}}."""
+    from lab import node_network
+
+    return node_network.node_net(node)

@@ -1,6 +1,7 @@
 """python -m lab up | down | status [--json] | fault NODE poweroff|isolate|restore
 | ssh-fault ROLE ACTION PATTERN [--times N] [--seconds S] | ssh-fault --clear [ROLE] | ssh-fault --list
-| calls [--last SECONDS] [--agent UA] [--not-pve]"""
+| calls [--last SECONDS] [--agent UA] [--not-pve]
+| node-net NODE [--mtu IF=N] [--master IF=BRIDGE] | node-net NODE --reset | node-net --all --reset | node-net [--all]"""
 
 from __future__ import annotations
 
@@ -65,8 +66,64 @@ def _calls(a: argparse.Namespace) -> None:
         print(time.strftime("%H:%M:%S", time.localtime(c["t"])), c.get("node") or "-", lab.pve.calllog.line(c))
 
 
+def _pair(text: str, what: str) -> tuple[str, str]:
+    ifname, sep, value = text.partition("=")
+    if not sep or not ifname:
+        raise lab.LabError(f"--{what} {text!r}: give IF={'N' if what == 'mtu' else 'BRIDGE'}, e.g. lo={'1500' if what == 'mtu' else 'vmbr0'}")
+    return ifname, value
+
+
+def _node_net(a: argparse.Namespace) -> None:
+    """Set, reset or show the PVE nodes' network overrides (lab/node_network.py)."""
+    from lab import node_network
+
+    nodes = list(node_network.NODES) if a.all or not a.node else [a.node]
+    if a.reset:
+        lab.reset_node_net(None if a.all else a.node)
+        print(f"node-net reset: {'every node' if a.all else a.node}")
+        return
+    for ifname, value in (_pair(x, "mtu") for x in a.mtu or []):
+        try:
+            mtu = int(value)
+        except ValueError:
+            raise lab.LabError(f"--mtu {ifname}={value}: the mtu must be an integer") from None
+        lab.set_node_link(a.node, ifname, mtu=mtu)
+    for ifname, bridge in (_pair(x, "master") for x in a.master or []):
+        lab.set_node_link(a.node, ifname, master=bridge)
+    for node in nodes:
+        links = lab.node_net(node)
+        print(
+            f"{node}: "
+            + (
+                ", ".join(f"{i} " + " ".join(f"{k} {v if v is not None else '(none)'}" for k, v in sorted(o.items())) for i, o in sorted(links.items()))
+                or "the host's values"
+            )
+        )
+
+
+OPERATOR_COMMANDS = """\
+what an operator breaks and puts back (each shows on the node as a real PVE node would):
+  python -m lab fault pve-node2 poweroff            a node off (restore: power on, every unit runs again)
+  python -m lab node-net pve-node1 --mtu lo=1500 --master lo=vmbr0
+                                                     `ip -j link` on pve-node1 shows lo with mtu 1500 in vmbr0
+  python -m lab node-net pve-node1 --reset           (--all --reset: every node) the host's values again
+  ssh -p 2222 -i .lab/ssh/id_ed25519 root@127.10.20.12 systemctl stop pve-ha-lrm
+                                                     on pve-node2: the unit stops: its services freeze, ha-manager status
+                                                     shows the LRM in restart mode, then dead (start: back)
+  ceph config rm global cluster_network              (on the admin node, 127.10.10.101) Ceph's networks (public 127.10.10.0/24, cluster
+                                                     127.10.30.0/24, in the mon config db) broken for checks
+  python -m lab ssh-fault ROLE ACTION PATTERN        a node's SSH drops, stalls or answers garbage
+`python -m lab up` clears the network overrides and starts every stopped unit again; `down` removes all.
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab", description=lab.__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m lab",
+        description=lab.__doc__.splitlines()[0],
+        epilog=OPERATOR_COMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("up", help="bring the lab up (idempotent) and write .lab/lab.json")
     sub.add_parser("down", help="stop every lab process and remove .lab/")
@@ -94,7 +151,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     ca.add_argument("--last", type=float, metavar="SECONDS", help="only the calls of the last SECONDS")
     ca.add_argument("--agent", metavar="UA", help="only calls whose User-Agent contains UA (the plugin: Go-http-client)")
     ca.add_argument("--not-pve", action="store_true", help="only answers that were not PVE's: unmodelled, lab-fault")
+    nn = sub.add_parser(
+        "node-net",
+        help="what `ip -j link|addr` shows on a PVE node for an interface (mtu, bridge)",
+        description="Per-interface overrides of `ip -j link` / `ip -j addr` on a lab PVE node, which otherwise "
+        "shows the host's own interfaces (the nodes share the host's loopback): --mtu lo=1500, --master lo=vmbr0 "
+        "(--master lo= for none). Kept in .lab/nodes/NODE/network.json; `lab up`/`down` clear them. "
+        "Without --mtu/--master/--reset it shows the overrides.",
+    )
+    nn.add_argument("node", nargs="?", help="pve-node1 | pve-node2 | pve-node3")
+    nn.add_argument("--mtu", action="append", metavar="IF=N", help="the mtu IF shows (repeatable)")
+    nn.add_argument("--master", action="append", metavar="IF=BRIDGE", help="the bridge IF is a port of; IF= for none (repeatable)")
+    nn.add_argument("--reset", action="store_true", help="remove NODE's overrides (with --all: every node's)")
+    nn.add_argument("--all", action="store_true", help="every node (with --reset, or to show them all)")
     a = p.parse_args(argv)
+    if a.cmd == "node-net":
+        if a.all and (a.mtu or a.master):
+            nn.error("--mtu/--master take one NODE, not --all")
+        if not a.all and not a.node:
+            nn.error("give NODE, or --all")
+        if a.reset and (a.mtu or a.master):
+            nn.error("--reset takes no --mtu/--master")
+        if a.all and a.node:
+            nn.error("give NODE or --all, not both")
     if a.cmd == "ssh-fault":
         if a.list and (a.role or a.action or a.pattern):
             sf.error("--list takes no ROLE, ACTION or PATTERN")
@@ -114,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _ssh_fault(a)
         elif a.cmd == "calls":
             _calls(a)
+        elif a.cmd == "node-net":
+            _node_net(a)
         else:
             lab.fault(a.node, a.action)
     except lab.LabError as e:

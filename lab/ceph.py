@@ -5,6 +5,13 @@ deployment guide does: ceph-authtool keys, monmaptool, `ceph-mon --mkfs`, `ceph 
 Three monitors on 127.10.10.101-103 (v2 3300 + v1 6789), one manager, three memstore OSDs
 on 127.10.10.101; data, logs, sockets and keys under .lab/ceph/.
 
+Networks, as a real cluster separates them (the runbook's best practice 8): `public_network`
+127.10.10.0/24 (monitors, manager, the OSDs' public side, every client) and `cluster_network`
+127.10.30.0/24 (the OSDs' replication and heartbeats: each OSD's cluster_addr is 127.10.30.1),
+both in the mon config db (CONFIG_DB), so `ceph config get mon public_network` answers them and
+a test can break them with `ceph config set|rm`. On Linux every 127.0.0.0/8 address is local
+(the `lo` route `local 127.0.0.0/8`), so the OSDs bind 127.10.30.1 without configuring it.
+
 What is deliberately left at Ceph's defaults, so the runbook's checks stay real:
 osd_pool_default_size 3 and mon_max_pg_per_osd 250 (so `ceph osd pool create rbd-pool 256`
 fails with ERANGE on 3 OSDs), the PG autoscaler, the POOL_APP_NOT_ENABLED warning.
@@ -25,6 +32,9 @@ from lab import LabError, kill_all, paths, running, say, spawn, step, stop, wait
 
 MONS = {"mon1": "127.10.10.101", "mon2": "127.10.10.102", "mon3": "127.10.10.103"}
 ADMIN_HOST = "127.10.10.101"  # the admin node; the manager and the OSDs live there too
+PUBLIC_NETWORK = "127.10.10.0/24"  # ceph's public_network: the monitors' and ADMIN_HOST's
+CLUSTER_NETWORK = "127.10.30.0/24"  # ceph's cluster_network: the OSDs' back side
+OSD_CLUSTER_ADDR = "127.10.30.1"  # every OSD's cluster_addr, inside CLUSTER_NETWORK
 MGR = "mgr1"
 OSDS = (0, 1, 2)
 MON_PORT, MON_V2_PORT = 6789, 3300
@@ -119,7 +129,10 @@ mgr_disabled_modules = {mgr_disabled}
 osd_data = {ceph}/osd/$cluster-$id
 log_file = {log}/$cluster-$name.log
 public_addr = {admin}
-cluster_addr = {admin}
+# the OSDs' replication and heartbeat side, inside cluster_network (set in the mon config db):
+# an explicit address, since no interface carries one in 127.10.30.0/24 for Ceph to pick (the
+# kernel answers the whole 127.0.0.0/8 on lo)
+cluster_addr = {osd_cluster_addr}
 osd_objectstore = memstore
 # memstore only writes its data out on a clean shutdown
 osd_fast_shutdown = false
@@ -128,10 +141,13 @@ memstore_device_bytes = 4294967296
 
 # The lab's tunables, put into the mon config db once the monitors have quorum (so tests may
 # change them with `ceph config set`).
-CONFIG_DB = """\
+CONFIG_DB = f"""\
 [global]
 # a lab on a disk more than 70% full must still be HEALTH_OK
 mon_data_avail_warn = 5
+# separate public and cluster networks, as the runbook asks of a real cluster
+public_network = {PUBLIC_NETWORK}
+cluster_network = {CLUSTER_NETWORK}
 [mon]
 # tests and the drift checks delete pools
 mon_allow_pool_delete = true
@@ -159,6 +175,7 @@ def _conf_text(fsid: str) -> str:
         ceph=paths.CEPH,
         log=paths.CEPH_LOG,
         admin=ADMIN_HOST,
+        osd_cluster_addr=OSD_CLUSTER_ADDR,
         mon_sections=mon_sections,
         mgr_disabled=",".join(MGR_DISABLED_MODULES),
     )
@@ -361,6 +378,8 @@ def info() -> dict[str, Any]:
         "admin_keyring": str(paths.CEPH_ADMIN_KEYRING),
         "admin_user": "admin",
         "admin_host": ADMIN_HOST,
+        "public_network": PUBLIC_NETWORK,
+        "cluster_network": CLUSTER_NETWORK,
         "daemons": daemon_names(),
     }
 

@@ -40,6 +40,7 @@ from lab.pve.api.version import VERSIONS, VersionApi
 from lab.pve.ha import HaManager
 from lab.pve.rbdstore import CephAccess
 from lab.pve.router import KIND, REACHED, SENT, PveRunner, call_recorder, not_implemented, rel_uri
+from lab.pve.units import ACTIONS, ACTIVE, DEACTIVATING, INACTIVE, NodeUnits
 from lab.pve.vmproc import Holder, VmProcesses
 
 LOG = logging.getLogger("lab.pve")
@@ -74,6 +75,8 @@ class LabPve(
         self.pids_dir = Path(config["pids_dir"])
         self.nodes = {n: {"online": True} for n in self.node_addr}
         self.power: dict[str, str] = {n: "on" for n in self.node_addr}
+        self.started_wall = time.time()
+        self.units = NodeUnits(list(self.node_addr), self.started_wall)  # systemd units per node
         self.cluster_name = config.get("cluster_name", "pve-lab")
         self.apitokens[config["token_id"]] = config["token_secret"]
         self.mode = "rules"
@@ -89,7 +92,6 @@ class LabPve(
         self.ssl_ctx: ssl.SSLContext | None = None
         self.ha = HaManager(self)
         self.control_runner: web.AppRunner | None = None
-        self.started_wall = time.time()
         self._background: set[asyncio.Task] = set()
         self.calls: calllog.CallLog | None = None
         self.seed_isos(dict(config.get("isos") or {}))
@@ -270,6 +272,9 @@ class LabPve(
             was = self.power[node]
             self.power[node] = "on"
             self.nodes[node]["online"] = True
+            if was == "off":  # powered on: a boot, every unit runs again
+                self.units.boot(node)
+                self.ha.node_booted(node)
             await self.open_listener(node)
             self.ha.log(node, "corosync", "notice", f"[QUORUM] Members rejoined ({was} -> on)")
         else:
@@ -277,3 +282,65 @@ class LabPve(
         self.quorate = self.ha.quorate()
         self.ha.wake()
         return {"node": node, "action": action, "power": self.power[node], "quorate": self.quorate}
+
+    # ------------------------------------------------------------------ systemd units
+
+    async def unit_action(self, node: str, action: str, units: list[str], wait: float = 60.0) -> dict[str, Any]:
+        """`systemctl start|stop|restart|try-restart UNIT...` run on NODE: the units' states change
+        (units.py); pve-ha-lrm and pve-ha-crm go through the HA manager (ha.py), since their stop
+        and start are what PVE's HA stack sees. Like systemctl, it returns once each job is done:
+        a stopping LRM is `deactivating` until its services are frozen (up to WAIT real seconds,
+        then the answer says `deactivating`). ValueError for an unknown action, LookupError for
+        an unknown unit (nothing is changed then)."""
+        if node not in self.node_addr:
+            raise ValueError(f"unknown node {node!r}")
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+        unknown = [u for u in units if not self.units.known(u)]
+        if unknown:
+            raise LookupError(unknown[0])
+        if self.power[node] == "off":
+            raise ValueError(f"{node} is powered off")
+        for unit in units:
+            state = self.units.state(node, unit)
+            if action == "try-restart" and state != ACTIVE:
+                continue
+            if action in ("stop", "restart", "try-restart"):
+                self._unit_stop(node, unit)
+                await self._unit_settled(node, unit, wait)
+            if action in ("start", "restart", "try-restart"):
+                await self._unit_settled(node, unit, wait)  # a start waits for a stop under way
+                self._unit_start(node, unit)
+        return self.units.view(node, powered=True)
+
+    def _unit_stop(self, node: str, unit: str) -> None:
+        if unit == "pve-ha-lrm":
+            self.ha.lrm_stop(node)
+        elif unit == "pve-ha-crm":
+            self.ha.crm_stop(node)
+        else:
+            self.units.set(node, unit, INACTIVE)
+
+    def _unit_start(self, node: str, unit: str) -> None:
+        if unit == "pve-ha-lrm":
+            self.ha.lrm_start(node)
+        elif unit == "pve-ha-crm":
+            self.ha.crm_start(node)
+        else:
+            self.units.set(node, unit, ACTIVE)
+
+    async def _unit_settled(self, node: str, unit: str, wait: float) -> None:
+        end = time.monotonic() + wait
+        while self.units.state(node, unit) == DEACTIVATING and time.monotonic() < end:
+            self.ha.wake()
+            await asyncio.sleep(0.05)
+
+    def reset_units(self) -> None:
+        """Every unit of every powered node active again (`lab up`), through the HA manager for
+        its two daemons; a powered-off node's units come back when it is powered on."""
+        for node in self.node_names:
+            if self.power[node] == "off":
+                continue
+            for unit in self.units.units[node]:
+                if self.units.state(node, unit) != ACTIVE:
+                    self._unit_start(node, unit)

@@ -14,6 +14,7 @@ It is a lab tool: it has no authentication, like the loopback-only API it steers
     c.fail("GET", "/cluster/resources", hang=30)   # the call times out
     c.set_ceph_slow(60)                        # RBD work on a VM's disks takes 60 PVE seconds more
     c.ha_status("pve-node2")                   # ha-manager status lines seen from a node
+    c.service_action("pve-node2", "stop", ["pve-ha-lrm"])   # systemctl stop pve-ha-lrm on it
 """
 
 from __future__ import annotations
@@ -161,8 +162,20 @@ class Control:
         return self.call("GET", "/qm/status", query={"node": node, "vmid": vmid, "verbose": int(verbose)})
 
     def services(self, node: str) -> dict[str, Any]:
-        """systemd units of NODE: {unit: {'active': 'active', 'since': ts, 'pid': n}}."""
+        """systemd units of NODE: {unit: {'active': 'active'|'deactivating'|'inactive', 'sub':
+        'running'|'stop-sigterm'|'dead', 'since': ts, 'pid': n or None}}; every unit inactive
+        while NODE is powered off."""
         return self.call("GET", "/services", query={"node": node})
+
+    def service_action(self, node: str, action: str, units: list[str]) -> dict[str, Any]:
+        """`systemctl start|stop|restart|try-restart UNIT...` on NODE; returns once the jobs are
+        done (a stopping pve-ha-lrm waits for its services to be frozen), with NODE's units as
+        services() answers them. ControlError 404 for an unknown unit, 409 when NODE is off."""
+        return self.call("POST", "/services", {"node": node, "action": action, "units": list(units)}, timeout=max(self.timeout, 90))
+
+    def reset_services(self) -> dict[str, Any]:
+        """Every unit of every powered node active again ({node: units}); `lab up` does this."""
+        return self.call("POST", "/services/reset")
 
     def storage_checks(self, refresh: bool = False) -> dict[str, Any]:
         """Per RBD storage: active, and why not (PVE's wording), from the real Ceph."""

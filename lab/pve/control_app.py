@@ -237,22 +237,36 @@ def control_app(pve: LabPve) -> web.Application:
 
     @routes.get("/services")
     async def services(request):
+        """NODE's systemd units (units.py): {unit: {active, sub, since, pid}}; all inactive while
+        the node is powered off."""
         node = need_node(request.query.get("node"))
-        on = pve.power[node] != "off"
-        since = pve.started_wall
-        units = {}
-        for unit, pid in (
-            ("pve-ha-lrm", 1201),
-            ("pve-ha-crm", 1187),
-            ("pve-cluster", 913),
-            ("corosync", 1002),
-            ("pvedaemon", 1145),
-            ("pveproxy", 1160),
-            ("pvestatd", 1130),
-            ("watchdog-mux", 880),
-        ):
-            units[unit] = {"active": "active" if on else "inactive", "sub": "running" if on else "dead", "since": since, "pid": pid}
-        return _json(units)
+        return _json(pve.units.view(node, powered=pve.power[node] != "off"))
+
+    @routes.post("/services")
+    async def services_action(request):
+        """`systemctl start|stop|restart|try-restart UNIT...` on a node: {node, action, units}.
+        Answers the node's units once the jobs are done (as GET /services); 404 naming an
+        unknown unit, 409 when the node is powered off, 400 for a bad action."""
+        data = await body_of(request)
+        node = need_node(data.get("node"))
+        units = data.get("units")
+        if not isinstance(units, list) or not units or not all(isinstance(u, str) and u for u in units):
+            return _json(error="units must be a non-empty list of unit names", status=400)
+        if pve.power[node] == "off":
+            return _json(error=f"{node} is powered off", status=409)
+        try:
+            result = await pve.unit_action(node, str(data.get("action")), units)
+        except LookupError as exc:
+            return _json(error=f"unknown unit {exc.args[0]}", status=404)
+        except ValueError as exc:
+            return _json(error=str(exc), status=400)
+        return _json(result)
+
+    @routes.post("/services/reset")
+    async def services_reset(request):
+        """Every unit of every powered node active again (`lab up` resets what a test stopped)."""
+        pve.reset_units()
+        return _json({n: pve.units.view(n, powered=pve.power[n] != "off") for n in pve.node_names})
 
     @routes.get("/storage")
     async def storage(request):

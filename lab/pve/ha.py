@@ -18,6 +18,25 @@ delay takes 6 s). One loop plays every node's daemons:
   migrates a service to a higher-priority node that comes back.
 - LRM (per node in the quorate partition): starts, stops and migrates its services' VMs
   through the API's own tasks (qmstart, qmstop, qmigrate), which run the real lock holders.
+- the daemons as systemd units (units.py; `systemctl stop|start pve-ha-lrm|pve-ha-crm` on a
+  node), after LRM.pm, CRM.pm, Manager.pm and Service/pve_ha_{lrm,crm}.pm of pve-ha-manager
+  5.0 (PVE 9.0; 4.0 of PVE 8 is the same here):
+  * stopping pve-ha-lrm is not a node shutdown (Env/PVE2.pm is_node_shutdown finds no
+    shutdown.target job), so LRM.pm shutdown_request puts the LRM in mode `restart` ("restart
+    LRM, freeze all services") and writes its status; the CRM freezes the node's services
+    (Manager.pm manage: lrm mode `restart` turns started/stopped/request_stop into `freeze`;
+    their VMs keep running, unmanaged); once the node has no active service and no worker left
+    the LRM closes its watchdog and releases its agent lock (give_up_watchdog_protection: no
+    fence) and exits, until then the unit is `deactivating` (TimeoutStopSec=infinity). A
+    stopped LRM writes no status: `ha-manager status` shows `lrm NODE (restart mode, <time of
+    its last write>)` for 30 s (Status.pm: a mode other than active), then `lrm NODE (old
+    timestamp - dead?, <time>)`. Starting it again (LRM.pm new: mode active) writes its status
+    at once and the CRM unfreezes the services (`freeze` -> started / request_stop).
+  * stopping pve-ha-crm: CRM.pm shutdown_request; a master gives up its watchdog and releases
+    the manager lock ("voluntary release CRM lock"), so a running CRM elsewhere takes it on its
+    next round; a node whose CRM is stopped never becomes master. With no CRM running on any
+    quorate node nothing manages the cluster and the master line keeps the last timestamp
+    (`old timestamp - dead?` after 30 s).
 
 Status answers follow PVE 8 / 9.0's API2/HA/Status.pm (`quorum OK`, `master pve-node1 (active,
 <date>)`, `lrm pve-node1 (active, <date>)`, `service vm:101 (pve-node1, started)`).
@@ -33,6 +52,8 @@ import logging
 import re
 import time
 from typing import Any, Protocol
+
+from lab.pve.units import ACTIVE, DEACTIVATING, INACTIVE, NodeUnits
 
 LOG = logging.getLogger("lab.pve.ha")
 
@@ -86,6 +107,7 @@ class HaCluster(Protocol):
     quorate: bool
     power: dict[str, str]
     vms: list[Any]
+    units: NodeUnits  # the nodes' systemd units: pve-ha-lrm, pve-ha-crm run or not
 
     @property
     def node_names(self) -> list[str]: ...
@@ -124,7 +146,10 @@ class HaManager:
         self.last_online: dict[str, float] = {}  # monotonic
         self.lock_renewed: dict[str, float] = {}
         self.lrm_ts: dict[str, float] = {}  # wall clock
-        self.lrm_mode: dict[str, str] = {}
+        self.lrm_mode: dict[str, str] = {}  # as last written in each node's lrm_status
+        self.lrm_daemon_mode: dict[str, str] = {}  # the running LRM's own mode (active, restart)
+        self.manager_lock_free = False  # the master's CRM released the manager lock (it stopped)
+        self.lrm_armed: set[str] = set()  # stopping LRMs that held the agent lock and a watchdog
         self.quorum_lost: dict[str, float] = {}
         self.jobs: dict[str, asyncio.Task] = {}
         self.results: dict[str, int] = {}
@@ -141,6 +166,7 @@ class HaManager:
             self.lock_renewed[node] = now
             self.lrm_ts[node] = time.time()
             self.lrm_mode[node] = "active"
+            self.lrm_daemon_mode[node] = "active"
 
     # ------------------------------------------------------------------ helpers
 
@@ -332,6 +358,10 @@ class HaManager:
         quorate = len(part) * 2 > len(self.pve.node_names)
         self.pve.quorate = quorate
         for node in self.pve.node_names:
+            if self.lrm_unit(node) == INACTIVE:
+                # no LRM: nothing writes its status, renews its agent lock or holds a watchdog
+                self.quorum_lost.pop(node, None)
+                continue
             if quorate and node in part and any(sd["node"] == node and sd["state"] == "fence" for sd in self.ss.values()):
                 # LRM.pm: back in the quorate partition with services to be fenced, the LRM
                 # releases its agent lock and its watchdog resets the node
@@ -341,12 +371,12 @@ class HaManager:
                         if vm.node == node and self.pve.lab_vm_running(vm):
                             self.pve.lab_kill_vm(vm, "the node was reset by its watchdog (fence request)")
                     self.lock_renewed[node] = 0.0
-                self.lrm_ts[node] = wall
+                self.write_lrm_status(node, wall)
                 self.quorum_lost.pop(node, None)
                 continue
             if quorate and node in part:
                 self.lock_renewed[node] = now
-                self.lrm_ts[node] = wall
+                self.write_lrm_status(node, wall)
                 self.quorum_lost.pop(node, None)
             elif self.pve.power.get(node) in ("on", "isolated"):
                 self.quorum_lost.setdefault(node, now)
@@ -356,7 +386,106 @@ class HaManager:
         if quorate:
             self.crm(now, wall, part)
             for node in part:
-                self.lrm(node)
+                if self.lrm_unit(node) == ACTIVE:
+                    self.lrm(node)
+        self.finish_lrm_stops()
+
+    # ------------------------------------------------------------------ the daemons as units
+
+    def lrm_unit(self, node: str) -> str:
+        return self.pve.units.state(node, "pve-ha-lrm")
+
+    def crm_unit(self, node: str) -> str:
+        return self.pve.units.state(node, "pve-ha-crm")
+
+    def write_lrm_status(self, node: str, wall: float) -> None:
+        """LRM.pm update_lrm_status (only while quorate): the timestamp and the LRM's mode."""
+        self.lrm_ts[node] = wall
+        self.lrm_mode[node] = self.lrm_daemon_mode.get(node, "active")
+
+    def can_write(self, node: str) -> bool:
+        return self.pve.power.get(node) == "on" and self.quorate() and node in self.partition()
+
+    def active_count(self, node: str) -> int:
+        """Tools.pm count_active_services: services on NODE (or migrating to it) that are not
+        stopped, frozen, in error or request_start."""
+        return sum(
+            1
+            for sd in self.ss.values()
+            if (sd["node"] == node or sd.get("target") == node) and sd["state"] not in ("stopped", "freeze", "error", "request_start")
+        )
+
+    def lrm_stop(self, node: str) -> None:
+        """`systemctl stop pve-ha-lrm`: LRM.pm shutdown_request when the node is not shutting
+        down: mode restart, status written (if quorate); the unit deactivates until
+        finish_lrm_stops sees the node's services frozen."""
+        if self.lrm_unit(node) != ACTIVE:
+            return
+        self.pve.units.set(node, "pve-ha-lrm", DEACTIVATING)
+        if self.active_count(node):  # an LRM with services is `active`: it holds the watchdog
+            self.lrm_armed.add(node)
+        self.log(node, "pve-ha-lrm", "info", "restart LRM, freeze all services")
+        self.lrm_daemon_mode[node] = "restart"
+        if self.can_write(node):
+            self.write_lrm_status(node, time.time())
+        self.wake()
+
+    def finish_lrm_stops(self) -> None:
+        """A stopping LRM exits once its node has no active service and no worker (LRM.pm work,
+        mode restart): watchdog closed, agent lock released, no more status writes."""
+        for node in self.pve.node_names:
+            if self.lrm_unit(node) != DEACTIVATING:
+                continue
+            if self.active_count(node) or any(self.ss.get(sid, {}).get("node") == node for sid in self.jobs):
+                continue
+            if node in self.lrm_armed:  # Env/PVE2.pm watchdog_close; an idle LRM never opened it
+                self.lrm_armed.discard(node)
+                self.log(node, "pve-ha-lrm", "info", "watchdog closed (disabled)")
+            self.lock_renewed[node] = 0.0  # released: nobody has to wait for it to expire
+            self.log(node, "pve-ha-lrm", "info", "server stopped")
+            self.pve.units.set(node, "pve-ha-lrm", INACTIVE)
+
+    def lrm_start(self, node: str) -> None:
+        """`systemctl start pve-ha-lrm`: LRM.pm new (mode active, wait_for_agent_lock), its
+        status written at once if quorate, so the CRM unfreezes the node's services."""
+        if self.lrm_unit(node) == ACTIVE:
+            return
+        self.pve.units.set(node, "pve-ha-lrm", ACTIVE)
+        self.log(node, "pve-ha-lrm", "info", "starting server")
+        self.log(node, "pve-ha-lrm", "info", "status change startup => wait_for_agent_lock")
+        self.lrm_daemon_mode[node] = "active"
+        if self.can_write(node):
+            self.lock_renewed[node] = time.monotonic()
+            self.write_lrm_status(node, time.time())
+        self.wake()
+
+    def crm_stop(self, node: str) -> None:
+        """`systemctl stop pve-ha-crm`: CRM.pm shutdown_request; a master releases the manager
+        lock on its way out, so another running CRM takes over at once."""
+        if self.crm_unit(node) == INACTIVE:
+            return
+        self.log(node, "pve-ha-crm", "info", "server received shutdown request")
+        if self.master == node:
+            self.log(node, "pve-ha-crm", "info", "voluntary release CRM lock")
+            self.manager_lock_free = True
+        self.log(node, "pve-ha-crm", "info", "server stopped")
+        self.pve.units.set(node, "pve-ha-crm", INACTIVE)
+        self.wake()
+
+    def crm_start(self, node: str) -> None:
+        """`systemctl start pve-ha-crm`: a new CRM (wait_for_quorum), master when the lock is free."""
+        if self.crm_unit(node) == ACTIVE:
+            return
+        self.pve.units.set(node, "pve-ha-crm", ACTIVE)
+        self.log(node, "pve-ha-crm", "info", "starting server")
+        self.log(node, "pve-ha-crm", "info", "status change startup => wait_for_quorum")
+        self.wake()
+
+    def node_booted(self, node: str) -> None:
+        """NODE powered on again: its LRM and CRM start as new daemons (units.boot made the units
+        active); the LRM's mode is active again."""
+        self.lrm_daemon_mode[node] = "active"
+        self.wake()
 
     # ------------------------------------------------------------------ watchdog
 
@@ -434,17 +563,20 @@ class HaManager:
         return state
 
     def crm(self, now: float, wall: float, part: list[str]) -> None:
-        # the manager lock: kept by a master in the partition, taken over once it expired
-        if self.master in part:
+        # the manager lock: kept by a master in the partition whose CRM runs, taken over by a
+        # running CRM once it expired or its owner released it (a stopped CRM, CRM.pm)
+        crms = [n for n in part if self.crm_unit(n) == ACTIVE]
+        if self.master in crms:
             self.master_seen = now
-        elif self.master is None or now - self.master_seen >= self.secs(LOCK_TIMEOUT):
-            new = sorted(part)[0]
+        elif crms and (self.master is None or self.manager_lock_free or now - self.master_seen >= self.secs(LOCK_TIMEOUT)):
+            new = sorted(crms)[0]
             if self.master is not None:
                 self.log(new, "pve-ha-crm", "info", "successfully acquired lock 'ha_manager_lock'")
             self.log(new, "pve-ha-crm", "info", "status change wait_for_quorum => master")
             self.master, self.master_seen = new, now
+            self.manager_lock_free = False
         else:
-            return  # the old master's lock has not expired yet
+            return  # the old master's lock has not expired yet, or no CRM runs to take it
         self.master_ts = wall
         master = self.master
 
@@ -484,10 +616,19 @@ class HaManager:
             repeat = False
             for sid in sorted(self.ss):
                 repeat |= self.next_state(sid, now)
+                repeat |= self.freeze_if_restarting(sid)
             if not repeat:
                 break
         for sid in self.ss:
             self.update_vm_state(sid)
+
+    def freeze_if_restarting(self, sid: str) -> bool:
+        """Manager.pm manage: a service on a node whose LRM is in restart mode is frozen."""
+        sd = self.ss.get(sid)
+        if sd is None or self.lrm_mode.get(sd["node"]) != "restart" or sd["state"] not in ("started", "stopped", "request_stop"):
+            return False
+        self.set_state(sid, sd, "freeze")
+        return True
 
     def offline_delayed(self, node: str, now: float) -> bool:
         if self.node_status.get(node) == "online":
@@ -516,6 +657,13 @@ class HaManager:
         state = sd["state"]
         result = self.results.pop(sid, None)
         node_online = self.node_status.get(sd["node"]) == "online"
+
+        if state == "freeze":
+            # Manager.pm: unfreeze once the node's LRM is active again
+            if self.lrm_mode.get(sd["node"]) == "active":
+                self.set_state(sid, sd, "started" if cd["state"] == "started" else "request_stop")
+                return True
+            return False
 
         if state in ("started", "stopped", "request_stop", "migrate", "relocate") and not node_online:
             if self.offline_delayed(sd["node"], now):
@@ -761,9 +909,15 @@ class HaManager:
                 res.append({"id": f"lrm:{node}", "type": "lrm", "node": node, "status": f"{node} (unable to read lrm status)"})
                 continue
             status = self._ts_status(wall, ts, stale)
+            mode = self.lrm_mode.get(node) or "active"
             if status == "active":
-                active = any(sd["node"] == node and sd["state"] in ACTIVE_STATES for sd in self.ss.values())
-                status = "active" if active else "idle"
+                if mode != "active":
+                    status = f"{mode} mode"
+                else:
+                    active = any(sd["node"] == node and sd["state"] in ACTIVE_STATES for sd in self.ss.values())
+                    status = "active" if active else "idle"
+            elif mode == "maintenance":
+                status = "maintenance mode"
             res.append({"id": f"lrm:{node}", "type": "lrm", "node": node, "status": f"{node} ({status}, {ctime(ts)})", "timestamp": int(ts)})
 
         def service(sid: str, sd: dict[str, Any] | None) -> None:

@@ -91,6 +91,7 @@ def test_lab_json_is_private_and_complete(lab_up):
     c, s = data["ceph"], data["ssh"]
     assert c["monitors"] == ["127.10.10.101", "127.10.10.102", "127.10.10.103"]
     assert c["admin_host"] == "127.10.10.101"
+    assert (c["public_network"], c["cluster_network"]) == ("127.10.10.0/24", "127.10.30.0/24")
     assert c["fsid"] == ceph.fsid()
     for f in (c["conf"], c["admin_keyring"], s["private_key_path"], s["known_hosts"]):
         assert Path(f).is_absolute() and Path(f).is_file()
@@ -188,6 +189,61 @@ def test_node_sshd_stopped_from_its_own_session(lab_up):
     assert ssh("pve-node3", "true").returncode == 0
 
 
+def test_ceph_has_separate_public_and_cluster_networks(lab_up):
+    """The runbook's best practice 8, as a real cluster has it: public_network and cluster_network
+    set (in the mon config db, so `ceph config get mon ...` answers them) and the OSDs' cluster
+    side inside the cluster network."""
+    import ipaddress
+
+    public, cluster = ipaddress.ip_network("127.10.10.0/24"), ipaddress.ip_network("127.10.30.0/24")
+    assert ceph.ceph("config", "get", "mon", "public_network").strip() == str(public)
+    assert ceph.ceph("config", "get", "mon", "cluster_network").strip() == str(cluster)
+    assert "public_network" not in paths.CEPH_CONF.read_text()  # a value in ceph.conf would win over `ceph config set`
+    osds = ceph.ceph_json("osd", "dump")["osds"]
+    assert [(o["up"], o["in"]) for o in osds] == [(1, 1)] * 3
+    for o in osds:
+        for key, net in (("public_addrs", public), ("cluster_addrs", cluster), ("heartbeat_back_addrs", cluster), ("heartbeat_front_addrs", public)):
+            addrs = [a["addr"].rsplit(":", 1)[0] for a in o[key]["addrvec"]]
+            assert addrs and all(ipaddress.ip_address(a) in net for a in addrs), (o["osd"], key, addrs)
+    r = ssh("ceph-admin", "ceph config get mon public_network; ceph config get mon cluster_network")
+    assert (r.returncode, r.stdout) == (0, "127.10.10.0/24\n127.10.30.0/24\n"), r.stderr
+
+
+def host_ip_json(*argv: str):
+    return json.loads(subprocess.run(["/usr/sbin/ip", "-j", *argv], capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.mark.parametrize("role", ["ceph-admin", "pve-node1"])
+def test_ip_over_ssh_answers_as_the_host(lab_up, role):
+    """Every lab node shares the host's loopback network: the admin node runs the host's own ip,
+    a PVE node the ip shim (lab/pve/shims/ip), which passes it through without overrides."""
+    lab.reset_node_net()
+    r = ssh(role, "command -v ip")
+    assert r.stdout.strip() == ("/usr/sbin/ip" if role == "ceph-admin" else str(paths.PVE_SHIMS / "ip")), r
+    for argv in (("route", "get", "127.10.10.101"), ("link", "show", "dev", "lo"), ("link", "show")):
+        r = ssh(role, "ip -j " + " ".join(argv))
+        assert r.returncode == 0, (argv, r.stderr)
+        assert json.loads(r.stdout) == host_ip_json(*argv), argv
+    route = json.loads(ssh(role, "ip -j route get 127.10.10.101").stdout)[0]
+    assert (route["dev"], route["type"]) == ("lo", "local")
+
+
+def test_node_net_overrides_show_over_ssh_on_that_node_only(lab_up):
+    lab.set_node_link("pve-node2", "lo", mtu=1500, master="vmbr0")
+    try:
+        lo = json.loads(ssh("pve-node2", "ip -j link show dev lo").stdout)[0]
+        assert (lo["mtu"], lo["master"]) == (1500, "vmbr0")
+        whole = json.loads(ssh("pve-node2", "ip -j link show").stdout)
+        assert [e for e in whole if e["ifname"] == "lo"] == [lo]
+        assert json.loads(ssh("pve-node1", "ip -j link show dev lo").stdout) == host_ip_json("link", "show", "dev", "lo")
+        assert json.loads(ssh("ceph-admin", "ip -j link show dev lo").stdout) == host_ip_json("link", "show", "dev", "lo")
+        r = ssh("pve-node2", "ip link set dev lo mtu 1500")
+        assert r.returncode == 255 and "would change the host's network" in r.stderr
+    finally:
+        lab.reset_node_net()
+    assert json.loads(ssh("pve-node2", "ip -j link show dev lo").stdout) == host_ip_json("link", "show", "dev", "lo")
+
+
 def test_status_reports_daemons_and_listeners(lab_up):
     s = lab.status()
     assert s["ceph"]["health"] == "HEALTH_OK"
@@ -198,6 +254,7 @@ def test_status_reports_daemons_and_listeners(lab_up):
         assert {(ip, 6789), (ip, 3300)} <= bound
     for ip in sshd.HOSTS.values():
         assert (ip, 2222) in bound
+    assert any(addr == ceph.OSD_CLUSTER_ADDR for addr, _ in bound)  # the OSDs' cluster side
     assert all(ln["address"].startswith("127.") for ln in s["listeners"])
 
 
@@ -207,6 +264,13 @@ def test_up_again_reuses_what_runs(lab_up):
     lab.up(log=_quiet, pve=False)
     assert lab.daemon_pids() == before
     assert time.monotonic() - t0 < 15
+
+
+def test_up_again_clears_the_nodes_network_overrides(lab_up):
+    lab.set_node_link("pve-node3", "lo", mtu=1500)
+    lab.up(log=_quiet, pve=False)
+    assert lab.node_net("pve-node3") == {}
+    assert json.loads(ssh("pve-node3", "ip -j link show dev lo").stdout) == host_ip_json("link", "show", "dev", "lo")
 
 
 @pytest.mark.timeout(120)

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lab" / "pve"
 # Model modules: the cluster's state and machinery, which the API modules drive.
-MODEL = ("lab.pve.ha", "lab.pve.rbdstore", "lab.pve.vmproc", "lab.pve.calllog")
+MODEL = ("lab.pve.ha", "lab.pve.rbdstore", "lab.pve.vmproc", "lab.pve.calllog", "lab.pve.units")
 # Run by the system's python3 with Debian's python3-rbd, never imported by the server.
 SCRIPTS = ("lab.pve.holder",)
 

@@ -1,7 +1,16 @@
 """The PVE node commands of the lab: what `systemctl`, `ha-manager`, `qm`, `apt-get`/`apt`,
-`dpkg`/`dpkg-query`, `pveversion` and `poweroff` answer on an emulated node. lab/dispatch puts this
-directory first on PATH for SSH sessions to a node's address and sets PVE_LAB_NODE; every command
-asks the lab PVE's control channel (control.py, standard library only) for that node's view.
+`dpkg`/`dpkg-query`, `pveversion`, `poweroff` and `ip` answer on an emulated node. lab/dispatch puts this
+directory first on PATH for SSH sessions to a node's address and sets PVE_LAB_NODE; the PVE
+commands ask the lab PVE's control channel (control.py, standard library only) for that node's view.
+
+Units: `systemctl start|stop|restart|try-restart UNIT` changes that node's unit in the lab PVE
+(units.py; a stopped pve-ha-lrm or pve-ha-crm is what PVE's HA stack sees, ha.py), and
+is-active/status show it; a powered-off node's units are all inactive, powering it on again starts
+them all.
+
+Network: `ip` is the host's iproute2 (a lab node shares the host's loopback network), its JSON
+`ip -j link` / `ip -j addr` with the node's per-interface overrides (mtu, master) from
+$LAB_STATE_DIR/nodes/<node>/network.json (`python -m lab node-net`); see the ip section.
 
 Packages: a lab node has the host's packages, except those removed on that node. `apt-get
 remove|purge ceph-common` (or `dpkg -r|-P`) records the removal for that node only, in
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,10 +69,15 @@ def control() -> Control:
 
 
 def systemctl(args: list[str]) -> int:
+    """systemctl as systemd 252 (Debian 12) answers it, for the node's UNITS: is-active,
+    is-enabled, status, and start/stop/restart/try-restart, which change the unit's state in the
+    lab PVE (units.py; pve-ha-lrm and pve-ha-crm through its HA manager, ha.py) and return once
+    the job is done, as systemctl does. reload, enable, disable, reload-or-restart answer as
+    systemctl would and change nothing."""
     opts = [a for a in args if a.startswith("-")]
     args = [a for a in args if not a.startswith("-")]
     if not args:
-        return err("lab systemctl: only is-active, is-enabled, status, start, stop, restart, reload are emulated", 1)
+        return err("lab systemctl: only is-active, is-enabled, status, start, stop, restart, try-restart, reload are emulated", 1)
     verb, units = args[0], [u[:-8] if u.endswith(".service") else u for u in args[1:]]
     quiet = "-q" in opts or "--quiet" in opts
     try:
@@ -70,14 +85,17 @@ def systemctl(args: list[str]) -> int:
     except ControlError as exc:
         return err(f"Failed to connect to bus: {exc}", 1)
     if verb == "is-active":
-        code = 0
+        # systemd src/systemctl/systemctl-is-active.c check_unit_generic: one state per unit;
+        # exit 0 if ANY unit is active (or reloading), 4 if every unit is unknown, else 3
+        # (systemctl(1): "Returns an exit code 0 if at least one is active")
+        any_active, all_unknown = False, True
         for unit in units:
             active = state.get(unit, {}).get("active", "inactive")
             if not quiet:
                 print(active)
-            if active != "active":
-                code = 3
-        return code
+            any_active |= active in ("active", "reloading")
+            all_unknown &= unit not in state
+        return 0 if any_active else 4 if all_unknown and units else 3
     if verb == "is-enabled":
         code = 0
         for unit in units:
@@ -87,39 +105,62 @@ def systemctl(args: list[str]) -> int:
             code = code if known else 4
         return code
     if verb == "status":
-        code = 0
-        for i, unit in enumerate(units):
+        return _status(units, state)
+    if verb in ("start", "stop", "restart", "try-restart"):
+        for unit in units:
             if unit not in state:
-                sys.stderr.write(f"Unit {unit}.service could not be found.\n")
-                code = 4
-                continue
-            info = state[unit]
-            since = time.localtime(info["since"])
-            ago = int(time.time() - info["since"])
-            when = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", since)
-            dot = "●" if info["active"] == "active" else "○"
-            if i:
-                print()
-            print(f"{dot} {unit}.service - {UNITS.get(unit, unit)}")
-            print(f"     Loaded: loaded (/lib/systemd/system/{unit}.service; enabled; preset: enabled)")
-            if info["active"] == "active":
-                print(f"     Active: active (running) since {when}; {_ago(ago)} ago")
-                print(f"   Main PID: {info['pid']} ({unit})")
-                print("      Tasks: 1 (limit: 9830)")
-                print("     Memory: 90.2M")
-                print(f"        CPU: {max(1, ago // 100)}.{ago % 1000:03d}s")
-                print(f"     CGroup: /system.slice/{unit}.service")
-                print(f"             └─{info['pid']} {unit}")
-            else:
-                print("     Active: inactive (dead)")
-                code = 3
-        return code
-    if verb in ("start", "stop", "restart", "reload", "enable", "disable", "try-restart", "reload-or-restart"):
+                how = "not loaded" if verb == "stop" else "not found"
+                return err(f"Failed to {verb} {unit}.service: Unit {unit}.service {how}.", 5)
+        if not units:
+            return err("Too few arguments.", 1)
+        try:
+            control().service_action(node(), verb, units)
+        except ControlError as exc:
+            return err(f"Failed to {verb} {' '.join(u + '.service' for u in units)}: {exc}", 1)
+        return 0
+    if verb in ("reload", "enable", "disable", "reload-or-restart"):
         for unit in units:
             if unit not in state:
                 return err(f"Failed to {verb} {unit}.service: Unit {unit}.service not found.", 5)
         return 0
     return err(f"lab systemctl: '{verb}' is not emulated on a lab PVE node", 1)
+
+
+def _status(units: list[str], state: dict) -> int:
+    """`systemctl status UNIT...` (systemd 252's layout); exit 0 only if every unit runs, 3 if
+    one does not, 4 if one is unknown."""
+    code = 0
+    for i, unit in enumerate(units):
+        if unit not in state:
+            sys.stderr.write(f"Unit {unit}.service could not be found.\n")
+            code = 4
+            continue
+        info = state[unit]
+        active = info["active"]
+        ago = max(0, int(time.time() - info["since"]))
+        when = time.strftime("%a %Y-%m-%d %H:%M:%S %Z", time.localtime(info["since"]))
+        if i:
+            print()
+        print(f"{'●' if active != 'inactive' else '○'} {unit}.service - {UNITS.get(unit, unit)}")
+        print(f"     Loaded: loaded (/lib/systemd/system/{unit}.service; enabled; preset: enabled)")
+        if active == "active":
+            print(f"     Active: active (running) since {when}; {_ago(ago)} ago")
+            print(f"   Main PID: {info['pid']} ({unit})")
+            print("      Tasks: 1 (limit: 9830)")
+            print("     Memory: 90.2M")
+            print(f"        CPU: {max(1, ago // 100)}.{ago % 1000:03d}s")
+            print(f"     CGroup: /system.slice/{unit}.service")
+            print(f"             └─{info['pid']} {unit}")
+            continue
+        if active == "deactivating":
+            print(f"     Active: deactivating ({info.get('sub') or 'stop'}) since {when}; {_ago(ago)} ago")
+            print(f"   Main PID: {info['pid']} ({unit})")
+            print(f"     CGroup: /system.slice/{unit}.service")
+            print(f"             └─{info['pid']} {unit}")
+        else:
+            print(f"     Active: inactive (dead) since {when}; {_ago(ago)} ago")
+        code = code if code == 4 else 3
+    return code
 
 
 def _ago(secs: int) -> str:
@@ -578,6 +619,145 @@ def dpkg(args: list[str]) -> int:
     return err(f"dpkg: error: lab shim: '{action}' is not emulated on a lab PVE node (-r, -P, -l, -s and the read-only actions are)", 2)
 
 
+# ---------------------------------------------------------------------- ip
+
+# A lab node shares the host's network stack (every node address is on the host's lo), so `ip`
+# is the host's iproute2 (Debian 12: iproute2 6.1, as on PVE 8), its output passed through, except
+# that a node can carry per-interface overrides of what `ip -j link` / `ip -j addr` print for it,
+# in $LAB_STATE_DIR/nodes/<node>/network.json (written by `python -m lab node-net`, lab.set_node_link):
+#   {"links": {"lo": {"mtu": 1500, "master": "vmbr0"}}}
+# `mtu` replaces the entry's mtu; `master` sets the bridge the interface is a port of (null: none),
+# placed where iproute2 prints it (ip/ipaddress.c print_linkinfo: after mtu and qdisc, before
+# operstate). Only the JSON forms (-j/-json) of `ip link [show|list|lst]` and `ip address
+# [show|list|lst]` are rewritten; every other read-only command (`ip -j route get ADDR`, the text
+# forms, ...) passes through unchanged. Commands that would change the host's network are refused.
+IP_OBJECTS = {"link": "link", "address": "address"}  # iproute2 ip.c: the objects rewritten
+IP_READ_VERBS = ("show", "list", "lst", "get", "help")
+IP_VALUED = ("-n", "-netns", "-f", "-family", "-l", "-loops", "-rc", "-rcvbuf")
+IP_REFUSED = ("-b", "-batch", "-force")
+
+
+def real_ip() -> str | None:
+    """The host's ip, never this directory's."""
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and os.path.realpath(p) != HERE)
+    for candidate in (shutil.which("ip", path=path), "/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"):
+        if candidate and os.path.realpath(os.path.dirname(candidate)) != HERE and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _matches(word: str, full: str) -> bool:
+    """iproute2's matches(): WORD is a non-empty prefix of FULL."""
+    return bool(word) and full.startswith(word)
+
+
+def _ip_object(word: str) -> str:
+    """The object iproute2 (ip/ip.c cmds[], first match wins) runs for WORD: address before
+    addrlabel, link before l2tp, so `a`/`addr` is address and `l`/`li` is link."""
+    if _matches(word, "address"):
+        return "address"
+    if _matches(word, "link"):
+        return "link"
+    return word
+
+
+def _ip_read_only(obj: str, rest: list[str]) -> bool:
+    if not rest:
+        return True  # `ip link`, `ip addr`, `ip route`: list
+    verb = rest[0]
+    if verb in ("lst", "get", "help", "showdump") or (len(verb) >= 2 and (_matches(verb, "show") or _matches(verb, "list"))):
+        return True
+    return obj == "address" and verb == "s"  # ip/ipaddress.c: `s` is show there (no other s-verb before it)
+
+
+def network_overrides() -> dict[str, dict]:
+    """{ifname: {"mtu": int, "master": str | None}} of this node (network.json); {} if none."""
+    state = os.environ.get("LAB_STATE_DIR") or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), ".lab")
+    try:
+        with open(os.path.join(state, "nodes", node(), "network.json"), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    links = data.get("links") if isinstance(data, dict) else None
+    return {str(k): v for k, v in links.items() if isinstance(v, dict)} if isinstance(links, dict) else {}
+
+
+def apply_link_overrides(entries: list, overrides: dict[str, dict]) -> list:
+    """ENTRIES (ip -j link/addr output) with the overrides of matching `ifname`s; every other
+    field as ip printed it, in its order."""
+    out = []
+    for entry in entries:
+        change = overrides.get(entry.get("ifname")) if isinstance(entry, dict) else None
+        if not change:
+            out.append(entry)
+            continue
+        entry = dict(entry)
+        if isinstance(change.get("mtu"), int) and not isinstance(change.get("mtu"), bool):
+            entry["mtu"] = change["mtu"]
+        if "master" in change:
+            master = change["master"]
+            entry.pop("master", None)
+            if isinstance(master, str) and master:
+                rebuilt: dict = {}
+                anchor = next((k for k in ("qdisc", "xdp", "mtu", "flags") if k in entry), None)
+                for key, value in entry.items():
+                    rebuilt[key] = value
+                    if key == anchor:
+                        rebuilt["master"] = master
+                if anchor is None:
+                    rebuilt["master"] = master
+                entry = rebuilt
+        out.append(entry)
+    return out
+
+
+def ip(args: list[str]) -> int:
+    real = real_ip()
+    if real is None:
+        return err("lab ip: the host has no ip (iproute2) to pass through", 127)
+    json_out = pretty = False
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        opt = "-" + args[i].lstrip("-")
+        if opt in IP_REFUSED or (len(opt) > 2 and (_matches(opt, "-batch") or _matches(opt, "-force"))):
+            return err(f"lab ip: {args[i]} is not passed through on a lab node (it could change the host's network)", 255)
+        if len(opt) >= 2 and _matches(opt, "-json"):
+            json_out = True
+        elif opt in ("-p", "-pretty") or (len(opt) > 3 and _matches(opt, "-pretty")):
+            pretty = True
+        if opt in IP_VALUED:
+            i += 1
+        i += 1
+    rest = args[i:]
+    obj = _ip_object(rest[0]) if rest else ""
+    if rest and not _ip_read_only(obj, rest[1:]):
+        return err(
+            f"lab ip: `ip {' '.join(args)}` would change the host's network (a lab node shares it): only show/list/get "
+            "pass through; a node's mtu and bridge are set with `python -m lab node-net`",
+            255,
+        )
+    overrides = network_overrides() if json_out and obj in IP_OBJECTS else {}
+    if not overrides:
+        os.execv(real, [real, *args])
+    done = subprocess.run([real, *args], capture_output=True, text=True, timeout=30)
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        sys.stdout.write(done.stdout)
+        return done.returncode
+    try:
+        entries = json.loads(done.stdout)
+    except ValueError:
+        sys.stdout.write(done.stdout)
+        return done.returncode
+    if not isinstance(entries, list):
+        sys.stdout.write(done.stdout)
+        return done.returncode
+    entries = apply_link_overrides(entries, overrides)
+    # iproute2's compact JSON is json.dumps with no spaces; -p's layout differs in whitespace only
+    sys.stdout.write((json.dumps(entries, indent=4) if pretty else json.dumps(entries, separators=(",", ":"))) + "\n")
+    return 0
+
+
 # ---------------------------------------------------------------------- poweroff
 
 
@@ -625,4 +805,6 @@ def main(prog: str) -> int:
         return poweroff(args)
     if prog == "pveversion":
         return pveversion(args)
+    if prog == "ip":
+        return ip(args)
     return err(f"lab shim: unknown command {prog}", 127)
