@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import shlex
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -95,11 +96,33 @@ def _load_key(text: str) -> paramiko.PKey:
 
 
 class SshExecutor:
-    """One SSH connection per command: the providers run few commands, and this keeps no state."""
+    """One SSH connection per command: the providers run few commands, and this keeps no state.
 
-    def __init__(self, connection: Connection, connect_timeout: float = 15):
+    With ``keep_open`` the first command's connection stays open and every later command (from
+    any thread) runs on a channel of it, until :meth:`close`: for a reader that asks many
+    questions at once (``python -m verify``), one handshake per host instead of one per command.
+    """
+
+    def __init__(self, connection: Connection, connect_timeout: float = 15, keep_open: bool = False):
         self.connection = connection
         self.connect_timeout = connect_timeout
+        self.keep_open = keep_open
+        self._kept: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
+
+    def _open(self) -> paramiko.SSHClient:
+        if not self.keep_open:
+            return self._client()
+        with self._lock:
+            if self._kept is None:
+                self._kept = self._client()
+            return self._kept
 
     def _client(self) -> paramiko.SSHClient:
         import paramiko
@@ -142,7 +165,7 @@ class SshExecutor:
         command = render(argv)
         what = " ".join(argv[:4])
         limit = timeout or self.connection.command_timeout
-        client = self._client()
+        client = self._open()
         try:
             chan_in, chan_out, chan_err = client.exec_command(command, timeout=limit)
             if stdin is not None:
@@ -159,7 +182,8 @@ class SshExecutor:
         except (paramiko.SSHException, OSError) as exc:
             raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{what}`: {exc}") from None
         finally:
-            client.close()
+            if not self.keep_open:
+                client.close()
         if status == -1:  # the channel closed without an exit status: the connection (or the remote sshd) went away
             raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{what}`; whether it took effect is unknown")
         return Result(status, out, err)

@@ -83,7 +83,14 @@ def main(argv: list[str] | None = None, probe: Probe | None = None) -> int:
         if args.json:
             print(json.dumps(report.build("error", [], args.stack, 0.0, reasons=exc.problems), indent=2))
         return 2
-    return finish(target, Once(probe or Live(target, timeout=args.timeout)), out, args.json, time.monotonic())
+    live = None
+    if probe is None:
+        probe = live = Live(target, timeout=args.timeout)
+    try:
+        return finish(target, Once(probe), out, args.json, time.monotonic())
+    finally:
+        if live is not None:
+            live.close()
 
 
 def finish(target: Target, probe: Probe, out: TextIO, as_json: bool, started: float) -> int:

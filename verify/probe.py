@@ -84,6 +84,8 @@ class Live:
         self.hosts = {ADMIN: connection(admin.host, admin.port, admin.user)}
         for node in config.proxmox.nodes:
             self.hosts[node.name] = connection(node.address, node.ssh_port, config.proxmox.ssh_user)
+        # one SSH connection per host for the whole run, each command on a channel of it
+        self.executors = {host: SshExecutor(conn, connect_timeout=min(timeout, 10), keep_open=True) for host, conn in self.hosts.items()}
         endpoint = config.proxmox.endpoint
         port = urlsplit(endpoint).port or 8006
         # the cluster's endpoint first, then each node's own API: any node answers for the cluster
@@ -94,7 +96,11 @@ class Live:
         self._lock = threading.Lock()
 
     def ssh(self, host: str, argv: list[str]) -> Result:
-        return SshExecutor(self.hosts[host], connect_timeout=min(self.timeout, 10)).run(argv, timeout=self.timeout)
+        return self.executors[host].run(argv, timeout=self.timeout)
+
+    def close(self) -> None:
+        for executor in self.executors.values():
+            executor.close()
 
     def _connect(self) -> Any:
         import requests
@@ -109,9 +115,11 @@ class Live:
                 reasons.append(str(exc))
             except pve_api.api_errors() as exc:
                 if not isinstance(exc, requests.RequestException | OSError):
-                    raise ApiError(f"{url}: GET /version: {pve_api.reason(exc)}", fatal=True) from None
+                    raise ApiError(
+                        f"{url}: GET /version: {pve_api.reason(exc)}; check the stack's proxmoxApiToken secret and its privileges", fatal=True
+                    ) from None
                 reasons.append(f"{url}: {pve_api.reason(exc)}")
-        raise ApiError("no node's PVE API answered (" + "; ".join(reasons) + ")", fatal=True)
+        raise ApiError("no node's PVE API answered (" + "; ".join(reasons) + "); check proxmox.endpoint, proxmox.nodes and proxmox.caFile", fatal=True)
 
     def api(self, path: str) -> Any:
         with self._lock:
