@@ -526,7 +526,8 @@ def cpu_type(ctx: Context, f: Finding) -> None:
     if len(types) > 1:
         f.problems.append(f"the HA VMs use {len(types)} CPU types ({', '.join(sorted(types))}): a VM may not start on another node's CPU")
     if "host" in types:
-        f.problems.append(f"VM {', '.join(map(str, types['host']))} use CPU type host: it may not start on another node")
+        hosts = types["host"]
+        f.problems.append(f"VM {', '.join(map(str, hosts))} {'use' if len(hosts) > 1 else 'uses'} CPU type host: it may not start on another node")
     f.fix = "give every HA VM one CPU model every node supports (vms[].cpuType, e.g. x86-64-v2-AES); `pulumi up` applies it"
 
 

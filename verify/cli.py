@@ -102,7 +102,7 @@ def finish(target: Target, probe: Probe, out: TextIO, as_json: bool, started: fl
     result, code = outcome(findings)
     seconds = time.monotonic() - started
     counts = {s: sum(f.status == s for f in findings) for s in report.STATUSES}
-    summary = f"verify: {counts['pass']} passed, {counts['fail']} failed, {counts['warn']} warnings, {counts['error']} could not run ({seconds:.1f} s)"
+    summary = f"verify: {counts['pass']} passed, {counts['fail']} failed, {counts['warn']} warning{'' if counts['warn'] == 1 else 's'}, {counts['error']} could not run ({seconds:.1f} s)"
     if code == 2:
         summary += ": verify could not run every check (exit 2); see the ? lines"
     print(summary, file=out)
