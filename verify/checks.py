@@ -101,6 +101,14 @@ class Context:
     def ha_vms(self) -> list[Any]:
         return [vm for vm in self.config.vms if vm.ha]
 
+    def recorded_images(self) -> dict[int, list[str]]:
+        """vmid -> its images as the stack's outputs record them (``vms[].images``: ``rbd-pool/vm-101-disk-0``)."""
+        out: dict[int, list[str]] = {}
+        for vm in self.outputs.get("vms") or []:
+            if isinstance(vm, dict) and "id" in vm:
+                out[int(vm["id"])] = [str(i).split("/", 1)[1] for i in vm.get("images") or [] if str(i).startswith(f"{self.pool}/")]
+        return out
+
     def ceph_status(self) -> dict[str, Any]:
         return self.admin_json(["ceph", "status", "-f", "json"])
 
@@ -370,19 +378,22 @@ def images(ctx: Context, f: Finding) -> None:
     f.summary = f"rbd ls {ctx.pool}: {' '.join(sorted(listed)) or 'nothing'}"
     f.fix = "a VM disk missing from the pool is lost data: do not start the VM; restore the disk from a backup (qmrestore, or rbd import)"
     placed = ctx.vm_nodes()
+    recorded = ctx.recorded_images()
     for vm in ctx.config.vms:
         where = placed.get(vm.id)
         if where is None:
             f.problems.append(f"VM {vm.id} ({vm.name}) does not exist in the cluster (`pulumi up` creates it)")
             continue
+        disks = set(recorded.get(vm.id, []))  # what the stack's last up found (its `vms[].images` output)
         try:
-            disks = _disks(ctx.api(f"nodes/{where['node']}/qemu/{vm.id}/config"), ctx.storage)
+            disks |= set(_disks(ctx.api(f"nodes/{where['node']}/qemu/{vm.id}/config"), ctx.storage))
         except ApiError as exc:
-            f.problems.append(f"VM {vm.id}: its config cannot be read ({exc})")
-            continue
+            if not disks:  # the VM's node down: its config cannot be read; the node's checks say why
+                f.problems.append(f"VM {vm.id}: its config cannot be read ({exc}), and the stack's outputs name no image of it")
+                continue
         if not disks:
             f.problems.append(f"VM {vm.id} has no disk on storage {ctx.storage}")
-        for disk in disks:
+        for disk in sorted(disks):
             if disk not in listed:
                 f.problems.append(f"VM {vm.id}: no {disk} in pool {ctx.pool}")
 

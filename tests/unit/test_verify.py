@@ -147,10 +147,22 @@ class Recorded:
         return copy.deepcopy(answer)
 
 
-def run(ssh: dict[tuple[str, str], Any] | None = None, api: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Finding]:
+OUTPUTS = {
+    "storageId": "ceph-rbd",
+    "pool": "rbd-pool",
+    "vms": [
+        {"id": 101, "name": "vm101", "initialNode": "pve-node1", "haSid": "vm:101", "images": ["rbd-pool/vm-101-disk-0"]},
+        {"id": 102, "name": "vm102", "initialNode": "pve-node2", "haSid": "vm:102", "images": ["rbd-pool/vm-102-disk-0"]},
+    ],
+}
+
+
+def run(
+    ssh: dict[tuple[str, str], Any] | None = None, api: dict[str, Any] | None = None, outputs: dict[str, Any] = OUTPUTS, **overrides: Any
+) -> dict[str, Finding]:
     base_ssh, base_api = healthy()
     raw = copy.deepcopy(RAW) | overrides
-    ctx = Context(validate(raw), Once(Recorded({**base_ssh, **(ssh or {})}, {**base_api, **(api or {})})))
+    ctx = Context(validate(raw), Once(Recorded({**base_ssh, **(ssh or {})}, {**base_api, **(api or {})})), outputs)
     return {f.id: f for f in cli.verify(ctx)}
 
 
@@ -239,6 +251,16 @@ def test_a_vm_image_removed_fails() -> None:
     f = only(run(ssh={(ADMIN, "rbd ls -p rbd-pool --format json"): ok(["vm-102-disk-0"])}))
     assert (f.id, f.problems) == ("images", ["VM 101: no vm-101-disk-0 in pool rbd-pool"])
     assert "do not start the VM" in (f.fix or "")
+
+
+def test_a_vm_whose_config_cannot_be_read_is_checked_by_the_stacks_outputs() -> None:
+    unreadable = {"nodes/pve-node2/qemu/102/config": ApiError("GET /nodes/pve-node2/qemu/102/config: 595 No route to host")}
+    findings = run(ssh={(ADMIN, "rbd ls -p rbd-pool --format json"): ok(["vm-101-disk-0"])}, api=unreadable)
+    assert findings["images"].problems == ["VM 102: no vm-102-disk-0 in pool rbd-pool"]
+    without_outputs = run(api=unreadable, outputs={})["images"]
+    assert without_outputs.problems == [
+        "VM 102: its config cannot be read (GET /nodes/pve-node2/qemu/102/config: 595 No route to host), and the stack's outputs name no image of it"
+    ]
 
 
 def test_a_missing_vm_fails_images() -> None:
