@@ -86,3 +86,12 @@ def test_the_cli_is_installed_by_the_official_action_at_the_pinned_sdk_version()
     assert installs and all(s["with"]["pulumi-version"] == "${{ steps.pins.outputs.pulumi }}" for s in installs)
     pins = next(s for s in steps if s.get("id") == "pins")
     assert "PULUMI_SDK_VERSION" in pins["run"] and "tools/versions.env" in pins["run"]
+
+
+def test_a_deploy_is_followed_by_verify_on_the_same_stack() -> None:
+    steps = load("pulumi-stack.yml")["jobs"]["pulumi"]["steps"]
+    command = next(i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("pulumi/actions@") and "command" in s.get("with", {}))
+    verify = next(i for i, s in enumerate(steps) if "-m verify" in s.get("run", ""))
+    assert verify > command
+    assert steps[verify]["if"] == "inputs.command == 'up'"
+    assert '--stack "$STACK"' in steps[verify]["run"]
