@@ -27,7 +27,21 @@ export SSL_CERT_FILE
 
 say "stack lab (state in ${PULUMI_BACKEND_URL})"
 mkdir -p .state
-pulumi stack select lab 2>/dev/null || pulumi stack init lab
+# The stack remembers which lab it was deployed to (its Ceph fsid, a stack tag). A lab taken down
+# and brought up again is a new cluster: new host keys, API token and Ceph, nothing of the old
+# stack left in it. Its state would only fail (host key changed, 401): start the stack afresh.
+fsid=$(lab_value "['ceph']['fsid']")
+if pulumi stack select lab 2>/dev/null; then
+  deployed=$(pulumi stack tag get lab:fsid -s lab 2>/dev/null || true)
+  if [ -n "$deployed" ] && [ "$deployed" != "$fsid" ]; then
+    echo "demo: the lab was rebuilt since the lab stack was deployed (Ceph fsid $deployed, now $fsid): the stack's state points at a lab that no longer exists; removing it (Pulumi.lab.yaml kept) and deploying afresh"
+    pulumi stack rm lab --force --yes --preserve-config >/dev/null
+    pulumi stack init lab
+  fi
+else
+  pulumi stack init lab
+fi
+pulumi stack tag set lab:fsid "$fsid" -s lab
 # The lab's API token, as a secret, through stdin: never on a command line.
 lab_value "['pve']['token_id'] + '=' + d['pve']['token_secret']" | pulumi config set --secret proxmoxApiToken -s lab
 
