@@ -12,7 +12,6 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,22 +148,14 @@ def _ip_json(result: Result, what: str) -> list[dict[str, Any]]:
     return data
 
 
-def _on_hosts(hosts: list[str], ask: Callable[[str], Any]) -> dict[str, Any]:
-    """``ask(host)`` on every host at once (a 16-node cluster answers in the time of its slowest
-    node), in the hosts' order; a RemoteError or a (non-fatal) ApiError is that host's answer."""
-
-    def one(host: str) -> Any:
-        try:
-            return ask(host)
-        except (RemoteError, ApiError) as exc:
-            return exc
-
-    with ThreadPoolExecutor(max_workers=max(len(hosts), 1)) as pool:
-        return dict(zip(hosts, pool.map(one, hosts), strict=True))
-
-
 def _each_node(ctx: Context, argv: list[str]) -> dict[str, Result | RemoteError]:
-    return _on_hosts(ctx.nodes, lambda node: ctx.probe.ssh(node, argv))
+    out: dict[str, Result | RemoteError] = {}
+    for node in ctx.nodes:
+        try:
+            out[node] = ctx.probe.ssh(node, argv)
+        except RemoteError as exc:
+            out[node] = exc
+    return out
 
 
 def _unreached(node: str, exc: RemoteError) -> str:
@@ -356,10 +347,11 @@ def storage(ctx: Context, f: Finding) -> None:
             f"storage {sid_} is type {conf.get('type')}, pool {conf.get('pool')}, user {conf.get('username')}; configured rbd, pool {pool_}, user {client_}"
         )
     active = []
-    # each node opens the pool for its status (PVE's rbd plugin: rados connect, `df`): ask them all at once
-    for node, status in _on_hosts(ctx.nodes, lambda node: ctx.api(f"nodes/{node}/storage/{sid_}/status")).items():
-        if isinstance(status, ApiError):
-            f.problems.append(f"{node}: {status}")
+    for node in ctx.nodes:
+        try:
+            status = ctx.api(f"nodes/{node}/storage/{sid_}/status")
+        except ApiError as exc:
+            f.problems.append(f"{node}: {exc}")
             continue
         if int(status.get("active", 0)) != 1:
             f.problems.append(f"{node}: Status is not Active (PVE cannot open pool {pool_} as client.{client_})")
@@ -584,13 +576,13 @@ def watchdog(ctx: Context, f: Finding) -> None:
 def _interfaces(ctx: Context) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:
     """host -> (Ceph-facing interface, its link), for the admin node and every node that answers."""
     out, notes = {}, []
-    for host, answer in _on_hosts([ADMIN, *ctx.nodes], ctx.ceph_interface).items():
-        if not isinstance(answer, RemoteError):
-            out[host] = answer
-        elif host == ADMIN:
-            raise CannotRun(f"the Ceph admin node: {answer}") from None
-        else:
-            notes.append(f"{host} not checked ({answer})")
+    for host in [ADMIN, *ctx.nodes]:
+        try:
+            out[host] = ctx.ceph_interface(host)
+        except RemoteError as exc:
+            if host == ADMIN:
+                raise CannotRun(f"the Ceph admin node: {exc}") from None
+            notes.append(f"{host} not checked ({exc})")
     return out, notes
 
 
