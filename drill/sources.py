@@ -133,7 +133,7 @@ def _vms_from_outputs(outputs: dict[str, Any]) -> list[Vm]:
     return [Vm(int(vm["id"]), str(vm.get("name") or "")) for vm in vms if isinstance(vm, dict) and vm.get("haSid")]
 
 
-def _token(args: argparse.Namespace, lab_pve: dict[str, Any], stack: str | None, project_dir: Path) -> str:
+def token(args: argparse.Namespace, lab_pve: dict[str, Any], stack: str | None, project_dir: Path) -> str:
     if args.token_file:
         try:
             return Path(args.token_file).read_text().strip()
@@ -205,7 +205,7 @@ def resolve(args: argparse.Namespace) -> Cluster:
     ca_file = args.ca_file or lab_pve.get("ca_file") or relative_to(config_dir, proxmox.get("caFile"))
     return Cluster(
         endpoint=endpoint,
-        token=_token(args, lab_pve, args.stack, project_dir),
+        token=token(args, lab_pve, args.stack, project_dir),
         ca_file=ca_file,
         verify_tls=not args.insecure and proxmox.get("verifyTls", True) is not False,
         nodes={name: Node(name, **spec) for name, spec in nodes.items()},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from components import config as stack_config
 from components import credentials
 from components.config import PROJECT, ConfigError, StackConfig
 from components.credentials import Credentials
-from drill.sources import SourceError, pulumi_cli, read_json, read_stack_config
+from drill.sources import SourceError, pulumi_cli, read_json, read_stack_config, token
 
 
 class TargetError(Exception):
@@ -48,23 +47,6 @@ class Target:
         return self.config.proxmox_api_token.get_secret_value()
 
 
-def _token(args: argparse.Namespace, project_dir: Path) -> str:
-    """The API token: --token-env, --token-file, or the stack's secret through `pulumi config get`."""
-    if args.token_env:
-        value = os.environ.get(args.token_env, "").strip()
-        if not value:
-            raise TargetError([f"--token-env {args.token_env}: the variable is not set or empty"])
-        return value
-    if args.token_file:
-        try:
-            return Path(args.token_file).read_text().strip()
-        except OSError as exc:
-            raise TargetError([f"--token-file {args.token_file}: {exc.strerror}"]) from None
-    if args.stack:
-        return _config_get(args.stack, "proxmoxApiToken", project_dir)
-    raise TargetError(["no API token: give --stack STACK, or --token-env VAR / --token-file FILE holding USER@REALM!NAME=SECRET"])
-
-
 def _config_get(stack: str, key: str, project_dir: Path) -> str:
     return pulumi_cli(["config", "get", f"{PROJECT}:{key}", "-s", stack], project_dir, f"stack {stack}").rstrip("\n")
 
@@ -82,7 +64,7 @@ def load(args: argparse.Namespace) -> Target:
         raise TargetError([f"{config_file}: no such stack config file; run from the project folder or give --project-dir"])
     try:
         raw = read_stack_config(config_file)
-        raw["proxmoxApiToken"] = _token(args, project_dir)
+        raw["proxmoxApiToken"] = token(args, {}, args.stack, project_dir)  # --token-file, --token-env or the stack's secret
         if "sshPrivateKey" in raw:  # encrypted in the file
             if not args.stack:
                 raise TargetError([f"{PROJECT}:sshPrivateKey is a secret of the stack: give --stack STACK so that verify can read it"])
