@@ -58,6 +58,7 @@ class HaStatus:
     master: str | None = None  # "pve-node1 (active, <date>)"
     lrm: dict[str, str] = field(default_factory=dict)  # node -> "active" | "idle" | "old timestamp - dead?" | ...
     node_status: dict[str, str] = field(default_factory=dict)  # the CRM's view: node -> online | unknown | fence | gone | maintenance
+    services: dict[str, tuple[str, str]] = field(default_factory=dict)  # `service vm:101 (pve-node1, started)`: sid -> (node, state)
 
     def not_online(self, node: str) -> str | None:
         """Why the cluster does not have ``node`` online, or None when it does (or does not say)."""
@@ -71,9 +72,10 @@ class HaStatus:
 
 
 def parse_ha_status(text: str) -> HaStatus:
-    """The ``quorum``, ``master`` and ``lrm`` lines, and the node states of the ``full cluster state`` JSON."""
+    """The ``quorum``, ``master``, ``lrm`` and ``service`` lines, and the node states of the ``full cluster state`` JSON."""
     quorum = master = None
     lrm: dict[str, str] = {}
+    services: dict[str, tuple[str, str]] = {}
     lines = text.splitlines()
     for line in lines:
         if line.startswith("full cluster state:"):
@@ -88,6 +90,9 @@ def parse_ha_status(text: str) -> HaStatus:
             master = rest
         elif kind == "lrm" and (entry := LRM.match(rest)):
             lrm[entry.group(1)] = entry.group(2).split(", ")[0]
+        elif kind == "service" and (entry := LRM.match(rest)) and ", " in entry.group(2):
+            node, _, state = entry.group(2).partition(", ")
+            services[entry.group(1)] = (node, state)
     node_status: dict[str, str] = {}
     if "full cluster state:" in text:
         try:
@@ -95,7 +100,7 @@ def parse_ha_status(text: str) -> HaStatus:
             node_status = {str(k): str(v) for k, v in (state.get("manager_status", {}).get("node_status") or {}).items()}
         except (ValueError, AttributeError):
             node_status = {}  # the lrm lines still tell
-    return HaStatus(quorum=quorum, master=master, lrm=lrm, node_status=node_status)
+    return HaStatus(quorum=quorum, master=master, lrm=lrm, node_status=node_status, services=services)
 
 
 def mode_problem(version: str, mode: str) -> str | None:

@@ -27,7 +27,6 @@ from verify.probe import ADMIN, ApiError, Probe
 QEMU_DEFAULT_CPU = "kvm64"
 # PVE's disk keys in a VM config (PVE::QemuServer::Drive): scsi0, virtio1, sata2, ide3, efidisk0, tpmstate0
 DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide|efidisk|tpmstate|unused)\d+$")
-HA_SERVICE = re.compile(r"^service (\S+) \((\S+), ([^)]+)\)$")
 WATCHDOG = "watchdog-mux"
 
 
@@ -447,16 +446,6 @@ def ha_quorum(ctx: Context, f: Finding) -> None:
 # ---------------------------------------------------------------------- runbook 5: HA resources
 
 
-def _services(text: str) -> dict[str, tuple[str, str]]:
-    """`service vm:101 (pve-node1, started)` lines: sid -> (node, state)."""
-    out = {}
-    for line in text.splitlines():
-        found = HA_SERVICE.match(line.strip())
-        if found:
-            out[found.group(1)] = (found.group(2), found.group(3))
-    return out
-
-
 @check(
     "ha-resources",
     "5",
@@ -472,7 +461,7 @@ def ha_resources(ctx: Context, f: Finding) -> None:
     if answer is None:
         f.problems.append("no node answered `ha-manager status`")
         return
-    services = _services(answer[1])
+    services = ha_preflight.parse_ha_status(answer[1]).services
     resources = {str(r["sid"]): r for r in ctx.api("cluster/ha/resources")}
     seen = []
     for vm in ctx.ha_vms:

@@ -18,6 +18,7 @@ import pytest
 from pulumi import automation as auto
 
 import lab
+from components.ha_preflight import parse_ha_status
 from lab import LabError, wait_for
 from tests.integration.lab_stack import (
     LabStack,
@@ -68,7 +69,7 @@ def started(where: Callable[[], str | None] = vm_node) -> bool:
         status = node_shell(node, "ha-manager status") if node else ""
     except LabError:
         return False
-    return any(line.startswith(f"service {SID} (") and line.rstrip().endswith("started)") for line in status.splitlines()) and where() is not None
+    return parse_ha_status(status).services.get(SID, ("", ""))[1] == "started" and where() is not None
 
 
 def test_1_up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None:

@@ -220,6 +220,7 @@ def test_ha_status_lines_and_node_states_are_read() -> None:
         "pve-node4": "unable to read lrm status",
         "pve-node5": "maintenance mode",
     }
+    assert status.services == {"vm:101": ("pve-node1", "started")}
     assert [node for node in ("pve-node1", "pve-node2", "pve-node3", "pve-node4", "pve-node5") if status.not_online(node)] == [
         "pve-node2",
         "pve-node3",
