@@ -1,7 +1,20 @@
-"""A Proxmox VE API client for the dynamic providers (proxmoxer over HTTPS, API-token auth)."""
+"""A Proxmox VE API client for the dynamic providers, verify and the drill (proxmoxer over HTTPS,
+API-token auth), reached through any live node of the cluster.
+
+Every PVE node serves the whole cluster's API (pveproxy forwards a node's calls to it), so a
+client tries the configured endpoint first and then each node's own address on the endpoint's
+port (:func:`candidates`). A candidate that does not take a TCP connection within
+:data:`CONNECT_BOUND` seconds is skipped, and the one that answered is remembered for the rest of
+the process (a run of the engine's provider process, of verify, of the drill), so a dead endpoint
+costs one bound per run. The proxmoxve plugin built here does the same (tools/proxmoxve/endpoints.go).
+"""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,16 +32,69 @@ def api_errors() -> tuple[type[Exception], ...]:
     return (ResourceException, requests.RequestException, OSError)
 
 
-def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None) -> dict[str, Any]:
-    """The ``api`` input of a PVE-backed dynamic resource (``token`` is a secret Output)."""
-    return {"endpoint": endpoint, "token": token, "verifyTls": verify_tls, "caFile": ca_file or ""}
+# seconds a candidate may take to accept a TCP connection before the next one is tried
+CONNECT_BOUND = 2.0
+
+_live: dict[tuple[str, ...], str] = {}  # candidates -> the URL that answered last, for the process
+_live_lock = threading.Lock()
+
+
+def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None, nodes: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``api`` input of a PVE-backed dynamic resource (``token`` is a secret Output; ``nodes``
+    the cluster's node addresses, the endpoint's fallbacks)."""
+    return {"endpoint": endpoint, "token": token, "verifyTls": verify_tls, "caFile": ca_file or "", "nodes": list(nodes)}
+
+
+def candidates(endpoint: str, nodes: Sequence[str] = ()) -> list[str]:
+    """The API's URLs in the order they are tried: the endpoint, then each node's address on its port."""
+    url = urlsplit(endpoint)
+    port = url.port or 8006
+    out = [endpoint.rstrip("/")]
+    for address in nodes:
+        host = f"[{address}]" if ":" in address else address
+        candidate = f"{url.scheme or 'https'}://{host}:{port}"
+        if candidate not in out and urlsplit(candidate).netloc != url.netloc:
+            out.append(candidate)
+    return out
+
+
+def _tcp_probe(host: str, port: int, bound: float) -> None:
+    socket.create_connection((host, port), timeout=bound).close()
+
+
+def live_endpoint(urls: Sequence[str], bound: float = CONNECT_BOUND, probe: Callable[[str, int, float], None] = _tcp_probe) -> str:
+    """The first of ``urls`` that takes a connection within ``bound`` seconds (the one remembered
+    from earlier in the process first); OperatorError naming each and the fix when none does."""
+    key = tuple(urls)
+    with _live_lock:
+        remembered = _live.get(key)
+    order = ([remembered] if remembered else []) + [u for u in urls if u != remembered]
+    reasons = []
+    for url in order:
+        parts = urlsplit(url)
+        started = time.monotonic()
+        try:
+            probe(parts.hostname or "", parts.port or 8006, bound)
+        except OSError as exc:
+            took = time.monotonic() - started
+            why = f"no connection within {bound:g} s" if isinstance(exc, TimeoutError) or took >= bound else (exc.strerror or str(exc))
+            reasons.append(f"{url} ({why})")
+            continue
+        with _live_lock:
+            _live[key] = url
+        return url
+    raise OperatorError(
+        "Proxmox VE API: no node of the cluster answers: "
+        + ", ".join(reasons)
+        + "; check proxmox.endpoint and proxmox.nodes[].address, and that at least one node is up"
+    )
 
 
 def connect(api: dict[str, Any], timeout: float = 30) -> Any:
-    """A proxmoxer client for ``api`` (see :func:`api_props`)."""
+    """A proxmoxer client for ``api`` (see :func:`api_props`) on the first live candidate."""
     from proxmoxer import ProxmoxAPI  # type: ignore[import-untyped]
 
-    url = urlsplit(api["endpoint"])
+    url = urlsplit(live_endpoint(candidates(api["endpoint"], api.get("nodes") or ())))
     user_token, _, secret = str(api["token"]).partition("=")
     user, _, token_name = user_token.partition("!")
     verify: bool | str = (api.get("caFile") or True) if api.get("verifyTls", True) else False
@@ -43,7 +109,7 @@ def connect(api: dict[str, Any], timeout: float = 30) -> Any:
             timeout=timeout,
         )
     except Exception as exc:  # proxmoxer raises plain exceptions for bad URLs and TLS errors
-        raise OperatorError(f"Proxmox VE API {api['endpoint']}: {type(exc).__name__}: {exc}") from None
+        raise OperatorError(f"Proxmox VE API {url.geturl()}: {type(exc).__name__}: {exc}") from None
 
 
 def reason(exc: Exception) -> str:

@@ -211,7 +211,7 @@ class StorageProvider(ResourceProvider):
         if olds.get("inactiveNodes"):  # online nodes where refresh found it inactive: update waits for them again
             changes.append("inactiveNodes")
         old_api, new_api = olds.get("api") or {}, news.get("api") or {}
-        if old_api.get("endpoint") != new_api.get("endpoint"):
+        if any(old_api.get(k) != new_api.get(k) for k in ("endpoint", "nodes")):  # the nodes: the API's fallbacks, kept for refresh
             changes.append("api")
         return DiffResult(changes=bool(changes), replaces=[], stables=["storageId"])
 

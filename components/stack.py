@@ -58,12 +58,18 @@ class PveCephHa(pulumi.ComponentResource):
         admin_ssh = credentials.connection(admin.host, admin.port, admin.user)
         node_ssh = {node.name: credentials.connection(node.address, node.ssh_port, config.proxmox.ssh_user) for node in config.proxmox.nodes}
         token = pulumi.Output.secret(config.proxmox_api_token.get_secret_value())
-        api = api_props(config.proxmox.endpoint, token, config.proxmox.verify_tls, credentials.ca_file)
+        addresses = [node.address for node in config.proxmox.nodes]
+        api = api_props(config.proxmox.endpoint, token, config.proxmox.verify_tls, credentials.ca_file, addresses)
         self.provider = proxmoxve.Provider(
             f"{name}-pve",
             endpoint=config.proxmox.endpoint,
             api_token=token,
             insecure=not config.proxmox.verify_tls,
+            # The cluster's nodes: the plugin built here reaches the API through any live one when the
+            # endpoint's node is down (tools/proxmoxve/endpoints.go); the official plugin reads them as
+            # the nodes' SSH addresses, which they are. Recorded with the provider in the state, so a
+            # refresh (which runs with the recorded configuration) has them too.
+            ssh=proxmoxve.ProviderSshArgs(nodes=[proxmoxve.ProviderSshNodeArgs(name=n.name, address=n.address, port=n.ssh_port) for n in config.proxmox.nodes]),
             opts=child,
         )
         with_pve = pulumi.ResourceOptions(parent=self, providers={"proxmoxve": self.provider})

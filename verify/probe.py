@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from components import pve_api
 from components.dynamic import OperatorError
@@ -86,10 +85,9 @@ class Live:
             self.hosts[node.name] = connection(node.address, node.ssh_port, config.proxmox.ssh_user)
         # one SSH connection per host for the whole run, each command on a channel of it
         self.executors = {host: SshExecutor(conn, connect_timeout=min(timeout, 10), keep_open=True) for host, conn in self.hosts.items()}
-        endpoint = config.proxmox.endpoint
-        port = urlsplit(endpoint).port or 8006
         # the cluster's endpoint first, then each node's own API: any node answers for the cluster
-        self.endpoints = [endpoint] + [f"https://{n.address}:{port}" for n in config.proxmox.nodes if f"https://{n.address}:{port}" != endpoint]
+        self.endpoint = config.proxmox.endpoint
+        self.addresses = [n.address for n in config.proxmox.nodes]
         self.verify_tls = config.proxmox.verify_tls
         self.ca_file = secrets.ca_file
         self._client: Any = None
@@ -105,21 +103,17 @@ class Live:
     def _connect(self) -> Any:
         import requests
 
-        reasons = []
-        for url in self.endpoints:
-            try:
-                client = pve_api.connect(pve_api.api_props(url, self.token, self.verify_tls, self.ca_file), timeout=self.timeout)
-                client.version.get()
-                return client
-            except OperatorError as exc:
-                reasons.append(str(exc))
-            except pve_api.api_errors() as exc:
-                if not isinstance(exc, requests.RequestException | OSError):
-                    raise ApiError(
-                        f"{url}: GET /version: {pve_api.reason(exc)}; check the stack's proxmoxApiToken secret and its privileges", fatal=True
-                    ) from None
-                reasons.append(f"{url}: {pve_api.reason(exc)}")
-        raise ApiError("no node's PVE API answered (" + "; ".join(reasons) + "); check proxmox.endpoint, proxmox.nodes and proxmox.caFile", fatal=True)
+        props = pve_api.api_props(self.endpoint, self.token, self.verify_tls, self.ca_file, self.addresses)
+        try:
+            client = pve_api.connect(props, timeout=self.timeout)
+            client.version.get()
+            return client
+        except OperatorError as exc:
+            raise ApiError(f"{exc}; check proxmox.caFile too", fatal=True) from None
+        except pve_api.api_errors() as exc:
+            if not isinstance(exc, requests.RequestException | OSError):
+                raise ApiError(f"GET /version: {pve_api.reason(exc)}; check the stack's proxmoxApiToken secret and its privileges", fatal=True) from None
+            raise ApiError(f"GET /version: {pve_api.reason(exc)}; check proxmox.endpoint, proxmox.nodes and proxmox.caFile", fatal=True) from None
 
     def api(self, path: str) -> Any:
         with self._lock:

@@ -2,8 +2,9 @@
 (api/, one per subtree of PVE's API), its model (ha.py, rbdstore.py, vmproc.py) and PVE's
 routing (router.py). Lab only: fakepve is AGPL-3.0 and the product never imports it.
 
-One process serves the 3-node cluster: every node's API on its own address (a powered-off or
-isolated node's listener is closed, the others keep serving), one shared cluster state.
+One process serves the 3-node cluster: every node's API on its own address (a powered-off node's
+listener is closed: connections are refused; an isolated node's address drops them: they time out
+(LabPve.blackhole); the others keep serving), one shared cluster state.
 
 Every call is logged to <state>/pve/calls.log (calllog.py) with whose answer it was. Where the
 lab has no model of a method PVE's schema has, it answers 501 `Method '...' not implemented`
@@ -20,6 +21,7 @@ import contextvars
 import json
 import logging
 import re
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -89,6 +91,7 @@ class LabPve(
         self.holders: dict[int, Holder] = {}
         self.hangs: dict[tuple[str, str], dict[str, Any]] = {}
         self.sites: dict[str, web.TCPSite] = {}
+        self.blackholes: dict[str, tuple[socket.socket, socket.socket]] = {}  # isolated nodes' addresses (blackhole)
         self.ssl_ctx: ssl.SSLContext | None = None
         self.ha = HaManager(self)
         self.control_runner: web.AppRunner | None = None
@@ -153,6 +156,26 @@ class LabPve(
         site = web.TCPSite(self.runner, self.node_addr[node], self.port, ssl_context=self.ssl_ctx, reuse_address=True)
         await site.start()
         self.sites[node] = site
+
+    def blackhole(self, node: str) -> None:
+        """A node cut from the network drops what is sent to it: a client's connection to its API
+        never completes and times out (a powered-off node's address refuses at once, as its host's
+        kernel or the router answers). On loopback the lab makes that with a listening socket whose
+        accept queue is full (one connection nobody accepts, backlog 0): Linux then drops every
+        further SYN (tcp_conn_request: sk_acceptq_is_full), exactly what a firewall DROP does."""
+        if node in self.blackholes:
+            return
+        addr = self.node_addr[node]
+        sink = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sink.bind((addr, self.port))
+        sink.listen(0)
+        filler = socket.create_connection((addr, self.port), timeout=2)
+        self.blackholes[node] = (sink, filler)
+
+    def unblackhole(self, node: str) -> None:
+        for sock in self.blackholes.pop(node, ()):
+            sock.close()
 
     async def close_listener(self, node: str) -> None:
         site = self.sites.pop(node, None)
@@ -258,6 +281,7 @@ class LabPve(
         if action == "poweroff":
             self.power[node] = "off"
             self.nodes[node]["online"] = False
+            self.unblackhole(node)
             await self.close_listener(node)
             for vm in list(self.vms):
                 if vm.node == node and vm.status == "running":
@@ -267,6 +291,7 @@ class LabPve(
             self.power[node] = "isolated"
             self.nodes[node]["online"] = False
             await self.close_listener(node)
+            self.blackhole(node)
             self.ha.log(node, "corosync", "notice", "[TOTEM ] A processor failed, forming new configuration.")
         elif action == "restore":
             was = self.power[node]
@@ -275,6 +300,7 @@ class LabPve(
             if was == "off":  # powered on: a boot, every unit runs again
                 self.units.boot(node)
                 self.ha.node_booted(node)
+            self.unblackhole(node)
             await self.open_listener(node)
             self.ha.log(node, "corosync", "notice", f"[QUORUM] Members rejoined ({was} -> on)")
         else:

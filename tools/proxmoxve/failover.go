@@ -2,45 +2,90 @@ package proxmoxve
 
 import (
 	"context"
+	"fmt"
 	"strings"
-	"time"
+
+	"github.com/bpg/terraform-provider-proxmox/proxmoxtf"
 
 	"github.com/hashicorp/terraform-plugin-sdk/v2/diag"
 	"github.com/hashicorp/terraform-plugin-sdk/v2/helper/schema"
 )
 
-// FailoverWait bounds how long a VM's read waits out a failover (waitOutFailover).
-var FailoverWait = 150 * time.Second
-
-const failoverPoll = 2 * time.Second
-
-// waitOutFailover wraps the VM resource's Read (a refresh, an import).
+// keepWhileUnreachable wraps the VM resource's Read (a refresh, an import).
 //
-// During a failover, between the node's death and the HA manager starting the VM elsewhere, PVE
-// still lists the VM on the dead node (/cluster/resources), and a read of its config through that
-// node answers 595: pveproxy cannot reach the node (PVE's `proxyto => 'node'`). bpg's vmRead reads
-// there and fails, so the refresh that starts every `pulumi up` and `pulumi preview` failed for the
-// whole window (about 30 s in the lab, up to two minutes on a cluster: the fence delay plus the
-// start). The read is tried again every 2 s for up to FailoverWait: once HA has started the VM on
-// another node, /cluster/resources names that node and the read succeeds there. A node that stays
-// unreachable still fails the read, FailoverWait later, with PVE's 595.
+// After a node dies, until the HA manager has started its VMs elsewhere (the fence delay plus the
+// start: about 30 s in the lab, up to two minutes on a cluster), PVE still lists a VM on the dead
+// node (/cluster/resources), and a read of its config through any other node answers 595:
+// pveproxy cannot reach the node (PVE's `proxyto => 'node'`). bpg's vmRead fails there (bpg
+// #692), so the refresh that starts every `pulumi up` and `pulumi preview` failed for the whole
+// window. PVE cannot tell more about the VM than the state already holds until HA moves it, so
+// the read keeps the recorded state and says why in a warning: nothing waits on a dead node, and
+// once HA has started the VM elsewhere the next read sees it there.
 //
-// Only reads are retried: nothing is written to a VM whose node cannot be reached.
-func waitOutFailover(read schema.ReadContextFunc) schema.ReadContextFunc {
+// Only reads: nothing is written to a VM whose node cannot be reached (guardWrites).
+func keepWhileUnreachable(read schema.ReadContextFunc) schema.ReadContextFunc {
 	return func(ctx context.Context, d *schema.ResourceData, m any) diag.Diagnostics {
-		deadline := time.Now().Add(FailoverWait)
-		for {
-			diags := read(ctx, d, m)
-			if !nodeUnreachable(diags) || time.Now().Add(failoverPoll).After(deadline) {
-				return diags
-			}
-			select {
-			case <-ctx.Done():
-				return diags
-			case <-time.After(failoverPoll):
-			}
+		diags := read(ctx, d, m)
+		if !nodeUnreachable(diags) {
+			return diags
+		}
+		node, _ := d.Get("node_name").(string)
+		return diag.Diagnostics{{
+			Severity: diag.Warning,
+			Summary:  fmt.Sprintf("VM %s: its node %s does not answer (PVE 595); its recorded state is kept until the node is back or HA has started it on another node", d.Id(), node),
+		}}
+	}
+}
+
+// guardWrites wraps the VM resource's Create, Update and Delete: a VM whose node the cluster has
+// offline (/cluster/resources) is refused at once, in one line that names the node and what to do,
+// instead of bpg's retries of PVE's 595 on every call; a 595 that still comes back (the seconds
+// before the cluster marks the node) is turned into the same line.
+func guardWrites(what string, op func(context.Context, *schema.ResourceData, any) diag.Diagnostics) func(context.Context, *schema.ResourceData, any) diag.Diagnostics {
+	return func(ctx context.Context, d *schema.ResourceData, m any) diag.Diagnostics {
+		node, _ := d.Get("node_name").(string)
+		if status := nodeStatus(ctx, m, node); status != "" && status != "online" {
+			return nodeDown(what, d, node, status)
+		}
+		diags := op(ctx, d, m)
+		if nodeUnreachable(diags) {
+			return nodeDown(what, d, node, "unreachable")
+		}
+		return diags
+	}
+}
+
+func nodeDown(what string, d *schema.ResourceData, node, status string) diag.Diagnostics {
+	vm := d.Id()
+	if vm == "" {
+		if id, ok := d.Get("vm_id").(int); ok && id > 0 {
+			vm = fmt.Sprint(id)
 		}
 	}
+	return diag.Errorf("cannot %s VM %s: its node %s is %s (a node of the cluster is down); "+
+		"bring %s back, or for a new VM set its node to a live one (vms[].node); an HA VM is started on another node by HA: run again once it has", what, vm, node, status, node)
+}
+
+// nodeStatus: the node's status in /cluster/resources ("online", "offline", ...), "" when unknown.
+func nodeStatus(ctx context.Context, m any, node string) string {
+	cfg, ok := m.(proxmoxtf.ProviderConfiguration)
+	if !ok || node == "" {
+		return ""
+	}
+	client, err := cfg.GetClient()
+	if err != nil {
+		return ""
+	}
+	nodes, err := client.Cluster().GetClusterResources(ctx, "node")
+	if err != nil {
+		return ""
+	}
+	for _, n := range nodes {
+		if n.NodeName == node {
+			return n.Status
+		}
+	}
+	return ""
 }
 
 // nodeUnreachable: the diagnostics carry PVE's 595 (bpg: "received an HTTP 595 response").
@@ -53,10 +98,23 @@ func nodeUnreachable(diags diag.Diagnostics) bool {
 	return false
 }
 
-// withFailoverReads installs waitOutFailover on the SDKv2 provider's VM resource.
-func withFailoverReads(p *schema.Provider) *schema.Provider {
-	if vm, ok := p.ResourcesMap["proxmox_virtual_environment_vm"]; ok && vm.ReadContext != nil {
-		vm.ReadContext = waitOutFailover(vm.ReadContext)
+// withNodeFailures installs keepWhileUnreachable and guardWrites on the SDKv2 provider's VM resource.
+func withNodeFailures(p *schema.Provider) *schema.Provider {
+	vm, ok := p.ResourcesMap["proxmox_virtual_environment_vm"]
+	if !ok {
+		return p
+	}
+	if vm.ReadContext != nil {
+		vm.ReadContext = keepWhileUnreachable(vm.ReadContext)
+	}
+	if vm.CreateContext != nil {
+		vm.CreateContext = guardWrites("create", vm.CreateContext)
+	}
+	if vm.UpdateContext != nil {
+		vm.UpdateContext = guardWrites("update", vm.UpdateContext)
+	}
+	if vm.DeleteContext != nil {
+		vm.DeleteContext = guardWrites("delete", vm.DeleteContext)
 	}
 	return p
 }
