@@ -104,10 +104,23 @@ def test_a_dead_lrm_alone_is_enough_to_call_a_node_not_online(cluster: FakeClust
     assert "lrm pve-node1 (old timestamp - dead?)" in outs["report"]
 
 
-def test_a_node_online_in_the_cluster_but_not_answering_ssh_fails(cluster: FakeCluster) -> None:
+def test_a_node_that_just_died_is_skipped_with_a_warning_while_quorum_holds(cluster: FakeCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    """The seconds after a node dies, before the CRM marks it: the cluster still has it online,
+    it does not answer SSH; a quorate cluster manages HA without it, so up goes on (issue #20)."""
     cluster.nodes["pve-node3"].down = True
-    message = failure(cluster)
-    assert "pve-node3: SSH to root@127.10.20.13:2222 failed: Connection refused, but the cluster has it online" in message
+    provider = PreflightProvider(cluster.executor)
+    outs = provider.create(props()).outs
+    assert outs["skippedNodes"] == ["pve-node3"]
+    assert "pve-node3: not answering SSH (SSH to root@127.10.20.13:2222 failed: Connection refused); the cluster still has it online: skipped" in outs["report"]
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: HA preflight: pve-node3: not answering SSH") and "quorum holds" in warning
+
+
+def test_a_node_not_answering_ssh_without_quorum_fails(cluster: FakeCluster) -> None:
+    cluster.nodes["pve-node3"].down = True
+    for node in NODES:
+        cluster.quorum[node] = f"No quorum on node '{node}'!"
+    assert "no quorum OK" in failure(cluster)
 
 
 def test_a_node_not_online_whose_services_are_stopped_still_fails(cluster: FakeCluster) -> None:
