@@ -9,24 +9,36 @@ preview shows them and ``pulumi up`` stops before the pool (which depends on the
 touched. A healthy gate with unchanged inputs reports no change: a healthy, unchanged stack
 previews with 0 changes. Refresh does not run it (a check has nothing to read back).
 
+During a failover Ceph re-peers its PGs for a few seconds (the fenced node's client is
+blocklisted, a new OSD map follows): when the script fails on the health, the provider reads
+``ceph status`` and, if it shows only that peering (:func:`classify`), waits for it to settle
+(:func:`settle`, up to :data:`PEERING_BOUND_S`) and runs the script again. `python -m verify`
+(check 1-1) uses the same two functions.
+
 The ``report`` output is the script's output (no secrets) from the gate's last create or update.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components.config import PoolSpec
-from components.dynamic import OperatorError, SshBacked, checks_due, has_unknowns
+from components.dynamic import ExecutorFactory, OperatorError, SshBacked, checks_due, has_unknowns
 from components.graph import child_options
-from components.ssh import Connection, RemoteError
+from components.ssh import Connection, Executor, RemoteError
 
 ID = "ceph-health-gate"
 REASON = "ceph health gate: "  # the script's prefix of every problem it found
+HEALTH_REASON = f"{REASON}health is "  # the script's problem line for a health that is not HEALTH_OK
 COMPARED = ("pool", "pgNum", "size", "monitors")
 
 
@@ -53,15 +65,197 @@ def verdict(where: str, exit_status: int, stdout: str, stderr: str) -> str:
     )
 
 
+# ---------------------------------------------------------------------- runbook 1-1 during a failover: PG peering
+
+# `ceph status`: the command the gate script and `python -m verify` (check 1-1) read it with.
+STATUS_ARGV = ["ceph", "status", "-f", "json"]
+
+# How long to wait for PG peering to settle, and how often to read `ceph status` meanwhile.
+# A fenced node's librbd client is blocklisted; the new OSD map makes the PGs re-peer, which takes
+# a second or two on a healthy cluster. `ceph status` shows it late: the OSDs report their PG states
+# to the mgr every mgr_stats_period (5 s by default; 1 s in the lab) and the mgr passes the health
+# to the monitors every mgr_tick_period (2 s), so a re-peer shows for up to ~10 s. 30 s is three
+# times that, and half of mon_pg_stuck_threshold (60 s), after which Ceph itself calls a PG stuck.
+# Every 2 s (mgr_tick_period): a faster read mostly gets the same answer, and costs the gate one
+# SSH handshake each.
+PEERING_BOUND_S = 30.0
+PEERING_POLL_S = 2.0
+
+# The health checks a re-peer raises (docs.ceph.com, rados/operations/health-checks): PG_AVAILABILITY,
+# PGs "in a state that does not allow IO requests to be serviced" (peering, not yet active), and
+# PG_DEGRADED, objects not yet replicated as often as the pool asks (writes during the change).
+PEERING_CHECKS = frozenset({"PG_AVAILABILITY", "PG_DEGRADED"})
+# The PG states of a re-peer with every OSD up (rados/operations/pg-states): peering; activating
+# ("peered but not yet active"); wait (IO paused "until the previous interval's leases expire");
+# then degraded objects recovered (recovery_wait, recovering). Any other state not in SETTLED (down,
+# stale, incomplete, undersized, peered, unknown, inconsistent, remapped, backfill...) is a real problem.
+SETTLING = frozenset({"peering", "activating", "wait", "degraded", "recovery_wait", "recovering"})
+SETTLED = frozenset({"active", "clean", "scrubbing", "deep", "snaptrim", "snaptrim_wait"})
+# What PG_AVAILABILITY and PG_DEGRADED count in their summary (`1 pg inactive, 1 pg peering`): a PG
+# peering or activating is counted inactive too. Any other word (stale, down, stuck...) is a real problem.
+SETTLING_COUNTS = SETTLING | {"inactive"}
+PG_COUNT = re.compile(r"\b\d+ pgs? (\w+)")
+
+HEALTHY, PEERING, PROBLEM = "healthy", "peering", "problem"
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def _osds(status: dict[str, Any]) -> tuple[int, int, int]:
+    osd = status["osdmap"].get("osdmap", status["osdmap"])  # older releases nest it
+    return osd["num_osds"], osd["num_up_osds"], osd["num_in_osds"]
+
+
+def _checks(status: dict[str, Any]) -> dict[str, Any]:
+    return status["health"].get("checks", {})
+
+
+def pg_states(status: dict[str, Any]) -> dict[str, int]:
+    """``pgmap.pgs_by_state``: ``{"active+clean": 31, "peering": 1}``."""
+    return {str(s["state_name"]): int(s["count"]) for s in (status.get("pgmap") or {}).get("pgs_by_state", [])}
+
+
+def status_problems(status: dict[str, Any]) -> list[str]:
+    """Runbook 1-1's problems in one `ceph status -f json`, in the words of `ceph -s`; none: healthy."""
+    problems = []
+    health = status["health"]["status"]
+    if health != "HEALTH_OK":
+        why = "; ".join(f"{name}: {c['summary']['message']}" for name, c in sorted(_checks(status).items()))
+        problems.append(f"health is {health}, not HEALTH_OK ({why or 'see ceph health detail'})")
+    total, up, in_ = _osds(status)
+    if total == 0 or up != total or in_ != total:
+        problems.append(f"osd: {total} osds: {up} up, {in_} in (every OSD must be up and in)")
+    mons, quorum = status["monmap"]["num_mons"], status.get("quorum_names", [])
+    if len(quorum) != mons:
+        problems.append(f"mon: {mons} daemons, quorum {','.join(quorum)} (every monitor must be in quorum)")
+    return problems
+
+
+def classify(status: dict[str, Any]) -> str:
+    """HEALTHY, PEERING (PGs re-peering with every OSD up and every monitor in quorum: it settles by
+    itself within seconds) or PROBLEM (anything else that is not HEALTH_OK)."""
+    problems = status_problems(status)
+    if not problems:
+        return HEALTHY
+    checks, states = _checks(status), pg_states(status)
+    peering_only = (
+        len(problems) == 1  # the health line alone: every OSD up and in, every monitor in quorum
+        and bool(checks)
+        and set(checks) <= PEERING_CHECKS
+        and all(set(PG_COUNT.findall(c["summary"]["message"])) <= SETTLING_COUNTS for c in checks.values())
+        and bool(states)  # without the PG states there is no telling
+        and all(set(state.split("+")) <= SETTLING | SETTLED for state in states)
+    )
+    return PEERING if peering_only else PROBLEM
+
+
+@dataclass(frozen=True)
+class CephHealth:
+    """Runbook 1-1 read from `ceph status -f json`, PG peering waited out (:func:`settle`)."""
+
+    status: dict[str, Any]  # the last answer read
+    state: str  # HEALTHY, PEERING or PROBLEM: what that answer says
+    peering_s: float | None = None  # how long PG peering was waited for; None when the first answer showed none
+    bound_s: float = PEERING_BOUND_S
+
+    @property
+    def health(self) -> str:
+        """``HEALTH_OK``, or ``HEALTH_OK after 4.2 s of PG peering``."""
+        health = self.status["health"]["status"]
+        return health if self.peering_s is None else f"{health} after {self.peering_s:.1f} s of PG peering"
+
+    @property
+    def summary(self) -> str:
+        total, up, in_ = _osds(self.status)
+        mons, quorum = self.status["monmap"]["num_mons"], self.status.get("quorum_names", [])
+        return f"{self.health}; mon: {mons} daemons, quorum {','.join(quorum)}; osd: {total} osds: {up} up, {in_} in"
+
+    @property
+    def problems(self) -> list[str]:
+        problems = status_problems(self.status)
+        if self.state == PEERING:  # still peering at the bound
+            pgs = ", ".join(f"{n} {state}" for state, n in sorted(pg_states(self.status).items(), key=lambda s: -s[1]))
+            return [f"PG peering that did not settle within {self.bound_s:.0f} s: {problems[0]}; pgs: {pgs}"]
+        return problems
+
+
+def settle(read: Callable[[], dict[str, Any]], clock: Clock | None = None, bound_s: float = PEERING_BOUND_S, poll_s: float = PEERING_POLL_S) -> CephHealth:
+    """Read `ceph status` (``read``); while it shows only PG peering, read it again every ``poll_s``
+    for up to ``bound_s``. A healthy cluster or a real problem is answered at the first read."""
+    clock = clock or SystemClock()
+    started = clock.now()
+    status = read()
+    state = classify(status)
+    waited = None
+    while state == PEERING:
+        waited = clock.now() - started
+        if waited >= bound_s:
+            break
+        clock.sleep(min(poll_s, bound_s - waited))
+        status = read()
+        state = classify(status)
+        waited = clock.now() - started
+    return CephHealth(status, state, waited, bound_s)
+
+
+def read_status(executor: Executor) -> dict[str, Any]:
+    """`ceph status -f json` on the admin node."""
+    result = executor.run(STATUS_ARGV)
+    if result.exit_status != 0:
+        raise RemoteError(f"`ceph status` failed (exit {result.exit_status}): {result.stderr.strip()[-300:]}")
+    return dict(json.loads(result.stdout))
+
+
 class HealthGateProvider(SshBacked, ResourceProvider):
+    def __init__(self, executor_factory: ExecutorFactory | None = None, clock: Clock | None = None) -> None:
+        super().__init__(executor_factory)
+        self._clock = clock  # a test's clock; None: the system's
+
     def evaluate(self, props: dict[str, Any]) -> str:
         """Run the gate now: its report, or an :class:`OperatorError` saying why Ceph must not be touched."""
         where = Connection.from_props(props["connection"]).where
+        executor = self.executor(props)
+        argv = gate_argv(props["pool"], props["pgNum"], props["size"])
+        health = None
         try:
-            result = self.executor(props).run(gate_argv(props["pool"], props["pgNum"], props["size"]), stdin=gate_script())
+            result = executor.run(argv, stdin=gate_script())
+            if result.exit_status != 0 and HEALTH_REASON in result.stdout:
+                health = self.wait_for_peering(executor)
+            if health is not None and health.state == PEERING:
+                raise OperatorError(
+                    f"Ceph health gate (runbook 1-1) on {where}: {'; '.join(health.problems)}; refusing to touch Ceph; "
+                    "find the PGs that stay inactive (ceph pg dump_stuck inactive, then ceph pg PGID query) and run pulumi up again"
+                )
+            # Settled (or turned into something else while peering): the gate again, on what Ceph is now.
+            # A real problem at the first read keeps the script's reasons: it fails at once.
+            if health is not None and (health.state == HEALTHY or health.peering_s is not None):
+                result = executor.run(argv, stdin=gate_script())
         except RemoteError as exc:
             raise OperatorError(f"Ceph health gate (runbook 1-1): {exc}") from None
-        return verdict(where, result.exit_status, result.stdout, result.stderr)
+        report = verdict(where, result.exit_status, result.stdout, result.stderr)
+        if health is not None and health.peering_s is not None:
+            report += f"{REASON}{health.health}\n"
+        return report
+
+    def wait_for_peering(self, executor: Executor) -> CephHealth | None:
+        """`ceph status` once more, and again while it shows only PG peering; None if it cannot be read
+        (the script's own reasons then stand)."""
+        try:
+            return settle(lambda: read_status(executor), self._clock)
+        except (RemoteError, ValueError, KeyError, TypeError):
+            return None
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         if not olds and not has_unknowns(news):  # a gate not created yet: a preview must evaluate it too

@@ -17,11 +17,12 @@ from typing import Any
 
 from components import ceph_cli, ceph_common, ha_preflight
 from components.ceph_cli import Caps, normalise_caps
+from components.ceph_health import PEERING, STATUS_ARGV, CephHealth, Clock, SystemClock, settle
 from components.config import BestPractice, StackConfig
 from components.dynamic import OperatorError
 from components.ha_vm import sid
 from components.ssh import RemoteError, Result, Unreachable, render
-from verify.probe import ADMIN, ApiError, Probe
+from verify.probe import ADMIN, ApiError, Once, Probe
 
 # qemu-server's default CPU model when a VM's config has no `cpu` (PVE::QemuServer::CPUConfig)
 QEMU_DEFAULT_CPU = "kvm64"
@@ -52,25 +53,29 @@ class Context:
     config: StackConfig
     probe: Probe
     outputs: dict[str, Any] = field(default_factory=dict)
+    clock: Clock = field(default_factory=SystemClock)  # how long to wait for PG peering to settle
 
     # ------------------------------------------------------------------ asking
 
-    def admin(self, argv: list[str]) -> Result:
-        """A command on the Ceph admin node; unreachable or failing SSH means the check cannot run."""
+    def admin(self, argv: list[str], again: bool = False) -> Result:
+        """A command on the Ceph admin node; unreachable or failing SSH means the check cannot run.
+
+        ``again`` asks anew: :class:`Once` would give the answer every check shares."""
+        probe = self.probe.probe if again and isinstance(self.probe, Once) else self.probe
         try:
-            return self.probe.ssh(ADMIN, argv)
+            return probe.ssh(ADMIN, argv)
         except RemoteError as exc:
             raise CannotRun(f"the Ceph admin node: {exc}") from None
 
-    def admin_ok(self, argv: list[str]) -> str:
-        result = self.admin(argv)
+    def admin_ok(self, argv: list[str], again: bool = False) -> str:
+        result = self.admin(argv, again)
         if result.exit_status != 0:
             detail = (result.stderr.strip() or "no output").splitlines()[-1][-300:]
             raise CannotRun(f"`{render(argv)}` on the Ceph admin node failed (exit {result.exit_status}): {detail}")
         return result.stdout
 
-    def admin_json(self, argv: list[str]) -> Any:
-        text = self.admin_ok(argv)
+    def admin_json(self, argv: list[str], again: bool = False) -> Any:
+        text = self.admin_ok(argv, again)
         try:
             return json.loads(text or "null")
         except ValueError:
@@ -109,7 +114,18 @@ class Context:
         return out
 
     def ceph_status(self) -> dict[str, Any]:
-        return self.admin_json(["ceph", "status", "-f", "json"])
+        return self.admin_json(STATUS_ARGV)
+
+    def ceph_health(self) -> CephHealth:
+        """`ceph status`, read again while it shows only PG peering (a node just fenced): :func:`components.ceph_health.settle`."""
+        reads = 0
+
+        def read() -> dict[str, Any]:
+            nonlocal reads
+            reads += 1
+            return self.admin_json(STATUS_ARGV, again=reads > 1)  # the first read is the answer every check shares
+
+        return settle(read, self.clock)
 
     def vm_nodes(self) -> dict[int, dict[str, Any]]:
         """vmid -> its /cluster/resources entry (node, status)."""
@@ -219,20 +235,15 @@ def check(id_: str, step: str, title: Title, best_practice: BestPractice | None 
 
 @check("ceph-health", "1-1", "ceph -s: HEALTH_OK, every OSD up and in, the monitors in quorum")
 def ceph_health(ctx: Context, f: Finding) -> None:
-    status = ctx.ceph_status()
-    health = status["health"]["status"]
-    osd = status["osdmap"].get("osdmap", status["osdmap"])
-    total, up, in_ = osd["num_osds"], osd["num_up_osds"], osd["num_in_osds"]
-    mons, quorum = status["monmap"]["num_mons"], status.get("quorum_names", [])
-    f.summary = f"{health}; mon: {mons} daemons, quorum {','.join(quorum)}; osd: {total} osds: {up} up, {in_} in"
-    if health != "HEALTH_OK":
-        checks = status["health"].get("checks", {})
-        why = "; ".join(f"{name}: {c['summary']['message']}" for name, c in sorted(checks.items()))
-        f.problems.append(f"health is {health}, not HEALTH_OK ({why or 'see ceph health detail'})")
-    if total == 0 or up != total or in_ != total:
-        f.problems.append(f"osd: {total} osds: {up} up, {in_} in (every OSD must be up and in)")
-    if len(quorum) != mons:
-        f.problems.append(f"mon: {mons} daemons, quorum {','.join(quorum)} (every monitor must be in quorum)")
+    health = ctx.ceph_health()
+    f.summary = health.summary
+    f.problems += health.problems
+    if health.state == PEERING:
+        f.fix = (
+            "find the PGs that stay inactive on the admin node: ceph pg dump_stuck inactive, then ceph pg PGID query "
+            "(recovery_state: what its peering waits for, often an OSD)"
+        )
+        return
     f.fix = (
         "read `ceph health detail` on the admin node; start a down OSD (systemctl start ceph-osd@ID), mark it in (ceph osd in ID), "
         "clear flags set by hand (ceph osd unset noup); every monitor must run"

@@ -18,6 +18,21 @@ HEALTHY = "health: HEALTH_OK\nmon: 3 daemons, quorum a,b,c\nosd: 3 osds: 3 up, 3
 CONFIG_DEFAULTS = {"osd_scrub_begin_hour": "0", "osd_scrub_end_hour": "0"}  # Ceph's: scrub at any hour
 
 
+def ceph_status(health: str = "HEALTH_OK", checks: dict[str, str] | None = None, pgs: dict[str, int] | None = None, up: int = 3) -> dict[str, Any]:
+    """`ceph status -f json` as Ceph words it: ``checks`` maps a check's name to its summary message."""
+    return {
+        "health": {"status": health, "checks": {name: {"severity": "HEALTH_WARN", "summary": {"message": m}} for name, m in (checks or {}).items()}},
+        "monmap": {"num_mons": 3},
+        "quorum_names": ["a", "b", "c"],
+        "osdmap": {"num_osds": 3, "num_up_osds": up, "num_in_osds": 3},
+        "pgmap": {"num_pgs": 32, "pgs_by_state": [{"state_name": s, "count": n} for s, n in (pgs or {"active+clean": 32}).items()]},
+    }
+
+
+# The moment after a node is fenced: its client blocklisted, a new OSD map, one PG re-peering.
+PEERING = ceph_status("HEALTH_WARN", {"PG_AVAILABILITY": "Reduced data availability: 1 pg inactive, 1 pg peering"}, {"active+clean": 31, "peering": 1})
+
+
 @dataclass
 class FakeCeph:
     osds: int = 3
@@ -26,7 +41,8 @@ class FakeCeph:
     clients: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: dict[str, list[str]] = field(default_factory=dict)
     config: dict[tuple[str, str], str] = field(default_factory=dict)  # `ceph config set WHO KEY VALUE`
-    gate: Result = field(default_factory=lambda: Result(0, HEALTHY, ""))  # what the health gate script answers
+    gate: Result | list[Result] = field(default_factory=lambda: Result(0, HEALTHY, ""))  # what the health gate script answers (in turn)
+    status: list[dict[str, Any]] = field(default_factory=lambda: [ceph_status()])  # `ceph status` answers, in turn; the last one stays
     gate_stdin: list[str] = field(default_factory=list)
     commands: list[list[str]] = field(default_factory=list)
     drop_connection: bool = False
@@ -116,6 +132,25 @@ class FakeCeph:
             case ["ceph", "config", "rm", who, key]:
                 self.config.pop((who, key), None)
                 return self.ok()
+            case ["ceph", "status"]:
+                return self.ok(self.status.pop(0) if len(self.status) > 1 else self.status[0])
             case ["python3", "-", _pool, _pg, _size]:
+                if isinstance(self.gate, list):
+                    return self.gate.pop(0) if len(self.gate) > 1 else self.gate[0]
                 return self.gate
         raise AssertionError(f"the fake Ceph does not know {argv}")
+
+
+@dataclass
+class FakeClock:
+    """A clock whose sleeps take no time: they move it on, and are recorded."""
+
+    t: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds

@@ -14,7 +14,7 @@ from pulumi.runtime import rpc
 from components.ceph_health import HealthGateProvider, gate_script, verdict
 from components.dynamic import OperatorError
 from components.ssh import Result
-from tests.unit.fake_ceph import HEALTHY, FakeCeph
+from tests.unit.fake_ceph import HEALTHY, PEERING, FakeCeph, FakeClock, ceph_status
 
 CONNECTION = {"host": "127.10.10.101", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}
 WHERE = "root@127.10.10.101:2222"
@@ -23,6 +23,14 @@ FAILING = Result(
     "health: HEALTH_WARN\nmon: 3 daemons, quorum a,b,c\nosd: 3 osds: 2 up, 3 in\n"
     "ceph health gate: health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down)\n"
     "ceph health gate: osd: 3 osds: 2 up, 3 in (every OSD must be up and in)\n"
+    "ceph health gate: refusing to touch Ceph; fix the cluster (ceph health detail) and run pulumi up again\n",
+    "",
+)
+
+PEERING_FAILS = Result(
+    1,
+    "health: HEALTH_WARN\nmon: 3 daemons, quorum a,b,c\nosd: 3 osds: 3 up, 3 in\n"
+    "ceph health gate: health is HEALTH_WARN, not HEALTH_OK (PG_AVAILABILITY: Reduced data availability: 1 pg inactive, 1 pg peering)\n"
     "ceph health gate: refusing to touch Ceph; fix the cluster (ceph health detail) and run pulumi up again\n",
     "",
 )
@@ -122,6 +130,51 @@ def test_a_refresh_diff_runs_no_check(ceph: FakeCeph) -> None:
     ceph.drop_connection = True  # any SSH would fail
     recorded = {**props(), "report": "health: HEALTH_OK"}
     assert HealthGateProvider(ceph.executor).diff("ceph-health-gate", recorded, dict(recorded)).changes is False
+
+
+def status_reads(ceph: FakeCeph) -> int:
+    return sum(1 for c in ceph.commands if c == ["ceph", "status", "-f", "json"])
+
+
+# -- a node just fenced: Ceph re-peers for a few seconds ------------------------------------
+
+
+def test_a_gate_failing_on_pg_peering_waits_and_passes_once_it_settled(ceph: FakeCeph) -> None:
+    ceph.gate = [PEERING_FAILS, Result(0, HEALTHY, "")]
+    ceph.status = [PEERING, PEERING, ceph_status()]
+    clock = FakeClock()
+    report = HealthGateProvider(ceph.executor, clock).create(props()).outs["report"]
+    assert report == HEALTHY + "ceph health gate: HEALTH_OK after 4.0 s of PG peering\n"
+    assert (gate_runs(ceph), status_reads(ceph), clock.sleeps) == (2, 3, [2.0, 2.0])
+
+
+def test_pg_peering_that_does_not_settle_stops_the_run_at_the_bound(ceph: FakeCeph) -> None:
+    ceph.gate, ceph.status = PEERING_FAILS, [PEERING]
+    clock = FakeClock()
+    with pytest.raises(OperatorError) as info:
+        HealthGateProvider(ceph.executor, clock).diff("ceph-health-gate", {**props(), "report": HEALTHY}, props())
+    assert str(info.value) == (
+        f"Ceph health gate (runbook 1-1) on {WHERE}: PG peering that did not settle within 30 s: health is HEALTH_WARN, not HEALTH_OK "
+        "(PG_AVAILABILITY: Reduced data availability: 1 pg inactive, 1 pg peering); pgs: 31 active+clean, 1 peering; "
+        "refusing to touch Ceph; find the PGs that stay inactive (ceph pg dump_stuck inactive, then ceph pg PGID query) and run pulumi up again"
+    )
+    assert (sum(clock.sleeps), gate_runs(ceph)) == (30.0, 1)
+
+
+def test_a_real_problem_stops_the_gate_at_once_without_waiting(ceph: FakeCeph) -> None:
+    ceph.gate = FAILING
+    ceph.status = [ceph_status("HEALTH_WARN", {"OSD_DOWN": "1 osds down", "PG_AVAILABILITY": "Reduced data availability: 1 pg peering"}, {"peering": 32}, up=2)]
+    clock = FakeClock()
+    with pytest.raises(OperatorError, match=r"OSD_DOWN: 1 osds down\); osd: 3 osds: 2 up, 3 in"):
+        HealthGateProvider(ceph.executor, clock).create(props())
+    assert (clock.sleeps, gate_runs(ceph), status_reads(ceph)) == ([], 1, 1)
+
+
+def test_a_gate_failing_on_something_else_than_health_reads_no_status(ceph: FakeCeph) -> None:
+    ceph.gate = Result(1, "health: HEALTH_OK\nceph health gate: pool rbd-pool: pg_num 512 x size 3 = 1536 PG replicas would exceed ...\n", "")
+    with pytest.raises(OperatorError, match="would exceed"):
+        HealthGateProvider(ceph.executor, FakeClock()).create(props())
+    assert status_reads(ceph) == 0
 
 
 def test_a_gate_that_cannot_run_says_what_the_admin_node_lacks() -> None:

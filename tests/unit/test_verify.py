@@ -18,6 +18,7 @@ import pytest
 
 from components.config import validate
 from components.ssh import RemoteError, Result, Unreachable, render
+from tests.unit.fake_ceph import FakeClock
 from verify import checks, cli, report
 from verify.checks import Context, Finding
 from verify.probe import ADMIN, ApiError, Once
@@ -124,7 +125,8 @@ def healthy() -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
 
 
 class Recorded:
-    """A probe answering from recordings; an exception recorded is raised. Unknown questions fail the test."""
+    """A probe answering from recordings; an exception recorded is raised; a list is answered in turn (its
+    last answer stays). Unknown questions fail the test."""
 
     def __init__(self, ssh: dict[tuple[str, str], Any], api: dict[str, Any]) -> None:
         self.ssh_answers, self.api_answers = ssh, api
@@ -134,6 +136,8 @@ class Recorded:
         if key not in self.ssh_answers:
             raise AssertionError(f"no recorded answer for {key}")
         answer = self.ssh_answers[key]
+        if isinstance(answer, list):
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -158,11 +162,15 @@ OUTPUTS = {
 
 
 def run(
-    ssh: dict[tuple[str, str], Any] | None = None, api: dict[str, Any] | None = None, outputs: dict[str, Any] = OUTPUTS, **overrides: Any
+    ssh: dict[tuple[str, str], Any] | None = None,
+    api: dict[str, Any] | None = None,
+    outputs: dict[str, Any] = OUTPUTS,
+    clock: FakeClock | None = None,
+    **overrides: Any,
 ) -> dict[str, Finding]:
     base_ssh, base_api = healthy()
     raw = copy.deepcopy(RAW) | overrides
-    ctx = Context(validate(raw), Once(Recorded({**base_ssh, **(ssh or {})}, {**base_api, **(api or {})})), outputs)
+    ctx = Context(validate(raw), Once(Recorded({**base_ssh, **(ssh or {})}, {**base_api, **(api or {})})), outputs, clock or FakeClock())
     return {f.id: f for f in cli.verify(ctx)}
 
 
@@ -277,16 +285,24 @@ def test_an_ha_service_stopped_fails() -> None:
     assert f.problems == ["pve-node2: pve-ha-lrm is inactive, not active (running); start it: systemctl start pve-ha-lrm"]
 
 
-def test_a_node_offline_fails_its_services_and_the_quorum_check() -> None:
+def node3_offline() -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
+    """pve-node3 powered off: no SSH, offline for the HA manager and the cluster, its storage status unreadable."""
     down = Unreachable("SSH to root@127.10.20.13:2222 failed: No route to host")
-    ssh = {("pve-node3", cmd): down for (node, cmd) in healthy()[0] if node == "pve-node3"}
+    ssh: dict[tuple[str, str], Any] = {("pve-node3", cmd): down for (node, cmd) in healthy()[0] if node == "pve-node3"}
     status = HA_STATUS.replace("lrm pve-node3 (idle,", "lrm pve-node3 (old timestamp - dead?,").replace('"pve-node3": "online"', '"pve-node3": "unknown"')
     ssh.update({(n, "ha-manager status --verbose"): ok(status) for n in NODES[:2]})
     _, api = healthy()
     members = [m | ({"online": 0} if m.get("name") == "pve-node3" else {}) for m in api["cluster/status"]]
-    findings = run(ssh=ssh, api={"cluster/status": members, "nodes/pve-node3/storage/ceph-rbd/status": ApiError("595 No route to host")})
+    return ssh, {"cluster/status": members, "nodes/pve-node3/storage/ceph-rbd/status": ApiError("595 No route to host")}
+
+
+NODE3_OFFLINE = {"ceph-common", "storage", "ha-services", "ha-quorum"}
+
+
+def test_a_node_offline_fails_its_services_and_the_quorum_check() -> None:
+    findings = run(*node3_offline())
     failed = {f.id for f in findings.values() if f.status == "fail"}
-    assert failed == {"ceph-common", "storage", "ha-services", "ha-quorum"}
+    assert failed == NODE3_OFFLINE
     assert findings["ha-services"].problems == [
         "pve-node3 does not answer SSH (SSH to root@127.10.20.13:2222 failed: No route to host): power it on or check its network"
     ]
@@ -295,6 +311,54 @@ def test_a_node_offline_fails_its_services_and_the_quorum_check() -> None:
         "pve-node3 is offline in the cluster (pvecm status)",
     ]
     assert findings["mtu"].status == "pass" and "pve-node3 not checked" in findings["mtu"].summary
+
+
+# `ceph status` right after a node is fenced: its client blocklisted, a new OSD map, a PG re-peering
+PEERING = CEPH_STATUS | {
+    "health": {
+        "status": "HEALTH_WARN",
+        "checks": {"PG_AVAILABILITY": {"severity": "HEALTH_WARN", "summary": {"message": "Reduced data availability: 1 pg inactive, 1 pg peering"}}},
+    },
+    "pgmap": {"num_pgs": 33, "pgs_by_state": [{"state_name": "active+clean", "count": 32}, {"state_name": "peering", "count": 1}]},
+}
+SETTLED = CEPH_STATUS | {"pgmap": {"num_pgs": 33, "pgs_by_state": [{"state_name": "active+clean", "count": 33}]}}
+
+
+def test_a_node_fenced_while_ceph_re_peers_fails_only_the_nodes_checks() -> None:
+    ssh, api = node3_offline()
+    ssh[(ADMIN, "ceph status -f json")] = [ok(PEERING), ok(PEERING), ok(SETTLED)]
+    findings = run(ssh, api, clock=FakeClock())
+    assert {f.id for f in findings.values() if f.status == "fail"} == NODE3_OFFLINE
+    assert cli.line(findings["ceph-health"]) == (
+        "✓ 1-1 ceph -s: HEALTH_OK, every OSD up and in, the monitors in quorum: "
+        "HEALTH_OK after 4.0 s of PG peering; mon: 3 daemons, quorum mon1,mon2,mon3; osd: 3 osds: 3 up, 3 in"
+    )
+
+
+def test_pg_peering_that_does_not_settle_fails_ceph_health_at_the_bound() -> None:
+    clock = FakeClock()
+    f = only(run(ssh={(ADMIN, "ceph status -f json"): [ok(PEERING)]}, clock=clock))
+    assert f.id == "ceph-health" and sum(clock.sleeps) == 30
+    assert cli.line(f) == (
+        "✗ 1-1 ceph -s: HEALTH_OK, every OSD up and in, the monitors in quorum: PG peering that did not settle within 30 s: "
+        "health is HEALTH_WARN, not HEALTH_OK (PG_AVAILABILITY: Reduced data availability: 1 pg inactive, 1 pg peering); "
+        "pgs: 32 active+clean, 1 peering → find the PGs that stay inactive on the admin node: ceph pg dump_stuck inactive, "
+        "then ceph pg PGID query (recovery_state: what its peering waits for, often an OSD)"
+    )
+
+
+def test_pg_peering_with_an_osd_down_fails_ceph_health_at_once() -> None:
+    status = copy.deepcopy(PEERING)
+    status["health"]["checks"]["OSD_DOWN"] = {"severity": "HEALTH_WARN", "summary": {"message": "1 osds down"}}
+    status["osdmap"] = {"num_osds": 3, "num_up_osds": 2, "num_in_osds": 3}
+    clock = FakeClock()
+    f = only(run(ssh={(ADMIN, "ceph status -f json"): [ok(status), ok(SETTLED)]}, clock=clock))
+    assert f.id == "ceph-health" and clock.sleeps == []
+    assert f.problems == [
+        "health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down; PG_AVAILABILITY: Reduced data availability: 1 pg inactive, 1 pg peering)",
+        "osd: 3 osds: 2 up, 3 in (every OSD must be up and in)",
+    ]
+    assert "systemctl start ceph-osd@ID" in (f.fix or "")
 
 
 def test_an_ha_resource_not_started_or_missing_fails() -> None:
