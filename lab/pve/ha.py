@@ -6,8 +6,19 @@ delay takes 6 s). One loop plays every node's daemons:
 
 - membership: a node is in the cluster partition while it is powered and connected; the
   partition is quorate with a majority of the nodes (2 of 3).
-- watchdog: a powered node outside the quorate partition (isolated, or left alone) that runs
-  HA services is reset by its watchdog FENCE_DELAY seconds after it lost quorum: its VMs die.
+- LRM and watchdog (LRM.pm work, get_protected_ha_agent_lock, give_up_watchdog_protection):
+  an LRM starts in `wait_for_agent_lock` (no agent lock, no watchdog) and goes `active` -- takes
+  its node's agent lock and opens the watchdog -- once a service on the node is active
+  (Tools.pm count_active_services), only while quorate and no fence is requested for the node
+  (a service of it in `fence`, or the node itself in `fence`: is_fence_requested). An active
+  LRM renews lock and watchdog every round and stays active while any HA service is configured
+  on the node, whatever its state (has_configured_service_on_local_node; `ignored` ones are
+  dropped from the manager status, so they do not count), and for more than
+  $max_active_idle_rounds (60) rounds of ~10 s after the last one left; then it releases the
+  lock and closes the watchdog ("going idle"). Without quorum, or asked to fence, it goes
+  `lost_agent_lock`: the watchdog is no longer updated and resets the node FENCE_DELAY seconds
+  after its last update: every VM on the node dies, HA-managed or not, and the LRM comes back
+  as a new one (`wait_for_agent_lock`). A node whose LRM is idle is never reset.
 - CRM (on the master, only while quorate): node states online -> unknown; a service on a node
   unknown for FENCE_DELAY goes to `fence`, the node to `fence`; the fence is acknowledged when
   the node's agent lock has expired (LOCK_TIMEOUT after its last renewal); the service goes
@@ -59,12 +70,13 @@ LOG = logging.getLogger("lab.pve.ha")
 
 # PVE seconds (pve-ha-manager's constants).
 FENCE_DELAY = 60  # NodeStatus.pm $fence_delay; also the watchdog timeout
+LRM_ROUND = 10  # LRM.pm work: an active round lasts $max_time 10 s
+MAX_ACTIVE_IDLE_ROUNDS = 60  # LRM.pm $max_active_idle_rounds
 LOCK_TIMEOUT = 120  # pmxcfs lock expiry: agent and manager locks
 STATUS_STALE = 30  # Status.pm: "old timestamp - dead?"
 TICK = 2  # how often the lab's CRM/LRM loop runs
 
 SUCCESS, ERROR = 0, 1
-ACTIVE_STATES = ("started", "request_start", "migrate", "relocate", "fence", "recovery", "request_stop")
 RESOURCE_KEYS = ("state", "group", "max_restart", "max_relocate", "failback", "comment", "auto-rebalance")
 
 
@@ -149,8 +161,13 @@ class HaManager:
         self.lrm_mode: dict[str, str] = {}  # as last written in each node's lrm_status
         self.lrm_daemon_mode: dict[str, str] = {}  # the running LRM's own mode (active, restart)
         self.manager_lock_free = False  # the master's CRM released the manager lock (it stopped)
-        self.lrm_armed: set[str] = set()  # stopping LRMs that held the agent lock and a watchdog
-        self.quorum_lost: dict[str, float] = {}
+        # LRM.pm: each LRM's local state (wait_for_agent_lock, active, lost_agent_lock), as last
+        # written to its lrm_status, when its watchdog was last updated (present: open), and
+        # since when an active LRM has no service configured on its node
+        self.lrm_state: dict[str, str] = {}
+        self.lrm_state_written: dict[str, str] = {}
+        self.watchdog_updated: dict[str, float] = {}  # monotonic
+        self.lrm_idle_since: dict[str, float] = {}  # monotonic
         self.jobs: dict[str, asyncio.Task] = {}
         self.results: dict[str, int] = {}
         self.restarts: dict[str, int] = {}
@@ -163,10 +180,11 @@ class HaManager:
         for node in self.pve.node_names:
             self.node_status[node] = "online"
             self.last_online[node] = now
-            self.lock_renewed[node] = now
+            self.lock_renewed[node] = 0.0  # no LRM holds it yet
             self.lrm_ts[node] = time.time()
             self.lrm_mode[node] = "active"
             self.lrm_daemon_mode[node] = "active"
+            self.lrm_state[node] = self.lrm_state_written[node] = "wait_for_agent_lock"
 
     # ------------------------------------------------------------------ helpers
 
@@ -358,37 +376,73 @@ class HaManager:
         quorate = len(part) * 2 > len(self.pve.node_names)
         self.pve.quorate = quorate
         for node in self.pve.node_names:
-            if self.lrm_unit(node) == INACTIVE:
-                # no LRM: nothing writes its status, renews its agent lock or holds a watchdog
-                self.quorum_lost.pop(node, None)
-                continue
-            if quorate and node in part and any(sd["node"] == node and sd["state"] == "fence" for sd in self.ss.values()):
-                # LRM.pm: back in the quorate partition with services to be fenced, the LRM
-                # releases its agent lock and its watchdog resets the node
-                if self.lock_renewed.get(node, 0) > 0:
-                    self.log(node, "pve-ha-lrm", "err", "node need to be fenced - releasing agent_lock")
-                    for vm in self.pve.vms:
-                        if vm.node == node and self.pve.lab_vm_running(vm):
-                            self.pve.lab_kill_vm(vm, "the node was reset by its watchdog (fence request)")
-                    self.lock_renewed[node] = 0.0
-                self.write_lrm_status(node, wall)
-                self.quorum_lost.pop(node, None)
-                continue
-            if quorate and node in part:
-                self.lock_renewed[node] = now
-                self.write_lrm_status(node, wall)
-                self.quorum_lost.pop(node, None)
-            elif self.pve.power.get(node) in ("on", "isolated"):
-                self.quorum_lost.setdefault(node, now)
-            else:
-                self.quorum_lost.pop(node, None)
+            if self.lrm_unit(node) == INACTIVE or self.pve.power.get(node) not in ("on", "isolated"):
+                continue  # no LRM runs: nothing writes its status, renews its agent lock or watchdog
+            self.lrm_work(node, now, quorate and node in part)
+            if quorate and node in part and self.lrm_state[node] != "lost_agent_lock":
+                self.write_lrm_status(node, wall)  # LRM.pm work: not in lost_agent_lock
         self.watchdog(now)
         if quorate:
             self.crm(now, wall, part)
             for node in part:
-                if self.lrm_unit(node) == ACTIVE:
-                    self.lrm(node)
+                if self.lrm_unit(node) == ACTIVE and self.lrm_state[node] == "active":
+                    self.lrm(node)  # LRM.pm work: only an active LRM manages its resources
         self.finish_lrm_stops()
+
+    # ------------------------------------------------------------------ the LRM's state
+
+    def fence_requested(self, node: str) -> bool:
+        """LRM.pm is_fence_requested: a service of the node in `fence`, or the node itself."""
+        return self.node_status.get(node) == "fence" or any(sd["node"] == node and sd["state"] == "fence" for sd in self.ss.values())
+
+    def configured_here(self, node: str) -> bool:
+        """LRM.pm has_configured_service_on_local_node (any state), or a worker still running."""
+        return any(sd["node"] == node for sd in self.ss.values()) or any(self.ss.get(sid, {}).get("node") == node for sid in self.jobs)
+
+    def set_lrm_state(self, node: str, state: str) -> None:
+        if self.lrm_state.get(node) != state:
+            self.log(node, "pve-ha-lrm", "info", f"status change {self.lrm_state.get(node)} => {state}")
+            self.lrm_state[node] = state
+
+    def take_agent_lock(self, node: str, now: float) -> None:
+        """LRM.pm get_protected_ha_agent_lock: the agent lock renewed, the watchdog opened or updated."""
+        self.lock_renewed[node] = now
+        self.watchdog_updated[node] = now
+
+    def give_up_watchdog(self, node: str) -> None:
+        """LRM.pm give_up_watchdog_protection (Env/PVE2.pm watchdog_close)."""
+        if self.watchdog_updated.pop(node, None) is not None:
+            self.log(node, "pve-ha-lrm", "info", "watchdog closed (disabled)")
+
+    def lrm_work(self, node: str, now: float, quorate: bool) -> None:
+        """LRM.pm work, its state changes. Without quorum the agent lock cannot be taken
+        (get_ha_agent_lock fails), so an active LRM loses it."""
+        state = self.lrm_state[node]
+        fence = quorate and self.fence_requested(node)
+        if state == "wait_for_agent_lock":
+            if not fence and quorate and self.active_count(node):
+                self.take_agent_lock(node, now)
+                self.set_lrm_state(node, "active")
+        elif state == "lost_agent_lock":
+            if not fence and quorate:
+                self.take_agent_lock(node, now)
+                self.set_lrm_state(node, "active")
+        elif state == "active":
+            if fence:
+                self.log(node, "pve-ha-lrm", "err", "node need to be fenced - releasing agent_lock")
+                self.set_lrm_state(node, "lost_agent_lock")
+            elif not quorate:
+                self.set_lrm_state(node, "lost_agent_lock")
+            else:
+                self.take_agent_lock(node, now)
+                if self.configured_here(node):
+                    self.lrm_idle_since.pop(node, None)
+                elif now - self.lrm_idle_since.setdefault(node, now) > self.secs(MAX_ACTIVE_IDLE_ROUNDS * LRM_ROUND):
+                    self.log(node, "pve-ha-lrm", "info", f"node had no service configured for {MAX_ACTIVE_IDLE_ROUNDS} rounds, going idle.")
+                    self.lock_renewed[node] = 0.0  # release_ha_agent_lock
+                    self.give_up_watchdog(node)
+                    self.set_lrm_state(node, "wait_for_agent_lock")
+                    self.lrm_idle_since.pop(node, None)
 
     # ------------------------------------------------------------------ the daemons as units
 
@@ -402,6 +456,7 @@ class HaManager:
         """LRM.pm update_lrm_status (only while quorate): the timestamp and the LRM's mode."""
         self.lrm_ts[node] = wall
         self.lrm_mode[node] = self.lrm_daemon_mode.get(node, "active")
+        self.lrm_state_written[node] = self.lrm_state[node]
 
     def can_write(self, node: str) -> bool:
         return self.pve.power.get(node) == "on" and self.quorate() and node in self.partition()
@@ -422,8 +477,6 @@ class HaManager:
         if self.lrm_unit(node) != ACTIVE:
             return
         self.pve.units.set(node, "pve-ha-lrm", DEACTIVATING)
-        if self.active_count(node):  # an LRM with services is `active`: it holds the watchdog
-            self.lrm_armed.add(node)
         self.log(node, "pve-ha-lrm", "info", "restart LRM, freeze all services")
         self.lrm_daemon_mode[node] = "restart"
         if self.can_write(node):
@@ -438,9 +491,9 @@ class HaManager:
                 continue
             if self.active_count(node) or any(self.ss.get(sid, {}).get("node") == node for sid in self.jobs):
                 continue
-            if node in self.lrm_armed:  # Env/PVE2.pm watchdog_close; an idle LRM never opened it
-                self.lrm_armed.discard(node)
-                self.log(node, "pve-ha-lrm", "info", "watchdog closed (disabled)")
+            self.give_up_watchdog(node)  # an idle LRM never opened it
+            self.lrm_state[node] = "wait_for_agent_lock"  # the next LRM starts there
+            self.lrm_idle_since.pop(node, None)
             self.lock_renewed[node] = 0.0  # released: nobody has to wait for it to expire
             self.log(node, "pve-ha-lrm", "info", "server stopped")
             self.pve.units.set(node, "pve-ha-lrm", INACTIVE)
@@ -454,8 +507,8 @@ class HaManager:
         self.log(node, "pve-ha-lrm", "info", "starting server")
         self.log(node, "pve-ha-lrm", "info", "status change startup => wait_for_agent_lock")
         self.lrm_daemon_mode[node] = "active"
+        self.lrm_state[node] = "wait_for_agent_lock"  # LRM.pm new: it takes the lock in work()
         if self.can_write(node):
-            self.lock_renewed[node] = time.monotonic()
             self.write_lrm_status(node, time.time())
         self.wake()
 
@@ -483,24 +536,35 @@ class HaManager:
 
     def node_booted(self, node: str) -> None:
         """NODE powered on again: its LRM and CRM start as new daemons (units.boot made the units
-        active); the LRM's mode is active again."""
+        active); the LRM's mode is active again, its state wait_for_agent_lock, the watchdog closed
+        with the power (the new LRM opens it when it goes active)."""
         self.lrm_daemon_mode[node] = "active"
+        self.lrm_state[node] = "wait_for_agent_lock"
+        self.watchdog_updated.pop(node, None)
+        self.lrm_idle_since.pop(node, None)
         self.wake()
 
     # ------------------------------------------------------------------ watchdog
 
     def watchdog(self, now: float) -> None:
-        for node, since in list(self.quorum_lost.items()):
-            if now - since < self.secs(FENCE_DELAY):
+        """watchdog-mux: an open watchdog not updated for FENCE_DELAY seconds resets its node
+        (LRM.pm: an LRM in lost_agent_lock no longer updates it). The node reboots: all its VMs
+        die, HA-managed or not, and its LRM starts again in wait_for_agent_lock."""
+        for node, updated in list(self.watchdog_updated.items()):
+            if self.pve.power.get(node) not in ("on", "isolated"):
+                self.watchdog_updated.pop(node, None)  # powered off: no watchdog runs
                 continue
-            victims = [vm for vm in self.pve.vms if vm.node == node and self.pve.lab_vm_running(vm)]
-            active = any(sd["node"] == node and sd["state"] in ACTIVE_STATES for sd in self.ss.values())
-            if victims and active:
-                self.log(node, "watchdog-mux", "crit", "client watchdog expired - disable watchdog updates")
-                self.log(node, "kernel", "emerg", "watchdog: node reset (lost quorum with active HA services)")
-                for vm in victims:
+            if now - updated < self.secs(FENCE_DELAY):
+                continue
+            self.log(node, "watchdog-mux", "crit", "client watchdog expired - disable watchdog updates")
+            self.log(node, "kernel", "emerg", f"watchdog: node reset (its LRM in {self.lrm_state[node]}, the watchdog open)")
+            for vm in self.pve.vms:
+                if vm.node == node and self.pve.lab_vm_running(vm):
                     self.pve.lab_kill_vm(vm, "the node was reset by its watchdog")
-            self.quorum_lost[node] = float("inf")  # once per quorum loss
+            self.watchdog_updated.pop(node, None)
+            self.lrm_state[node] = "wait_for_agent_lock"
+            self.lrm_daemon_mode[node] = "active"
+            self.lrm_idle_since.pop(node, None)
 
     # ------------------------------------------------------------------ CRM
 
@@ -914,8 +978,9 @@ class HaManager:
                 if mode != "active":
                     status = f"{mode} mode"
                 else:
-                    active = any(sd["node"] == node and sd["state"] in ACTIVE_STATES for sd in self.ss.values())
-                    status = "active" if active else "idle"
+                    # Status.pm: the LRM's state as written; idle when waiting with no active service
+                    state = self.lrm_state_written.get(node) or "unknown"
+                    status = "idle" if state == "wait_for_agent_lock" and not self.active_count(node) else state
             elif mode == "maintenance":
                 status = "maintenance mode"
             res.append({"id": f"lrm:{node}", "type": "lrm", "node": node, "status": f"{node} ({status}, {ctime(ts)})", "timestamp": int(ts)})
@@ -976,10 +1041,9 @@ class HaManager:
         data: dict[str, Any] = {"manager_status": manager, "quorum": {"node": local, "quorate": "1" if self.quorate() and local in self.partition() else "0"}}
         lrm = {}
         for node in sorted(self.node_status):
-            active = any(sd["node"] == node and sd["state"] in ACTIVE_STATES for sd in self.ss.values())
             lrm[node] = {
                 "mode": self.lrm_mode.get(node, "active"),
-                "state": "active" if active else "wait_for_agent_lock",
+                "state": self.lrm_state_written.get(node, "wait_for_agent_lock"),
                 "timestamp": int(self.lrm_ts.get(node, 0)),
                 "results": {},
             }

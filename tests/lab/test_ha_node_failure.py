@@ -1,0 +1,67 @@
+"""The lab's HA manager when a node fails, after pve-ha-manager 5.0.8 (PVE 9) / 4.0.7 (PVE 8) and
+qemu-server: what the watchdog resets (LRM.pm work), what fence recovery clears (Manager.pm
+$fence_recovery_cleanup), a node left in `fence` with nothing to fence (Manager.pm manage), and
+the config lock a VM start honours (QemuServer.pm vm_start).
+
+No Ceph needed (the VMs have local disks): runs standalone with LAB_PVE_TEST_STANDALONE=1.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pve_client import Api, poll, service, time_scale
+
+from lab.pve.control import Control
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("pve_restore")]
+
+
+def vm_status(ctl: Control, vmid: int) -> str:
+    return ctl.status()["vms"][str(vmid)]["status"]
+
+
+def node_state(ctl: Control, node: str) -> str | None:
+    return ctl.status()["nodes"][node]["ha_node_state"]
+
+
+# ---------------------------------------------------------------------- watchdog (LRM.pm work)
+
+
+def test_isolated_node_with_an_ignored_service_is_reset_by_its_watchdog(lab_env, ctl, vms):
+    """The LRM went active for the service; `ignored` drops it from the manager status, but the
+    LRM keeps its watchdog for 60 idle rounds: cut off, the node is reset and the VM dies."""
+    api = Api(lab_env["pve"], "pve-node2")
+    vms(921, node="pve-node3")
+    api.ok("POST", "/cluster/ha/resources", sid="vm:921")
+    poll("vm:921 started", lambda: service(api, "vm:921")["status"] == "vm:921 (pve-node3, started)", 30)
+    api.ok("PUT", "/cluster/ha/resources/vm:921", state="ignored")
+    poll("vm:921 ignored", lambda: service(api, "vm:921")["state"] == "ignored", 15)
+    assert vm_status(ctl, 921) == "running"
+    ctl.fault("pve-node3", "isolate")
+    poll("the watchdog reset of pve-node3", lambda: vm_status(ctl, 921) == "stopped", 60 * time_scale(ctl) + 15)
+    assert any("pve-node3 watchdog-mux: <crit> client watchdog expired" in line for line in ctl.ha_log())
+
+
+def test_lrm_gives_up_its_watchdog_only_after_60_idle_rounds(lab_env, ctl, vms):
+    """LRM.pm $max_active_idle_rounds: after its last service left, the LRM stays `active` (agent
+    lock and watchdog held) for more than 60 rounds of ~10 s, then goes idle; an isolated node
+    whose LRM is idle is not reset, its (no longer HA) VM keeps running."""
+    ctl.set_time_scale(0.02)  # 610 PVE seconds of idle rounds in ~12 s
+    api = Api(lab_env["pve"], "pve-node2")
+    vms(922, node="pve-node3")
+    api.ok("POST", "/cluster/ha/resources", sid="vm:922")
+    poll("vm:922 started", lambda: service(api, "vm:922")["status"] == "vm:922 (pve-node3, started)", 30)
+    api.ok("DELETE", "/cluster/ha/resources/vm:922")
+    time.sleep(300 * time_scale(ctl))  # half way
+    assert _lrm_status(api, "pve-node3").startswith("pve-node3 (active, ")
+    poll("pve-node3's LRM idle", lambda: _lrm_status(api, "pve-node3").startswith("pve-node3 (idle, "), 400 * time_scale(ctl) + 10)
+    assert any("node had no service configured for 60 rounds, going idle." in line for line in ctl.ha_log())
+    ctl.fault("pve-node3", "isolate")
+    time.sleep(90 * time_scale(ctl) + 2)  # past the watchdog's 60 s
+    assert vm_status(ctl, 922) == "running"
+
+
+def _lrm_status(api: Api, node: str) -> str:
+    return next(e["status"] for e in api.ok("GET", "/cluster/ha/status/current") if e["id"] == f"lrm:{node}")
