@@ -681,6 +681,15 @@ class HaManager:
             for sid in sorted(self.ss):
                 repeat |= self.next_state(sid, now)
                 repeat |= self.freeze_if_restarting(sid)
+            # Manager.pm manage: "Avoid that a node without services in 'fence' state (e.g.,
+            # removed manually by admin) is stuck with the 'fence' node state": fence it anyway
+            # (NodeStatus.pm fence_node: acknowledged once its agent lock can be taken), then it
+            # comes back online like any node in the quorate partition (NodeStatus.pm update)
+            fencing = {sd["node"] for sd in self.ss.values() if sd["state"] == "fence"}
+            for node in sorted(self.node_status):
+                if self.node_status[node] == "fence" and node not in fencing:
+                    self.log(master, "pve-ha-crm", "notice", f"node '{node}' in fence state but no services to-fence! admin interference?!")
+                    repeat |= self.fence_node(node, now)
             if not repeat:
                 break
         for sid in self.ss:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from pve_client import Api, poll, service, time_scale
+from pve_client import Api, poll, recovery_deadline, service, time_scale
 
 from lab.pve.control import Control
 
@@ -65,3 +65,27 @@ def test_lrm_gives_up_its_watchdog_only_after_60_idle_rounds(lab_env, ctl, vms):
 
 def _lrm_status(api: Api, node: str) -> str:
     return next(e["status"] for e in api.ok("GET", "/cluster/ha/status/current") if e["id"] == f"lrm:{node}")
+
+
+# ---------------------------------------------------------------------- fence (Manager.pm manage)
+
+
+def test_node_in_fence_with_no_service_left_is_fenced_and_comes_back(lab_env, ctl, vms):
+    """`ha-manager remove` of the only service of a node being fenced: the CRM fences the node
+    anyway ("admin interference"), once its agent lock expired; back in the partition it is
+    online again and a service added there starts on it."""
+    api = Api(lab_env["pve"], "pve-node2")
+    victim = next(n for n in ("pve-node1", "pve-node3") if n != ctl.status()["master"])
+    vms(923, node=victim)
+    vms(924, node=victim)
+    api.ok("POST", "/cluster/ha/resources", sid="vm:923")
+    poll("vm:923 started", lambda: service(api, "vm:923")["status"] == f"vm:923 ({victim}, started)", 30)
+    ctl.fault(victim, "poweroff")
+    poll(f"{victim} in fence", lambda: node_state(ctl, victim) == "fence", 60 * time_scale(ctl) + 15)
+    api.ok("DELETE", "/cluster/ha/resources/vm:923")
+    ctl.fault(victim, "restore")
+    poll(f"{victim} online again", lambda: node_state(ctl, victim) == "online", recovery_deadline(ctl))
+    assert any(f"node '{victim}' in fence state but no services to-fence! admin interference?!" in line for line in ctl.ha_log())
+    api.ok("POST", "/cluster/ha/resources", sid="vm:924")
+    poll("vm:924 started where it is", lambda: service(api, "vm:924")["status"] == f"vm:924 ({victim}, started)", 30)
+    assert vm_status(ctl, 924) == "running"
