@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -23,25 +25,33 @@ func deadAddress(t *testing.T) string {
 	return addr
 }
 
-// A node cut from the network: a listener whose accept queue is full, so a connection never
-// completes (the SYN is dropped, as a firewall or a dead link drops it).
+// A node cut from the network: a listener with a backlog of 0 whose one queued connection nobody
+// accepts, so the kernel drops every further SYN and a connection never completes (as a firewall
+// or a dead link drops it).
 func cutAddress(t *testing.T) string {
 	t.Helper()
-	lc := net.ListenConfig{}
-	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	// fill the backlog: connections nobody accepts
-	for i := 0; i < 512; i++ {
-		c, err := net.DialTimeout("tcp", l.Addr().String(), 50*time.Millisecond)
-		if err != nil {
-			break
-		}
-		t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
 	}
-	return l.Addr().String()
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	filler, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { filler.Close() })
+	return addr
 }
 
 func node(t *testing.T, name string) *httptest.Server {
