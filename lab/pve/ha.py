@@ -77,6 +77,9 @@ STATUS_STALE = 30  # Status.pm: "old timestamp - dead?"
 TICK = 2  # how often the lab's CRM/LRM loop runs
 
 SUCCESS, ERROR = 0, 1
+# Manager.pm $fence_recovery_cleanup: the config locks safe to remove after fencing (the node
+# was reset, with all its state); any other lock (create, destroyed, ...) stays and blocks the start
+FENCE_REMOVABLE_LOCKS = ("backup", "mounted", "migrate", "clone", "rollback", "snapshot", "snapshot-delete", "suspending", "suspended")
 RESOURCE_KEYS = ("state", "group", "max_restart", "max_relocate", "failback", "comment", "auto-rebalance")
 
 
@@ -724,6 +727,17 @@ class HaManager:
             return True
         return False
 
+    def fence_recovery_cleanup(self, sid: str) -> None:
+        """Manager.pm $fence_recovery_cleanup with Resources/PVEVM.pm remove_locks: a leftover
+        lock of FENCE_REMOVABLE_LOCKS is deleted from the config; any other stays (the start on
+        the new node then fails: QemuServer.pm vm_start -> check_lock)."""
+        vm = self.vm_of(sid)
+        lock = (vm.config.get("lock") or vm.lock) if vm is not None else None
+        if lock in FENCE_REMOVABLE_LOCKS:
+            vm.lock = None
+            vm.config.pop("lock", None)
+            self.log(self.master, "pve-ha-crm", "warning", f"removed leftover lock '{lock}' from recovered service '{sid}' to allow its start.")
+
     def next_state(self, sid: str, now: float) -> bool:
         sd = self.ss[sid]
         cd = self.conf(sid)
@@ -765,6 +779,7 @@ class HaManager:
                 return False
             fenced = sd["node"]
             self.log(self.master, "pve-ha-crm", "info", f"recover service '{sid}' from fenced node '{fenced}' to node '{target}'")
+            self.fence_recovery_cleanup(sid)
             self.pve.lab_steal_vm(self.vm_of(sid), target)
             sd["node"] = target
             self.restarts.pop(sid, None)

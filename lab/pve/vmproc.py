@@ -165,14 +165,14 @@ class VmProcesses:
                     self.lab_kill_vm(vm, "lab stopped")
 
     def lab_steal_vm(self, vm, target: str) -> None:
-        """steal_service: the VM's config moves to TARGET (its old node is fenced)."""
+        """steal_service (Env/PVE2.pm: the config file renamed to TARGET's directory, its old
+        node fenced). The config, its `lock` included, moves unchanged: the CRM cleared the locks
+        it may beforehand (ha.py fence_recovery_cleanup)."""
         if vm is None:
             return
         if vm.status == "running":
             self.lab_kill_vm(vm, "fenced")
         vm.node = target
-        vm.lock = None
-        vm.config.pop("lock", None)
 
     async def lab_migrate(self, vm, target: str, online: bool) -> tuple[bool, str]:
         running = vm.status == "running"

@@ -89,3 +89,40 @@ def test_node_in_fence_with_no_service_left_is_fenced_and_comes_back(lab_env, ct
     api.ok("POST", "/cluster/ha/resources", sid="vm:924")
     poll("vm:924 started where it is", lambda: service(api, "vm:924")["status"] == f"vm:924 ({victim}, started)", 30)
     assert vm_status(ctl, 924) == "running"
+
+
+# ---------------------------------------------------------------------- recovery of a locked VM
+
+
+def test_fence_recovery_keeps_a_create_lock_and_the_start_fails_into_error(lab_env, ctl, vms):
+    """Manager.pm $fence_recovery_cleanup removes only backup, mounted, migrate, clone, rollback,
+    snapshot, snapshot-delete, suspending and suspended: a `create` lock moves with the recovered
+    VM, `qm start` on its new node refuses it (QemuServer.pm vm_start -> check_lock) and after the
+    restart and relocate tries the service is in `error`. (The lock is set while the VM is stopped:
+    on a running one the lab makes it a pending change.)"""
+    api = Api(lab_env["pve"], "pve-node2")
+    victim = next(n for n in ("pve-node1", "pve-node3") if n != ctl.status()["master"])
+    vms(925, node=victim)
+    api.ok("PUT", f"/nodes/{victim}/qemu/925/config", lock="create")
+    api.ok("POST", "/cluster/ha/resources", sid="vm:925", state="stopped", max_restart=1, max_relocate=1)
+    poll("vm:925 stopped", lambda: service(api, "vm:925")["status"] == f"vm:925 ({victim}, stopped)", 30)
+    ctl.fault(victim, "poweroff")
+    st = poll("vm:925 recovered", lambda: (s := service(api, "vm:925")) and s["node"] != victim and s["state"] == "stopped" and s, recovery_deadline(ctl))
+    assert api.ok("GET", f"/nodes/{st['node']}/qemu/925/config")["lock"] == "create"
+    api.ok("PUT", "/cluster/ha/resources/vm:925", state="started")
+    poll("vm:925 in error", lambda: service(api, "vm:925")["state"] == "error", 60)
+    starts = [t for t in ctl.tasks(925) if t["type"] == "qmstart"]
+    assert starts and all(t["exitstatus"] == "VM is locked (create)" for t in starts), starts
+
+
+def test_fence_recovery_removes_a_leftover_backup_lock(lab_env, ctl, vms):
+    api = Api(lab_env["pve"], "pve-node2")
+    victim = next(n for n in ("pve-node1", "pve-node3") if n != ctl.status()["master"])
+    vms(926, node=victim)
+    api.ok("PUT", f"/nodes/{victim}/qemu/926/config", lock="backup")
+    api.ok("POST", "/cluster/ha/resources", sid="vm:926", state="stopped")
+    poll("vm:926 stopped", lambda: service(api, "vm:926")["status"] == f"vm:926 ({victim}, stopped)", 30)
+    ctl.fault(victim, "poweroff")
+    st = poll("vm:926 recovered", lambda: (s := service(api, "vm:926")) and s["node"] != victim and s["state"] == "stopped" and s, recovery_deadline(ctl))
+    assert "lock" not in api.ok("GET", f"/nodes/{st['node']}/qemu/926/config")
+    assert any("removed leftover lock 'backup' from recovered service 'vm:926' to allow its start." in line for line in ctl.ha_log())

@@ -370,6 +370,11 @@ class NodesQemuApi:
         async def body():
             if vm.status == "running":
                 return None
+            # QemuServer.pm vm_start: PVE::QemuConfig->check_lock unless skiplock or `suspended`
+            # (Resources/PVEVM.pm start passes no skiplock): `VM is locked (create)`
+            lock = vm.config.get("lock") or vm.lock
+            if lock and lock != "suspended":
+                raise TaskError(f"VM is locked ({lock})")
             await self.lab_power_on(vm)
             return None
 
@@ -383,6 +388,9 @@ class NodesQemuApi:
 
     async def lab_task_migrate(self, vm, node: str, target: str, online: bool) -> tuple[bool, str]:
         async def body():
+            lock = vm.config.get("lock") or vm.lock
+            if lock:  # QemuMigrate.pm prepare: PVE::QemuConfig->check_lock
+                raise TaskError(f"VM is locked ({lock})")
             ok, message = await self.lab_migrate(vm, target, online)
             if not ok:
                 raise TaskError(message)
