@@ -126,3 +126,19 @@ def test_fence_recovery_removes_a_leftover_backup_lock(lab_env, ctl, vms):
     st = poll("vm:926 recovered", lambda: (s := service(api, "vm:926")) and s["node"] != victim and s["state"] == "stopped" and s, recovery_deadline(ctl))
     assert "lock" not in api.ok("GET", f"/nodes/{st['node']}/qemu/926/config")
     assert any("removed leftover lock 'backup' from recovered service 'vm:926' to allow its start." in line for line in ctl.ha_log())
+
+
+# ---------------------------------------------------------------------- qm start and the config lock
+
+
+def test_start_of_a_locked_vm_with_skiplock_needs_root(lab_env, vms):
+    """QemuServer.pm vm_start checks the config lock inside lock_config unless skiplock, which
+    API2/Qemu.pm vm_start gives to root@pam alone (an API token is not root@pam)."""
+    api = Api(lab_env["pve"], "pve-node1")
+    vms(927, node="pve-node1")
+    api.ok("PUT", "/nodes/pve-node1/qemu/927/config", lock="create")
+    status, log = api.wait_task(api.ok("POST", "/nodes/pve-node1/qemu/927/status/start"))
+    assert status == "VM is locked (create)", log
+    code, message = api.err("POST", "/nodes/pve-node1/qemu/927/status/start", skiplock=1)
+    assert code == 400 and "Only root may use this option." in api.req("POST", "/nodes/pve-node1/qemu/927/status/start", skiplock=1).text
+    api.ok("PUT", "/nodes/pve-node1/qemu/927/config", delete="lock")

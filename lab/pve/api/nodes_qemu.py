@@ -296,11 +296,22 @@ class NodesQemuApi:
         if vm.ha_managed and not vm.template:
             return await self._ha_request(vm, user, "started")
 
+        # QemuServer.pm vm_start (qemu-server 9.0 / 8.x): the whole start runs under
+        # PVE::QemuConfig->lock_config -- the flock on /var/lock/qemu-server/lock-<vmid>.conf,
+        # taken with a 10 s timeout (AbstractConfig.pm lock_config) and held until the start is
+        # done; no `lock` property is written to the config. The task's config lock (fakepve's
+        # task(vm=...), lock_wait 10 s) is that flock. Inside it, check_lock refuses a locked VM
+        # unless skiplock (root only) or the lock is `suspended`.
+        skiplock = bool(p.get("skiplock"))
+        if skiplock and user != "root@pam":  # API2/Qemu.pm vm_start: $get_root_param->('skiplock')
+            raise param_error(skiplock="Only root may use this option.")
+
         async def body():
             if vm.template:
                 raise TaskError("you can't start a vm if it's a template")
-            if vm.lock and vm.lock != "suspended":
-                raise TaskError(f"VM is locked ({vm.lock})")
+            lock = vm.config.get("lock") or vm.lock
+            if lock and lock != "suspended" and not skiplock:
+                raise TaskError(f"VM is locked ({lock})")
             if vm.status == "running":
                 raise TaskError(f"VM {vm.vmid} already running")
             await self.ceph_io(vm)
@@ -367,6 +378,9 @@ class NodesQemuApi:
         return status == "OK", status
 
     async def lab_task_start(self, vm, node: str) -> tuple[bool, str]:
+        """The LRM's `qm start` (Resources/PVEVM.pm start -> API2/Qemu.pm vm_start), under the same
+        config flock as _do_start."""
+
         async def body():
             if vm.status == "running":
                 return None
