@@ -15,7 +15,7 @@ powered off while the VM is created and while its HA resource is added, Ceph not
 the VM's disk is allocated, `up` interrupted (SIGINT then SIGTERM) while creating 10 VMs, two `up`
 at once. Converged cases (one stack, its VM holding the marker): `VM is locked (create)` on a
 config update, 10 failovers in a row through ``python -m drill --check-preview``, `pulumi up`
-during a failover (it waits for HA, then changes nothing), destroy after a failover with the
+during a failover (the VM's recorded state kept, nothing changed), destroy after a failover with the
 node still down.
 """
 
@@ -419,12 +419,12 @@ def test_vm_locked_on_a_config_update_fails_then_converges_and_data_survives(con
     assert marker.intact()
 
 
-def test_pulumi_up_during_a_failover_waits_for_ha_and_changes_nothing(conv: tuple[VmStack, DiskMarker]) -> None:
+def test_pulumi_up_during_a_failover_changes_nothing(conv: tuple[VmStack, DiskMarker]) -> None:
     """In the window where the VM's node is dead and HA has not started the VM elsewhere yet, PVE
     lists the VM on the dead node and answers a read of its config through that node with 595 (No
-    route to host). The plugin built here reads again until HA has started the VM on another node
-    (tools/proxmoxve/failover.go), so `up` waits out the failover, then changes nothing: no API
-    call but reads, and the VM stays where HA put it."""
+    route to host). The plugin built here keeps the VM's recorded state for that read, without
+    waiting (tools/proxmoxve/failover.go), so `up` changes nothing: no API call but reads, and
+    the VM stays where HA put it."""
     stack, marker = conv
     before = wait_for("the VM running", lambda: vm_node(CONVERGED_VM), deadline=120)
     with node_powered_off(before):
