@@ -151,6 +151,13 @@ cluster_network = {CLUSTER_NETWORK}
 [mon]
 # tests and the drift checks delete pools
 mon_allow_pool_delete = true
+# A multi-host cluster's failure reporting on one host. The monitors mark an OSD down once
+# mon_osd_min_down_reporters (2) peers from distinct subtrees of mon_osd_reporter_subtree_level
+# (default `host`) report it (OSDMonitor::check_failure). All the lab's OSDs are on one host, so a
+# hung OSD's peers were one reporter and it stayed up until mon_osd_report_timeout (900 s): SLOW_OPS,
+# `rbd ls` hung. Counting each OSD as its own subtree makes a hung OSD down after
+# osd_heartbeat_grace (20 s), as on a cluster whose OSDs are on several hosts.
+mon_osd_reporter_subtree_level = osd
 [mgr]
 mgr_stats_period = 1
 """
