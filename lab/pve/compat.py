@@ -31,6 +31,7 @@ HOOKS = {
     "_content_delete": "8ba315369674a8e7",
     "_content_info": "d6a9e1dc31544b42",
     "_content_list": "942e290e5cf507bf",
+    "_do_reboot": "6b9c54f4bf003020",
     "_do_shutdown": "b1c84de5db9c65a9",
     "_do_start": "a345c844aff21b17",
     "_do_stop": "1837ba752e59c244",

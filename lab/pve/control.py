@@ -185,6 +185,11 @@ class Control:
         """Every start of VMID fails with MESSAGE (a task error) until cleared with None."""
         return self.call("POST", "/vm/start-error", {"vmid": vmid, "message": message})
 
+    def set_start_secs(self, vmid: int, secs: float) -> dict[str, Any]:
+        """Every start of VMID (qm start, the API's or the LRM's) takes SECS PVE seconds, under the
+        VM's config flock (QemuServer.pm vm_start holds it for the whole start); 0 for none."""
+        return self.call("POST", "/vm/start-secs", {"vmid": vmid, "secs": secs})
+
     def holders(self) -> dict[str, Any]:
         """Running VM processes (the librbd lock holders): vmid -> {pid, node, images}."""
         return self.call("GET", "/holders")

@@ -295,6 +295,15 @@ def control_app(pve: LabPve) -> web.Application:
         vm.start_error = data.get("message") or None
         return _json({"vmid": vm.vmid, "start_error": vm.start_error})
 
+    @routes.post("/vm/start-secs")
+    async def vm_start_secs(request):
+        data = await body_of(request)
+        vm = pve.vm(int(data.get("vmid", 0) or 0))
+        if vm is None:
+            return _json(error=f"no VM {data.get('vmid')}", status=404)
+        vm.start_secs = float(data.get("secs") or 0)
+        return _json({"vmid": vm.vmid, "start_secs": vm.start_secs})
+
     @routes.get("/holders")
     async def holders(request):
         return _json({str(h.vmid): {"pid": h.proc.pid, "node": h.node, "images": h.images, "since": h.started} for h in pve.holders.values()})

@@ -34,7 +34,7 @@ from fakepve.model import PveError, TaskError
 from fakepve.qemu import DRIVE_KEY, NEW_DISK, drives_of, is_cdrom, join_drive, split_drive, volume_ref
 from fakepve.routing import die, ok, param_error
 
-from lab.pve.api.tasks import AFTER, OPS
+from lab.pve.api.tasks import AFTER, BEFORE, OPS
 from lab.pve.rbdstore import RbdError
 
 
@@ -123,16 +123,33 @@ class NodesQemuApi:
             await self.lab_release(vmid)
             return None
 
+        async def early_checks_again():
+            # API2/Qemu.pm destroy_vm: the worker takes the config flock (lock_config, 10 s, else
+            # `can't lock file '/var/lock/qemu-server/lock-<vmid>.conf' - got timeout`) and runs
+            # $early_checks again ("repeat, config might have changed"): a VM that a start holding
+            # the flock brought up meanwhile, or one added to HA meanwhile, fails the task (fakepve
+            # checked them only before the task)
+            now = self.vm(vmid)
+            if now is None:
+                raise TaskError(f"Configuration file 'nodes/{v['node']}/qemu-server/{vmid}.conf' does not exist")
+            if now.config.get("protection") in (1, "1", True):
+                raise TaskError(f"can't remove VM {vmid} - protection mode enabled")
+            if not purge and sid in self.ha.resources:  # PVE::HA::Config::service_is_configured
+                raise TaskError(f"unable to remove VM {vmid} - used in HA resources and purge parameter not set.")
+            if now.status == "running":  # PVE::QemuServer::check_running
+                raise TaskError(f"VM {vmid} is running - destroy failed")
+
         vm = self.vm(vmid)
         if vm is not None:
             for store_id in {volume_ref(vol)[0] for _k, vol, _p in drives_of(vm.config)}:
                 if store_id and self.storages.get(store_id, {}).get("type") == "rbd":
                     await self._rbd_sync(store_id)
-        token = AFTER.set([after])
+        token, early = AFTER.set([after]), BEFORE.set([early_checks_again])
         try:
             return await super()._qm_destroy(v, user)
         finally:
             AFTER.reset(token)
+            BEFORE.reset(early)
 
     async def _config_get(self, request):
         """GET .../qemu/{vmid}/config: the config with the pending changes applied, unless
@@ -352,6 +369,56 @@ class NodesQemuApi:
 
         return await self.task(vm.node, "qmshutdown", vm.vmid, user, body, vm=vm)
 
+    async def _do_reboot(self, vm, user, p):
+        """POST .../status/reboot (bpg's reboot when the guest agent is enabled). API2/Qemu.pm
+        vm_reboot has no HA branch: it refuses a paused or stopped VM, then its `qmreboot` worker
+        runs QemuServer.pm vm_reboot under the config flock: create_reboot_request and a guest
+        shutdown (_do_vm_stop: check_lock unless skiplock -- a task error --, no forceStop: `VM
+        quit/powerdown failed - got timeout`). The task ends with the VM stopped; qmeventd then runs
+        `qm cleanup` (CLI/qm.pm), which finds the reboot request and calls API2/Qemu.pm vm_start:
+        for an HA-managed VM that is `Requesting HA start for VM <vmid>` (`ha-manager set
+        vm:<vmid> --state started`), so the requested state stays `started` all along and the
+        LRM starts the VM (applying its pending changes). fakepve rebooted in one task, outside
+        HA, without stopping the VM's process, and refused a locked VM in the HTTP answer."""
+        if vm.qmpstatus == "paused":
+            raise die("VM is paused - cannot shutdown")
+        self._need_running(vm)
+
+        requested: list[bool] = []
+
+        async def body():
+            if vm.status != "running":  # "only reboot if running, as qmeventd starts it again"
+                return None
+            lock = vm.config.get("lock") or vm.lock
+            if lock:
+                raise TaskError(f"VM is locked ({lock})")
+            note = await self._powerdown(vm, p)
+            requested.append(True)  # create_reboot_request, cleared again if the shutdown fails
+            await self.lab_release(vm.vmid)
+            return note
+
+        async def cleanup():
+            if requested:
+                self.background(self._qm_cleanup_restart(vm))
+
+        token = AFTER.set([cleanup])
+        try:
+            return await self.task(vm.node, "qmreboot", vm.vmid, user, body, vm=vm)
+        finally:
+            AFTER.reset(token)
+
+    async def _qm_cleanup_restart(self, vm) -> None:
+        """`qm cleanup` after a reboot request (CLI/qm.pm cleanup): under the config flock
+        (lock_config_full, 60 s) once the reboot task released it, then `Restarting VM <vmid>`
+        through API2/Qemu.pm vm_start as root@pam: the HA request for an HA-managed VM, else
+        a `qmstart` task."""
+        deadline = asyncio.get_running_loop().time() + max(60 * self.time_scale, 1)
+        while vm.lock_holder is not None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        if self.vm(vm.vmid) is not vm or vm.status == "running":
+            return
+        await self._do_start(vm, "root@pam", {})
+
     async def _ha_request(self, vm, user, state):
         sid = f"vm:{vm.vmid}"
         verb = "start" if state == "started" else "stop"
@@ -389,6 +456,13 @@ class NodesQemuApi:
             lock = vm.config.get("lock") or vm.lock
             if lock and lock != "suspended":
                 raise TaskError(f"VM is locked ({lock})")
+            # the start takes its time under the flock, as the API's start does (_do_start)
+            await self.pause(vm.start_secs)
+            # QemuServer.pm vm_start_nolock: pending changes are applied before QEMU starts
+            # (`vmconfig_apply_pending` unless a statefile/resume), whoever runs the start: an HA
+            # VM changed while running (bpg: PUT config, then status/stop + status/start through
+            # HA) gets them on the LRM's start
+            vm.apply_pending()
             await self.lab_power_on(vm)
             return None
 

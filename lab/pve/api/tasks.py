@@ -25,17 +25,24 @@ LOG = logging.getLogger("lab.pve")
 OPS: contextvars.ContextVar[list | None] = contextvars.ContextVar("lab_pve_ops", default=None)
 # Callbacks a handler wants run when the task it starts ends well (set around super() calls).
 AFTER: contextvars.ContextVar[list | None] = contextvars.ContextVar("lab_pve_after", default=None)
+# Checks a handler wants run inside the task, under its config lock, before the body (a check
+# raising TaskError fails the task): PVE handlers that repeat their checks once they hold the lock.
+BEFORE: contextvars.ContextVar[list | None] = contextvars.ContextVar("lab_pve_before", default=None)
 
 
 class TasksApi:
     """Mixin of LabPve: tasks that do real Ceph work."""
 
     async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
-        after = AFTER.get()
+        after, before = AFTER.get(), BEFORE.get()
         if after is not None:
             AFTER.set(None)
+        if before is not None:
+            BEFORE.set(None)
 
         async def wrapped():
+            for check in before or []:
+                await check()
             ops: list = []
             token = OPS.set(ops)
             notes: list[str] = []
