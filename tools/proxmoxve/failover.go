@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/bpg/terraform-provider-proxmox/proxmoxtf"
 
@@ -66,6 +67,48 @@ func nodeDown(what string, d *schema.ResourceData, node, status string) diag.Dia
 		"bring %s back, or for a new VM set its node to a live one (vms[].node); an HA VM is started on another node by HA: run again once it has", what, vm, node, status, node)
 }
 
+// DeleteRaceWait bounds how long a VM's delete goes on trying while a start holds the VM.
+var DeleteRaceWait = 120 * time.Second
+
+// deleteAgainAfterAStart wraps the VM resource's Delete.
+//
+// A destroy that meets a start in flight (HA starting the VM: its HA resource was just removed,
+// but the LRM's `qm start` already runs) fails in PVE's destroy_vm, whose task checks the VM again
+// under the config lock: "VM <id> is running - destroy failed", or the lock's timeout ("can't lock
+// file '/var/lock/qemu-server/lock-<id>.conf' - got timeout") while the start holds it. bpg read
+// the VM as stopped, skipped the stop and does not retry a failed task, so the destroy failed and
+// a second `pulumi destroy` was needed (stop, then delete). The delete is run again, each time
+// reading the VM afresh (bpg stops a running VM before it deletes it), until it succeeds or
+// DeleteRaceWait has passed.
+func deleteAgainAfterAStart(del func(context.Context, *schema.ResourceData, any) diag.Diagnostics) func(context.Context, *schema.ResourceData, any) diag.Diagnostics {
+	return func(ctx context.Context, d *schema.ResourceData, m any) diag.Diagnostics {
+		deadline := time.Now().Add(DeleteRaceWait)
+		for {
+			diags := del(ctx, d, m)
+			if !racedWithAStart(diags) || time.Now().Add(deleteRetryPause).After(deadline) {
+				return diags
+			}
+			select {
+			case <-ctx.Done():
+				return diags
+			case <-time.After(deleteRetryPause):
+			}
+		}
+	}
+}
+
+const deleteRetryPause = 2 * time.Second
+
+func racedWithAStart(diags diag.Diagnostics) bool {
+	for _, d := range diags {
+		text := d.Summary + " " + d.Detail
+		if d.Severity == diag.Error && (strings.Contains(text, "is running - destroy failed") || (strings.Contains(text, "can't lock file") && strings.Contains(text, "got timeout"))) {
+			return true
+		}
+	}
+	return false
+}
+
 // nodeStatus: the node's status in /cluster/resources ("online", "offline", ...), "" when unknown.
 func nodeStatus(ctx context.Context, m any, node string) string {
 	cfg, ok := m.(proxmoxtf.ProviderConfiguration)
@@ -114,7 +157,7 @@ func withNodeFailures(p *schema.Provider) *schema.Provider {
 		vm.UpdateContext = guardWrites("update", vm.UpdateContext)
 	}
 	if vm.DeleteContext != nil {
-		vm.DeleteContext = guardWrites("delete", vm.DeleteContext)
+		vm.DeleteContext = guardWrites("delete", deleteAgainAfterAStart(vm.DeleteContext))
 	}
 	return p
 }

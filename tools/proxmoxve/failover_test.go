@@ -55,3 +55,28 @@ func TestAWriteThatMeetsA595SaysTheNodeIsDownInOneLine(t *testing.T) {
 		}
 	}
 }
+
+func TestADeleteThatMeetsAStartInFlightIsRunAgain(t *testing.T) {
+	calls := 0
+	del := deleteAgainAfterAStart(func(context.Context, *schema.ResourceData, any) diag.Diagnostics {
+		calls++
+		if calls == 1 {
+			return diag.Errorf("error waiting for VM removal: task \"UPID:pve-node2:...:qmdestroy:461:root@pam!t:\" failed to complete with exit code: VM 461 is running - destroy failed")
+		}
+		return nil
+	})
+	if diags := del(context.Background(), vmData(t), nil); diags.HasError() || calls != 2 {
+		t.Fatalf("want success on the second delete, got %v after %d", diags, calls)
+	}
+}
+
+func TestOtherDeleteErrorsAreNotRetried(t *testing.T) {
+	calls := 0
+	del := deleteAgainAfterAStart(func(context.Context, *schema.ResourceData, any) diag.Diagnostics {
+		calls++
+		return diag.Errorf("permission check failed (/vms/461, VM.Allocate)")
+	})
+	if diags := del(context.Background(), vmData(t), nil); !diags.HasError() || calls != 1 {
+		t.Fatalf("want one delete and its error, got %v after %d", diags, calls)
+	}
+}
