@@ -38,6 +38,36 @@ from lab.pve.api.tasks import AFTER, BEFORE, OPS
 from lab.pve.rbdstore import RbdError
 
 
+def _config_types() -> dict[str, str]:
+    """The types of a VM's config keys, from PVE's schema of POST /nodes/{node}/qemu/{vmid}/config."""
+    from fakepve import schema
+
+    found = schema.load().match("/nodes/n/qemu/100/config")
+    props = ((found.methods if found else {}).get("POST") or {}).get("parameters", {}).get("properties", {})
+    return {key: str(spec.get("type")) for key, spec in props.items()}
+
+
+_TYPES: dict[str, str] = {}
+
+
+def config_value(key: str, value: Any) -> Any:
+    """A config value as PVE keeps and returns it: qemu-server's parse_vm_config reads every key of
+    the config and of its [PENDING] section through check_type (PVE/QemuServer.pm), which makes an
+    integer key a number and a boolean 1 or 0; a form field arrives as text ("2"), and bpg decodes
+    `cores` of GET .../config into an int64 (a string there fails its refresh)."""
+    if not _TYPES:
+        _TYPES.update(_config_types())
+    kind = _TYPES.get(key.rstrip("0123456789") + "[n]" if key[-1:].isdigit() and key not in _TYPES else key)
+    text = str(value)
+    if kind == "integer" and re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if kind == "number" and re.fullmatch(r"-?\d+(\.\d+)?", text):
+        return float(text) if "." in text else int(text)
+    if kind == "boolean" and text.lower() in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        return 1 if text.lower() in ("1", "true", "yes", "on") else 0
+    return value
+
+
 class NodesQemuApi:
     """Mixin of LabPve: /nodes/{node}/qemu/{vmid} on RBD, with VM processes and HA."""
 
@@ -174,7 +204,7 @@ class NodesQemuApi:
     async def _apply_config(self, vm, user, p):
         """A config update: fakepve keeps `scsi1: ceph-rbd:4` as written; PVE allocates the disk,
         but only after load_and_check_config (Qemu.pm $update_vm_api): the digest, then the lock."""
-        p = dict(p)
+        p = {key: config_value(key, value) for key, value in p.items()}
         new_disks = [k for k in p if DRIVE_KEY.match(k) and NEW_DISK.match(split_drive(str(p[k]))[0] or "")]
         if new_disks:
             self.need_quorum()
