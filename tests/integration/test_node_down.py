@@ -10,7 +10,7 @@ cells of the matrix this module runs, each moment and each command at least once
 | 1    | pve-node1 (endpoint)   | poweroff  | before the CRM marks it   | preview (0 changes, time)                |
 | 2    | pve-node1              | poweroff  | fenced / recovering       | up: a VM and its HA resource on pve-node2 |
 | 3    | pve-node1              | poweroff  | fenced / recovering       | up: a VM configured on pve-node1 (refused in one line, at once) |
-| 4    | pve-node1              | poweroff  | after HA recovered the VM | preview, refresh, verify (only pve-node1's checks fail) |
+| 4    | pve-node1              | poweroff  | after HA recovered the VM | preview, refresh, verify (only pve-node1's checks fail); import |
 | 5    | pve-node1              | poweroff  | after recovery            | up: an HA resource removed; drift repaired |
 | 6    | pve-node2 or 3 (not the endpoint) | cut | before the CRM marks it   | preview (0 changes, time)                |
 | 7    | a node without the VMs | poweroff  | before the CRM marks it   | destroy                                  |
@@ -20,8 +20,10 @@ After each fault the node is restored and a preview of the stack must be clean.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +31,12 @@ from pulumi import automation as auto
 
 import lab
 from lab import wait_for
+from tests.integration.engine import cli
 from tests.integration.lab_stack import LabStack, api, changes, forget_stack, node_online
 
 POOL, STORAGE, CLIENT = "nd-pool", "nd-rbd", "nd"
-VM, ADDED, ON_DEAD = 241, 242, 243
+VM, ADDED, ON_DEAD, HAND = 241, 242, 243, 244
+VM_TYPE = "proxmoxve:index/vmLegacy:VmLegacy"
 
 
 def vm(vmid: int, node: str, **extra: Any) -> dict[str, Any]:
@@ -60,7 +64,7 @@ def edit(config: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def nd(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
-    forget_stack("nd", [VM, ADDED, ON_DEAD])
+    forget_stack("nd", [VM, ADDED, ON_DEAD, HAND])
     stack = LabStack("nd", lab_state, tmp_path_factory.mktemp("nd"), edit)
     stack.up()
     stack.timings = {"healthy preview": timed(stack.preview)[0]}  # type: ignore[attr-defined]
@@ -69,7 +73,7 @@ def nd(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> I
         if not node_online(node):
             lab.fault(node, "restore")
     stack.remove()
-    forget_stack("nd", [VM, ADDED, ON_DEAD])
+    forget_stack("nd", [VM, ADDED, ON_DEAD, HAND])
 
 
 def timed(command: Any) -> tuple[float, Any]:
@@ -78,11 +82,11 @@ def timed(command: Any) -> tuple[float, Any]:
     return time.monotonic() - started, result
 
 
-def clean_preview(stack: LabStack, label: str) -> float:
+def clean_preview(stack: LabStack, label: str) -> tuple[float, auto.PreviewResult]:
     took, result = timed(stack.preview)
     assert changes(result.change_summary) == {}, f"{label}: {result.change_summary}\n{result.stdout[-3000:]}"
     print(f"\n  {label}: preview {took:.1f} s, 0 changes")
-    return took
+    return took, result
 
 
 def within_healthy(stack: LabStack, took: float, label: str) -> None:
@@ -105,8 +109,10 @@ def restore(node: str) -> None:
 def test_1_endpoint_node_powered_off_preview_at_once_shows_no_change(nd: LabStack) -> None:
     assert where(VM)[0] == "pve-node1"
     lab.fault("pve-node1", "poweroff")
-    took = clean_preview(nd, "endpoint's node just powered off")
+    took, result = clean_preview(nd, "endpoint's node just powered off")
     within_healthy(nd, took, "preview, endpoint down (early)")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: HA preflight: pve-node1")]
+    assert len(warnings) == 1 and "quorum holds" in warnings[0], result.stderr[-2000:]
 
 
 def test_2_up_adds_a_vm_and_its_ha_resource_on_a_live_node(nd: LabStack) -> None:
@@ -144,6 +150,25 @@ def test_4_after_ha_recovered_the_vm_preview_refresh_and_verify_tell_the_truth(n
     assert failing == {"ceph-common", "storage", "ha-services", "ha-quorum"} and code == 1, lines
 
 
+def test_4_import_works_with_the_endpoint_down(nd: LabStack, tmp_path: Path) -> None:
+    """`pulumi import` of a VM made by hand on a live node, with the stack's provider (its recorded
+    configuration holds the fallback nodes), while pve-node1 (the endpoint) is still down."""
+    api().nodes("pve-node2").qemu.post(vmid=HAND, name=f"vm{HAND}", memory=128, cores=1)
+    wait_for("the hand-made VM", lambda: where(HAND)[0] == "pve-node2", 30)
+    resources = nd.stack.export_stack().deployment["resources"]
+    provider = next(r["urn"] for r in resources if r["type"] == "pulumi:providers:proxmoxve")
+    spec = {"nameTable": {"pve": provider}, "resources": [{"type": VM_TYPE, "name": f"hand{HAND}", "id": f"pve-node2/{HAND}", "provider": "pve"}]}
+    (tmp_path / "import.json").write_text(json.dumps(spec))
+    try:
+        done = cli(nd.env, "import", "--file", str(tmp_path / "import.json"), "--yes", "--protect=false", "--generate-code=false", "--stack", "nd", cwd=nd.work)
+        assert done.returncode == 0, done.stdout + done.stderr
+        imported = [r for r in nd.stack.export_stack().deployment["resources"] if r["type"] == VM_TYPE and r.get("id") == str(HAND)]
+        assert len(imported) == 1 and imported[0]["outputs"]["nodeName"] == "pve-node2", imported
+    finally:  # the program does not declare it: out of the state again, and gone from PVE
+        cli(nd.env, "state", "delete", "--force", "--yes", "--stack", "nd", f"urn:pulumi:nd::pve-ceph-ha::{VM_TYPE}::hand{HAND}", cwd=nd.work)
+        api().nodes("pve-node2").qemu(HAND).delete()
+
+
 def test_5_up_removes_an_ha_resource_and_repairs_drift(nd: LabStack) -> None:
     api().cluster.ha.resources(f"vm:{VM}").put(max_restart=3)  # drift, made while pve-node1 is down
     nd.reconfigure(lambda c: [v.__setitem__("ha", False) for v in c["vms"] if v["id"] == ADDED])
@@ -160,7 +185,7 @@ def test_6_a_node_cut_from_the_network_costs_no_more_than_the_bound(nd: LabStack
     cut = next(n for n in ("pve-node2", "pve-node3") if n != where(ADDED)[0])
     lab.fault(cut, "isolate")
     try:
-        took = clean_preview(nd, f"{cut} cut from the network")
+        took, _ = clean_preview(nd, f"{cut} cut from the network")
         within_healthy(nd, took, "preview, a node cut (early)")
     finally:
         restore(cut)

@@ -8,6 +8,7 @@ import pytest
 from pulumi.runtime import rpc
 
 from components.dynamic import OperatorError
+from components import ha_preflight
 from components.ha_preflight import PreflightProvider, mode_problem, parse_ha_status
 from tests.unit.fake_nodes import PVE8, PVE9, FakeCluster
 
@@ -108,12 +109,15 @@ def test_a_node_that_just_died_is_skipped_with_a_warning_while_quorum_holds(clus
     """The seconds after a node dies, before the CRM marks it: the cluster still has it online,
     it does not answer SSH; a quorate cluster manages HA without it, so up goes on (issue #20)."""
     cluster.nodes["pve-node3"].down = True
+    ha_preflight._WARNED.clear()  # a warning is printed once per provider process
     provider = PreflightProvider(cluster.executor)
     outs = provider.create(props()).outs
+    provider.update("ha-preflight", outs, props())  # asked again in the same run: no second warning
     assert outs["skippedNodes"] == ["pve-node3"]
     assert "pve-node3: not answering SSH (SSH to root@127.10.20.13:2222 failed: Connection refused); the cluster still has it online: skipped" in outs["report"]
     warning = capsys.readouterr().err
     assert warning.startswith("warning: HA preflight: pve-node3: not answering SSH") and "quorum holds" in warning
+    assert warning.count("warning:") == 1
 
 
 def test_a_node_not_answering_ssh_without_quorum_fails(cluster: FakeCluster) -> None:
