@@ -244,10 +244,28 @@ def ceph_health(ctx: Context, f: Finding) -> None:
             "(recovery_state: what its peering waits for, often an OSD)"
         )
         return
+    down = down_osds(ctx) if any(p.startswith("osd: ") for p in health.problems) else []
+    if down:
+        f.problems.append(f"down: {', '.join(down)} (ceph osd tree down)")
     f.fix = (
         "read `ceph health detail` on the admin node; start a down OSD (systemctl start ceph-osd@ID), mark it in (ceph osd in ID), "
         "clear flags set by hand (ceph osd unset noup); every monitor must run"
     )
+
+
+OSD_TREE_DOWN = ["ceph", "osd", "tree", "down", "-f", "json"]
+
+
+def down_osds(ctx: Context) -> list[str]:
+    """The OSDs `ceph osd tree down` lists (with their host), asked only when `ceph status` counts
+    some down; [] when it cannot tell (the count is in the problems already)."""
+    try:
+        tree = ctx.admin_json(OSD_TREE_DOWN)
+    except (CannotRun, RemoteError):
+        return []
+    nodes = (tree or {}).get("nodes") or []
+    hosts = {child: n["name"] for n in nodes if n.get("type") == "host" for child in n.get("children") or []}
+    return [f"{n['name']} (host {hosts[n['id']]})" if n["id"] in hosts else str(n["name"]) for n in nodes if n.get("type") == "osd"]
 
 
 def _pools(ctx: Context) -> list[dict[str, Any]]:

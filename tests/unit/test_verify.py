@@ -196,9 +196,17 @@ def test_an_osd_down_fails_ceph_health() -> None:
     status = copy.deepcopy(CEPH_STATUS)
     status["health"] = {"status": "HEALTH_WARN", "checks": {"OSD_DOWN": {"summary": {"message": "1 osds down"}}}}
     status["osdmap"]["num_up_osds"] = 2
-    f = only(run(ssh={(ADMIN, "ceph status -f json"): ok(status)}))
+    tree = {
+        "nodes": [{"id": -3, "name": "ceph-lab", "type": "host", "children": [0]}, {"id": 0, "name": "osd.0", "type": "osd", "status": "down"}],
+        "stray": [],
+    }
+    f = only(run(ssh={(ADMIN, "ceph status -f json"): ok(status), (ADMIN, "ceph osd tree down -f json"): ok(tree)}))
     assert f.id == "ceph-health"
-    assert f.problems == ["health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down)", "osd: 3 osds: 2 up, 3 in (every OSD must be up and in)"]
+    assert f.problems == [
+        "health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down)",
+        "osd: 3 osds: 2 up, 3 in (every OSD must be up and in)",
+        "down: osd.0 (host ceph-lab) (ceph osd tree down)",
+    ]
     assert "systemctl start ceph-osd@ID" in (f.fix or "")
 
 
@@ -352,7 +360,8 @@ def test_pg_peering_with_an_osd_down_fails_ceph_health_at_once() -> None:
     status["health"]["checks"]["OSD_DOWN"] = {"severity": "HEALTH_WARN", "summary": {"message": "1 osds down"}}
     status["osdmap"] = {"num_osds": 3, "num_up_osds": 2, "num_in_osds": 3}
     clock = FakeClock()
-    f = only(run(ssh={(ADMIN, "ceph status -f json"): [ok(status), ok(SETTLED)]}, clock=clock))
+    failed = ok("", exit_status=1, stderr="error")  # the tree cannot be read: the count alone tells
+    f = only(run(ssh={(ADMIN, "ceph status -f json"): [ok(status), ok(SETTLED)], (ADMIN, "ceph osd tree down -f json"): failed}, clock=clock))
     assert f.id == "ceph-health" and clock.sleeps == []
     assert f.problems == [
         "health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down; PG_AVAILABILITY: Reduced data availability: 1 pg inactive, 1 pg peering)",
