@@ -286,21 +286,21 @@ def control_app(pve: LabPve) -> web.Application:
             }
         return _json(out)
 
-    @routes.post("/vm/start-error")
-    async def vm_start_error(request):
-        data = await body_of(request)
+    def vm_of(data: dict[str, Any]) -> Any:
         vm = pve.vm(int(data.get("vmid", 0) or 0))
         if vm is None:
-            return _json(error=f"no VM {data.get('vmid')}", status=404)
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no VM {data.get('vmid')}"}), content_type="application/json")
+        return vm
+
+    @routes.post("/vm/start-error")
+    async def vm_start_error(request):
+        vm = vm_of(data := await body_of(request))
         vm.start_error = data.get("message") or None
         return _json({"vmid": vm.vmid, "start_error": vm.start_error})
 
     @routes.post("/vm/start-secs")
     async def vm_start_secs(request):
-        data = await body_of(request)
-        vm = pve.vm(int(data.get("vmid", 0) or 0))
-        if vm is None:
-            return _json(error=f"no VM {data.get('vmid')}", status=404)
+        vm = vm_of(data := await body_of(request))
         vm.start_secs = float(data.get("secs") or 0)
         return _json({"vmid": vm.vmid, "start_secs": vm.start_secs})
 

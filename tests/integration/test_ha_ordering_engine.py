@@ -21,16 +21,14 @@ import pytest
 
 from lab import wait_for
 from lab.pve.control import Control, ControlError
-from tests.integration.lab_stack import LabStack, api, forget_stack
+from tests.integration.lab_stack import LabStack, api, forget_stack, names
 
 VM = 261
 SID = f"vm:{VM}"
 
 
 def edit(config: dict[str, Any]) -> None:
-    config["ceph"]["pool"]["name"] = "hao-pool"
-    config["ceph"]["client"]["name"] = "hao"
-    config["storage"]["id"] = "hao-rbd"
+    names("hao")(config)
     config["vms"] = [{**config["vms"][0], "id": VM, "name": f"vm{VM}", "node": "pve-node2", "memoryMb": 256}]
 
 

@@ -32,9 +32,8 @@ from pulumi import automation as auto
 import lab
 from lab import wait_for
 from tests.integration.engine import cli
-from tests.integration.lab_stack import LabStack, api, changes, forget_stack, node_online
+from tests.integration.lab_stack import LabStack, api, changes, forget_stack, names, node_online
 
-POOL, STORAGE, CLIENT = "nd-pool", "nd-rbd", "nd"
 VM, ADDED, ON_DEAD, HAND = 241, 242, 243, 244
 VM_TYPE = "proxmoxve:index/vmLegacy:VmLegacy"
 
@@ -55,9 +54,7 @@ def vm(vmid: int, node: str, **extra: Any) -> dict[str, Any]:
 
 
 def edit(config: dict[str, Any]) -> None:
-    config["ceph"]["pool"]["name"] = POOL
-    config["ceph"]["client"]["name"] = CLIENT
-    config["storage"]["id"] = STORAGE
+    names("nd")(config)
     assert config["proxmox"]["endpoint"] == "https://127.10.20.11:8006"  # the runbook's layout: the endpoint is pve-node1
     config["vms"] = [vm(VM, "pve-node1")]
 

@@ -18,15 +18,13 @@ import pytest
 import lab
 from lab import wait_for
 from tests.integration.engine import ROOT
-from tests.integration.lab_stack import PROGRAMS, LabStack, changes, forget_stack, node_online
+from tests.integration.lab_stack import PROGRAMS, LabStack, changes, forget_stack, names, node_online
 
 VM = 251
 
 
 def edit(config: dict[str, Any]) -> None:
-    config["ceph"]["pool"]["name"] = "upg-pool"
-    config["ceph"]["client"]["name"] = "upg"
-    config["storage"]["id"] = "upg-rbd"
+    names("upg")(config)
     config["vms"] = [{**config["vms"][0], "id": VM, "name": f"vm{VM}", "node": "pve-node2", "memoryMb": 256}]
 
 
