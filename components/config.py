@@ -167,12 +167,14 @@ class SshSpec(Model):
 
 class NodeSpec(Model):
     name: NodeName = Field(description="PVE node name")
-    address: Host = Field(description="the node's SSH address")
+    address: Host = Field(description="the node's address: SSH, and its API (on the endpoint's port) when the endpoint does not answer")
     ssh_port: Port = Field(default=22, description="the node's SSH port")
 
 
 class ProxmoxSpec(Model):
-    endpoint: Annotated[str, _pattern(ENDPOINT, "must be the API's https URL", "e.g. https://10.10.10.11:8006")]
+    endpoint: Annotated[str, _pattern(ENDPOINT, "must be the API's https URL", "e.g. https://10.10.10.11:8006")] = Field(
+        description="the API's URL, tried first; every node's address is its fallback"
+    )
     verify_tls: bool = Field(default=True, description="check the API's TLS certificate")
     ca_file: str | None = Field(default=None, description="CA bundle for the API (also export SSL_CERT_FILE for the proxmoxve plugin)")
     ssh_user: UserName = Field(default="root", description="SSH user on the nodes")

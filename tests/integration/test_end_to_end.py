@@ -42,8 +42,9 @@ def edit(config: dict[str, Any]) -> None:
     config["ceph"]["pool"]["name"] = POOL
     config["ceph"]["client"]["name"] = CLIENT
     config["storage"]["id"] = STORAGE
-    # The API endpoint is a node the failovers never fail (a real cluster puts a VIP here): the VM
-    # is kept on pve-node1/pve-node2 by a strict node-affinity rule, without failback.
+    # The API endpoint is a node the failovers never fail (the endpoint's own node going down is
+    # test_node_down.py's): the VM is kept on pve-node1/pve-node2 by a strict node-affinity rule,
+    # without failback.
     config["proxmox"]["endpoint"] = "https://127.10.20.13:8006"
     config["ha"] = {**config["ha"], "affinities": [{"name": "e2e-pair", "nodes": {"pve-node1": 1, "pve-node2": 1}, "strict": True, "failback": False}]}
     config["vms"] = [{**config["vms"][0], "id": VM, "name": f"vm{VM}", "affinity": "e2e-pair"}]
