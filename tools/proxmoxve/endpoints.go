@@ -128,8 +128,8 @@ type failover struct {
 	endpoint string // host:port of the configured endpoint, as bpg writes it in every URL
 }
 
-// NoNodeAnswers is the error when no candidate answered.
-var NoNodeAnswers = errors.New("no node of the Proxmox VE cluster answers")
+// ErrNoNodeAnswers is the error when no candidate answered.
+var ErrNoNodeAnswers = errors.New("no node of the Proxmox VE cluster answers")
 
 func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Host != f.endpoint {
@@ -152,7 +152,7 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		reasons = append(reasons, fmt.Sprintf("%s (%s)", host, short(err)))
 	}
-	return nil, fmt.Errorf("%w: tried %s; check that proxmox.endpoint and proxmox.nodes[].address name the cluster's nodes and that one of them is up", NoNodeAnswers, strings.Join(reasons, ", "))
+	return nil, fmt.Errorf("%w: tried %s; check that proxmox.endpoint and proxmox.nodes[].address name the cluster's nodes and that one of them is up", ErrNoNodeAnswers, strings.Join(reasons, ", "))
 }
 
 // onHost: the request sent to host (the URL's host changed, so TLS checks that node's certificate).
@@ -162,7 +162,7 @@ func onHost(req *http.Request, host string, again bool) (*http.Request, error) {
 	out.Host = ""
 	if again && req.Body != nil && req.Body != http.NoBody {
 		if req.GetBody == nil {
-			return nil, fmt.Errorf("%w: and the request's body cannot be sent again", NoNodeAnswers)
+			return nil, fmt.Errorf("%w: and the request's body cannot be sent again", ErrNoNodeAnswers)
 		}
 		body, err := req.GetBody()
 		if err != nil {
@@ -198,8 +198,8 @@ func (f *failover) try(req *http.Request, readOnly bool) (*http.Response, bool, 
 	var answerTimer *time.Timer
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
 		mu.Lock()
+		defer mu.Unlock()
 		connected = true
-		mu.Unlock()
 		if readOnly && AnswerBound > 0 {
 			answerTimer = time.AfterFunc(AnswerBound, func() { stop(fmt.Sprintf("no answer within %s", AnswerBound)) })
 		}
@@ -209,10 +209,10 @@ func (f *failover) try(req *http.Request, readOnly bool) (*http.Response, bool, 
 	mu.Lock()
 	answered = err == nil
 	sent, why := connected, expired
-	mu.Unlock()
 	if answerTimer != nil {
 		answerTimer.Stop()
 	}
+	mu.Unlock()
 	if err != nil {
 		cancel()
 		if why != "" {

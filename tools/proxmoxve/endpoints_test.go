@@ -177,8 +177,8 @@ func TestEveryNodeDownNamesEachAndTheFix(t *testing.T) {
 	_, port, _ := net.SplitHostPort(dead)
 	c := client(t, dead, net.JoinHostPort("127.0.0.52", port))
 	_, err := get(t, c, dead)
-	if !errors.Is(err, NoNodeAnswers) {
-		t.Fatalf("want NoNodeAnswers, got %v", err)
+	if !errors.Is(err, ErrNoNodeAnswers) {
+		t.Fatalf("want ErrNoNodeAnswers, got %v", err)
 	}
 	for _, want := range []string{dead, "127.0.0.52:" + port, "refused", "proxmox.nodes[].address"} {
 		if !strings.Contains(err.Error(), want) {
