@@ -18,7 +18,7 @@ rm -rf "$LOGS" && mkdir -p "$LOGS"
 touch "$LOGS/started"  # the Pulumi CLI's own logs ($PULUMI_HOME/logs) written since then are this run's
 echo "== unit and policy tests"
 $PY -m pytest -q --basetemp="$LOGS/tmp-unit" tests/unit tests/policy 2>&1 | tee "$LOGS/unit.log"
-echo "== the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the reads during a failover)"
+echo "== the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the API through any live node, a VM on a dead node)"
 (cd tools/proxmoxve && GOFLAGS=-mod=readonly go test ./ 2>&1) | tee "$LOGS/go.log"
 echo "== lab tests (real Ceph, sshd)"
 $PY -m pytest -q tests/lab/test_ceph_sshd.py 2>&1 | tee "$LOGS/lab.log"
