@@ -49,7 +49,7 @@ ONLINE_CRM = ("online", "maintenance")
 LINE = re.compile(r"^(quorum|master|lrm|service) (.*)$")
 LRM = re.compile(r"^(\S+) \((.*)\)$")
 PVE_VERSION = re.compile(r"^pve-manager/(\d+)\.")
-_WARNED: set[str] = set()  # the warnings this provider process printed
+_WARNED: set[str] = set()  # the nodes this provider process warned of
 
 
 @dataclass(frozen=True)
@@ -231,10 +231,12 @@ class PreflightProvider(SshBacked, ResourceProvider):
         if outcome.problems:
             raise OperatorError("HA preflight: " + "; ".join(outcome.problems))
         for line in outcome.report:
-            if line.endswith(")") and ": skipped (" in line and line not in _WARNED:
-                # the engine shows a provider's stderr with the run's diagnostics; once a run (the
-                # provider process), though the engine asks for the check more than once
-                _WARNED.add(line)
+            node = line.split(":", 1)[0]
+            if line.endswith(")") and ": skipped (" in line and node not in _WARNED:
+                # the engine shows a provider's stderr with the run's diagnostics; once a node and run
+                # (the provider process), though the engine asks for the check more than once and the
+                # cluster's view of a dying node changes in between
+                _WARNED.add(node)
                 print(f"warning: HA preflight: {line}; quorum holds, so the run goes on without it", file=sys.stderr, flush=True)
         return {**props, "report": "\n".join(outcome.report), "pveVersion": outcome.version, "skippedNodes": outcome.skipped}
 

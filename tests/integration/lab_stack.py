@@ -165,6 +165,15 @@ def two_ups_at_once(stack: LabStack, timeout: float = 600) -> str:
     for thread in threads:
         thread.join(timeout=timeout)
     refused = [str(o) for o in outcomes.values() if isinstance(o, auto.CommandError)]
+    raced = [r for r in refused if "could not list bucket" in r and "no such file or directory" in r]
+    if len(refused) == 2 and len(raced) == 1:
+        # The Pulumi CLI's file backend (v3.274.1): the run that lost the lock deletes its lock file
+        # while the other lists the lock folder, which then fails on the vanished file instead of
+        # going on. Neither run changed anything; the one refused by the lock is what is checked
+        # below, and the racing one, run again alone, must go through.
+        print(f"\n  the CLI's lock-listing race: {raced[0].strip().splitlines()[-1][:200]}; up again")
+        stack.up()
+        refused = [r for r in refused if r not in raced]
     assert len(outcomes) == 2 and len(refused) == 1, {k: str(v)[-1500:] for k, v in outcomes.items()}
     print(f"\n  refused: {next((line.strip() for line in refused[0].splitlines() if 'locked' in line), refused[0][-300:])}")
     assert "currently locked" in refused[0] or "another update" in refused[0], refused[0][-3000:]
