@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -70,7 +71,7 @@ func candidatesFor(endpoint string, nodeAddresses []string) (*candidates, string
 			continue
 		}
 		host := net.JoinHostPort(address, port)
-		if host != u.Host && !contains(hosts, host) {
+		if !slices.Contains(hosts, host) {
 			hosts = append(hosts, host)
 		}
 	}
@@ -83,15 +84,6 @@ func candidatesFor(endpoint string, nodeAddresses []string) (*candidates, string
 		registry[key] = c
 	}
 	return c, u.Host, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // order: the remembered live host first, then the others as configured.

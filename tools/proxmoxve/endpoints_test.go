@@ -72,9 +72,8 @@ func client(t *testing.T, endpoint string, others ...string) *http.Client {
 	c := &http.Client{Transport: &http.Transport{}}
 	var addresses []string
 	for _, o := range others {
-		host, port, _ := net.SplitHostPort(o)
+		host, _, _ := net.SplitHostPort(o)
 		addresses = append(addresses, host)
-		_ = port
 	}
 	if err := installFailover(c, "http://"+endpoint, addresses); err != nil {
 		t.Fatal(err)
@@ -152,8 +151,7 @@ func TestACutEndpointCostsAtMostTheConnectBound(t *testing.T) {
 	ConnectBound = 500 * time.Millisecond
 	defer func() { ConnectBound = 2 * time.Second }()
 	cut := cutAddress(t)
-	host, port, _ := net.SplitHostPort(cut)
-	_ = host
+	_, port, _ := net.SplitHostPort(cut)
 	live := net.JoinHostPort("127.0.0.42", port)
 	serveOn(t, live, "node2")
 	c := client(t, cut, live)
