@@ -33,6 +33,16 @@ def ha_started(api: Api, vmid: int) -> None:
     poll(f"vm:{vmid} started", lambda: (s := service(api, f"vm:{vmid}")) and s["state"] == "started" and status(api, vmid) == "running", 60)
 
 
+def starting_outside_ha(api: Api, ctl, vms, vmid: int, start_secs: float) -> None:
+    """Pulumi's destroy order caught mid-start: VMID under HA, its LRM start (START_SECS PVE seconds,
+    holding the flock) under way, then its HA resource deleted."""
+    vms(vmid, node=NODE)
+    ctl.set_start_secs(vmid, start_secs)
+    api.ok("POST", "/cluster/ha/resources", sid=f"vm:{vmid}", state="started")
+    poll(f"the LRM starting vm:{vmid}", lambda: running_task(ctl, vmid, "qmstart"), 30, interval=0.05)
+    api.ok("DELETE", f"/cluster/ha/resources/vm:{vmid}")
+
+
 def test_destroy_during_a_start_fails_once_it_holds_the_config_lock(lab_env, ctl, vms, pve_restore):
     """The HTTP checks pass (the VM is still stopped), the task waits for the start's flock, then
     finds the VM running: a task error, which bpg's DeleteVM does not retry (a WaitForTask error
@@ -54,11 +64,7 @@ def test_destroy_while_ha_starts_the_vm_after_its_ha_resource_went(lab_env, ctl,
     is under way; bpg reads the VM `stopped`, skips the stop and deletes: the destroy fails in its
     task, the VM ends running outside HA. A second destroy (stop, then delete) succeeds."""
     api = Api(lab_env["pve"], NODE)
-    vms(942, node=NODE)
-    ctl.set_start_secs(942, 5)
-    api.ok("POST", "/cluster/ha/resources", sid="vm:942", state="started")
-    poll("the LRM starting vm:942", lambda: running_task(ctl, 942, "qmstart"), 30, interval=0.05)
-    api.ok("DELETE", "/cluster/ha/resources/vm:942")
+    starting_outside_ha(api, ctl, vms, 942, start_secs=5)
     assert status(api, 942) == "stopped"
     result, log = api.wait_task(api.ok("DELETE", f"/nodes/{NODE}/qemu/942", purge=1, **{"destroy-unreferenced-disks": 1}))
     assert result == "VM 942 is running - destroy failed", log
@@ -75,11 +81,7 @@ def test_destroy_while_ha_starts_the_vm_after_its_ha_resource_went(lab_env, ctl,
 def test_destroy_waits_for_the_config_lock_then_times_out(lab_env, ctl, vms, pve_restore):
     """A start longer than lock_config's 10 s: the destroy task fails with the flock's timeout."""
     api = Api(lab_env["pve"], NODE)
-    vms(943, node=NODE)
-    ctl.set_start_secs(943, 40)
-    api.ok("POST", "/cluster/ha/resources", sid="vm:943", state="started")
-    poll("the LRM starting vm:943", lambda: running_task(ctl, 943, "qmstart"), 30, interval=0.05)
-    api.ok("DELETE", "/cluster/ha/resources/vm:943")
+    starting_outside_ha(api, ctl, vms, 943, start_secs=40)
     result, log = api.wait_task(api.ok("DELETE", f"/nodes/{NODE}/qemu/943", purge=1))
     assert result == "can't lock file '/var/lock/qemu-server/lock-943.conf' - got timeout", log
     poll("943 running", lambda: status(api, 943) == "running", 30)
