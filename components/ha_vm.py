@@ -56,6 +56,7 @@ class HaVm(pulumi.ComponentResource):
         ha: HaSpec,
         storage_id: pulumi.Input[str],
         *,
+        owner: str,
         create_timeout: int = 1800,
         group: pulumi.Resource | None = None,
         ha_depends_on: list[pulumi.Resource] | None = None,
@@ -84,9 +85,10 @@ class HaVm(pulumi.ComponentResource):
             network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=vm.bridge, model="virtio")],
             cdrom=proxmoxve.VmLegacyCdromArgs(file_id=vm.iso, interface="ide2") if vm.iso else None,
             operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
-            # Never null: bpg reads a VM without tags back as [], and a null here made the first
-            # refresh after every create report the VM as changed.
-            tags=[] if vm.ha else [NO_HA_TAG],
+            # The stack's owner tag goes in with the create call itself, so the rerun of an
+            # interrupted `up` still recognises its own half-made VM (components/vm_owners.py).
+            # Sorted, as PVE keeps them (bpg sorts what it sends).
+            tags=sorted([owner, *([] if vm.ha else [NO_HA_TAG])]),
             on_boot=True,
             started=(ha.state == "started") if vm.ha else True,
             stop_on_destroy=True,

@@ -10,6 +10,7 @@ object back on refresh, so drift shows in ``pulumi preview``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pulumi
@@ -27,6 +28,7 @@ from components.ha_vm import HaVm, ha_group, ha_rule, sid
 from components.pve_api import api_props
 from components.pve_storage import RbdStorage
 from components.rbd_images import VmImages
+from components.vm_owners import VmOwners, owner_tag
 
 
 def require_host_keys(config: StackConfig, credentials: Credentials) -> None:
@@ -74,6 +76,11 @@ class PveCephHa(pulumi.ComponentResource):
         )
         with_pve = pulumi.ResourceOptions(parent=self, providers={"proxmoxve": self.provider})
 
+        # Whose VM is at each configured id, before anything is changed: the stack's own, or stop.
+        owner = owner_tag(pulumi.get_project(), pulumi.get_stack())
+        self.owners = VmOwners(f"{name}-vm-owners", api, owner, [{"id": vm.id, "name": vm.name} for vm in config.vms], os.getcwd(), opts=child)
+        child = pulumi.ResourceOptions(parent=self, depends_on=[self.owners])
+
         # 1-1: the health gate, before anything in Ceph is touched.
         self.gate = CephHealthGate(f"{name}-health", ceph.pool, ceph.monitors, admin_ssh, opts=child)
         after_gate = pulumi.ResourceOptions(parent=self, depends_on=[self.gate])
@@ -117,6 +124,7 @@ class PveCephHa(pulumi.ComponentResource):
                 group=groups.get(vm.affinity or ""),
                 ha_depends_on=[self.preflight],
                 create_timeout=config.proxmox.vm_create_timeout,
+                owner=owner,
                 opts=with_pve,
             )
             for vm in config.vms
@@ -149,6 +157,7 @@ class PveCephHa(pulumi.ComponentResource):
             "clientName": self.client.client_name,
             "clientKey": self.client.key,
             "healthReport": self.gate.report,
+            "ownerTag": owner,
             "vms": self.images.images.apply(
                 lambda images: [
                     {"id": vm.id, "name": vm.name, "initialNode": vm.node, "haSid": sid(vm) if vm.ha else None, "images": (images or {}).get(str(vm.id), [])}

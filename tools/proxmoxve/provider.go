@@ -144,7 +144,7 @@ func idFrom(field resource.PropertyKey) func(context.Context, resource.PropertyM
 // plugin-framework half). metadata is bridge-metadata.json as tfgen wrote it ("{}" for tfgen).
 func Provider(metadata []byte) tfbridge.ProviderInfo {
 	ctx := context.Background()
-	p := pfbridge.MuxShimWithPF(ctx, shimv2.NewProvider(withFailoverAPI(withNodeFailures(provider.ProxmoxVirtualEnvironment()))), withFailoverFramework(fwprovider.New(Version))())
+	p := pfbridge.MuxShimWithPF(ctx, shimv2.NewProvider(withFailoverAPI(withNodeFailures(withOwnership(provider.ProxmoxVirtualEnvironment())))), withFailoverFramework(fwprovider.New(Version))())
 	info := tfbridge.ProviderInfo{
 		P:            p,
 		Name:         "proxmox",
