@@ -13,6 +13,7 @@ import pulumi_proxmoxve as proxmoxve
 
 from components.config import AffinitySpec, HaSpec, VmSpec
 from components.graph import child_options
+from components.owners import owned_comment
 
 SCSI_CONTROLLER = "virtio-scsi-pci"  # runbook 3-1: Bus VirtIO SCSI
 NO_HA_TAG = "no-ha"  # marks a VM deliberately left out of HA (the policy pack reads it)
@@ -86,7 +87,7 @@ class HaVm(pulumi.ComponentResource):
             cdrom=proxmoxve.VmLegacyCdromArgs(file_id=vm.iso, interface="ide2") if vm.iso else None,
             operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
             # The stack's owner tag goes in with the create call itself, so the rerun of an
-            # interrupted `up` still recognises its own half-made VM (components/vm_owners.py).
+            # interrupted `up` still recognises its own half-made VM (components/owners.py).
             # Sorted, as PVE keeps them (bpg sorts what it sends).
             tags=sorted([owner, *([] if vm.ha else [NO_HA_TAG])]),
             on_boot=True,
@@ -108,7 +109,7 @@ class HaVm(pulumi.ComponentResource):
                 max_restart=ha.max_restart,
                 max_relocate=ha.max_relocate,
                 group=vm.affinity if ha.mode == "groups" and vm.affinity else None,
-                comment="managed by pve-ceph-ha",
+                comment=owned_comment(owner),
                 opts=pulumi.ResourceOptions.merge(
                     child,
                     pulumi.ResourceOptions(depends_on=[self.machine, *(ha_depends_on or []), *([group] if group else [])]),
@@ -117,7 +118,7 @@ class HaVm(pulumi.ComponentResource):
         self.register_outputs({"vm_id": self.vm_id, "sid": self.sid})
 
 
-def ha_group(name: str, affinity: AffinitySpec, opts: pulumi.ResourceOptions) -> proxmoxve.Hagroup:
+def ha_group(name: str, affinity: AffinitySpec, owner: str, opts: pulumi.ResourceOptions) -> proxmoxve.Hagroup:
     """PVE 8: an HA group with node priorities."""
     return proxmoxve.Hagroup(
         name,
@@ -125,12 +126,12 @@ def ha_group(name: str, affinity: AffinitySpec, opts: pulumi.ResourceOptions) ->
         nodes=dict(affinity.nodes),
         restricted=affinity.strict,
         no_failback=not affinity.failback,
-        comment="managed by pve-ceph-ha",
+        comment=owned_comment(owner),
         opts=opts,
     )
 
 
-def ha_rule(name: str, affinity: AffinitySpec, resources: list[str], opts: pulumi.ResourceOptions) -> proxmoxve.Harule:
+def ha_rule(name: str, affinity: AffinitySpec, owner: str, resources: list[str], opts: pulumi.ResourceOptions) -> proxmoxve.Harule:
     """PVE 9: a node-affinity rule with node priorities over the VMs that name it."""
     return proxmoxve.Harule(
         name,
@@ -139,6 +140,6 @@ def ha_rule(name: str, affinity: AffinitySpec, resources: list[str], opts: pulum
         resources=resources,
         nodes=dict(affinity.nodes),
         strict=affinity.strict,
-        comment="managed by pve-ceph-ha",
+        comment=owned_comment(owner),
         opts=opts,
     )

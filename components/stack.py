@@ -28,7 +28,7 @@ from components.ha_vm import HaVm, ha_group, ha_rule, sid
 from components.pve_api import api_props
 from components.pve_storage import RbdStorage
 from components.rbd_images import VmImages
-from components.vm_owners import VmOwners, owner_tag
+from components.owners import Owners, owner_tag
 
 
 def require_host_keys(config: StackConfig, credentials: Credentials) -> None:
@@ -46,6 +46,22 @@ def require_host_keys(config: StackConfig, credentials: Credentials) -> None:
             problems.extend(error.problems)
     if problems:
         raise pulumi.RunError(str(ConfigError(problems)))
+
+
+def declared_objects(config: StackConfig) -> list[dict[str, Any]]:
+    """The PVE objects the stack creates by name (components/owners.py): each VM, its HA resource,
+    and the HA groups (PVE 8) or the node-affinity rules that have members (PVE 9)."""
+    out: list[dict[str, Any]] = []
+    for i, vm in enumerate(config.vms):
+        out.append({"kind": "vm", "name": vm.id, "entry": f"vms[{i}].id {vm.id} ({vm.name})"})
+        if vm.ha:
+            out.append({"kind": "haresource", "name": sid(vm), "entry": f"vms[{i}] ({vm.name}), its HA resource"})
+    used = {vm.affinity for vm in config.vms if vm.ha}
+    for i, affinity in enumerate(config.ha.affinities):
+        if config.ha.mode == "groups" or affinity.name in used:
+            kind = "hagroup" if config.ha.mode == "groups" else "harule"
+            out.append({"kind": kind, "name": affinity.name, "entry": f"ha.affinities[{i}].name"})
+    return out
 
 
 class PveCephHa(pulumi.ComponentResource):
@@ -76,9 +92,10 @@ class PveCephHa(pulumi.ComponentResource):
         )
         with_pve = pulumi.ResourceOptions(parent=self, providers={"proxmoxve": self.provider})
 
-        # Whose VM is at each configured id, before anything is changed: the stack's own, or stop.
+        # Whose object is at each VM id and HA name the stack declares, before anything is changed:
+        # the stack's own, or stop.
         owner = owner_tag(pulumi.get_project(), pulumi.get_stack())
-        self.owners = VmOwners(f"{name}-vm-owners", api, owner, [{"id": vm.id, "name": vm.name} for vm in config.vms], os.getcwd(), opts=child)
+        self.owners = Owners(f"{name}-owners", api, owner, declared_objects(config), os.getcwd(), opts=child)
         child = pulumi.ResourceOptions(parent=self, depends_on=[self.owners])
 
         # 1-1: the health gate, before anything in Ceph is touched.
@@ -111,7 +128,7 @@ class PveCephHa(pulumi.ComponentResource):
         groups: dict[str, pulumi.Resource] = {}
         if config.ha.mode == "groups":
             groups = {
-                a.name: ha_group(f"{name}-group-{a.name}", a, pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[self.preflight])))
+                a.name: ha_group(f"{name}-group-{a.name}", a, owner, pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[self.preflight])))
                 for a in config.ha.affinities
             }
         # 3 and 5: the VMs and their HA resources.
@@ -137,6 +154,7 @@ class PveCephHa(pulumi.ComponentResource):
                     ha_rule(
                         f"{name}-rule-{affinity.name}",
                         affinity,
+                        owner,
                         [sid(vm) for vm, _ in members],
                         pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[hv.resource for _, hv in members if hv.resource])),
                     )

@@ -100,7 +100,7 @@ def test_ceph_common_is_one_resource_per_node_in_parallel(lab: tuple) -> None:
     monitor, _ = lab
     packages = monitor.of_type(f"{DYNAMIC}:CephCommonPackage")
     assert len(packages) == 3
-    assert all([u.rsplit("::", 1)[1] for u in r.dependencies] == ["unit-vm-owners-check"] for r in packages)
+    assert all([u.rsplit("::", 1)[1] for u in r.dependencies] == ["unit-owners-check"] for r in packages)
     assert {(r.plain("node"), r.plain("connection")["host"]) for r in packages} == {
         ("pve-node1", "127.10.20.11"),
         ("pve-node2", "127.10.20.12"),
@@ -123,11 +123,11 @@ def test_the_ha_preflight_is_one_resource_with_a_connection_per_node(lab: tuple)
 
 def test_nothing_changes_before_the_vm_owners_check(lab: tuple) -> None:
     monitor, _ = lab
-    (owners,) = monitor.of_type(f"{DYNAMIC}:VmOwners")
-    assert owners.plain("vms") == [{"id": 101, "name": "vm101"}]
+    (owners,) = monitor.of_type(f"{DYNAMIC}:Owners")
+    assert [(o["kind"], o["name"]) for o in owners.plain("objects")] == [("vm", 101), ("haresource", "vm:101")]
     assert owners.plain("owner") == "pulumi-stack.pve-ceph-ha.unit"
     for first in ("unit-health-check", "unit-ha-preflight-check", "unit-ceph-common-pve-node1"):
-        assert depends(monitor, first, "unit-vm-owners-check"), first
+        assert depends(monitor, first, "unit-owners-check"), first
 
 
 def test_every_vm_carries_the_stacks_owner_tag_from_its_create(lab: tuple) -> None:

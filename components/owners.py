@@ -1,0 +1,199 @@
+"""Whose object is at each name the stack will create: checked before anything is changed, on
+every preview and up.
+
+Every VM the program makes carries its stack's owner tag, ``pulumi-stack.<project>.<stack>``,
+set in the create call itself (components/ha_vm.py); every HA resource, group and rule carries it
+in its comment. bpg's VM create treats PVE's "VM <id> already exists" as done once its retry meets
+it (``CreateVM``, ``WithAlreadyDoneCheck``), so a VM at a configured id that is not the stack's
+would be adopted, changed and, by a later destroy, deleted; bpg #2925 (closed as wontfix) is the
+same danger after a VM was deleted outside and its id reused. This check holds with the official
+plugin too; the plugin built here also checks each VM's create, update, delete and read on its own
+(tools/proxmoxve/ownership.go), which covers ``pulumi destroy``, where the program does not run.
+
+An object (a VM, an HA resource, an HA group or rule) at a name the stack declares is the stack's
+when:
+- it carries the stack's owner tag (made by the stack, an interrupted ``up``'s half-made VM
+  included: the tag went in with the create call);
+- or the stack's state holds it, recorded with the owner tag it carries now: an object made
+  before the tags existed (none recorded, none carried) or one the operator took over with
+  ``pulumi import`` (README, "Sharing a cluster"). The state is read (``pulumi stack export``)
+  only when some object does not carry the stack's tag.
+
+Anything else (made by hand, another stack's, an id reused after a deletion outside) stops the
+run before any change, naming the object, where it is and the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from components.dynamic import OperatorError, checks_due, has_unknowns
+from components.graph import child_options
+
+ID = "owners"
+TAG_PREFIX = "pulumi-stack."  # tools/proxmoxve/ownership.go OwnerTagPrefix
+
+
+def owner_tag(project: str, stack: str) -> str:
+    """The stack's owner tag (PVE tags: ``[a-z0-9_][a-z0-9_-+.]*``; Pulumi's names fit once lower-cased)."""
+    return f"{TAG_PREFIX}{project}.{stack}".lower()
+
+
+def owned_comment(owner: str) -> str:
+    """The comment of the stack's HA resources, groups and rules."""
+    return f"managed by pve-ceph-ha ({owner})"
+
+
+def owner_of(marks: Any) -> str:
+    """The owner tag in MARKS (a VM's tags, as PVE's ``a;b`` string or a list; an HA object's comment), "" when none."""
+    items = marks.replace(",", ";").replace("(", " ").replace(")", " ").replace(" ", ";").split(";") if isinstance(marks, str) else list(marks or [])
+    return next((str(t).strip().lower() for t in items if str(t).strip().lower().startswith(TAG_PREFIX)), "")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of object the check covers: where the cluster lists it, and how the state records it."""
+
+    noun: str
+    path: str  # the API's list, relative to /api2/json
+    key: str  # the list entry's field that names the object
+    marks: str  # the list entry's field that carries the owner tag
+    state_type: str  # the resource type in the stack's state
+    state_key: str  # its output that names the object
+    state_marks: str  # its output that carries the owner tag
+
+    def describe(self, name: str, entry: dict[str, Any]) -> str:
+        if self.noun == "VM":
+            return f"VM {name} {entry.get('name', '')!r} on {entry.get('node', '?')}"
+        return f"{self.noun} {name}"
+
+
+KINDS = {
+    "vm": Kind("VM", "cluster/resources?type=vm", "vmid", "tags", "proxmoxve:index/vmLegacy:VmLegacy", "vmId", "tags"),
+    "haresource": Kind("HA resource", "cluster/ha/resources", "sid", "comment", "proxmoxve:index/haresource:Haresource", "resourceId", "comment"),
+    "hagroup": Kind("HA group", "cluster/ha/groups", "group", "comment", "proxmoxve:index/hagroup:Hagroup", "group", "comment"),
+    "harule": Kind("HA rule", "cluster/ha/rules", "rule", "comment", "proxmoxve:index/harule:Harule", "rule", "comment"),
+}
+
+
+def recorded_owners(export: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """The objects the state holds, by (kind, name): the owner tag each was recorded with ("" when none)."""
+    by_type = {kind.state_type: (name, kind) for name, kind in KINDS.items()}
+    out: dict[tuple[str, str], str] = {}
+    for resource in (export.get("deployment") or {}).get("resources") or []:
+        if resource.get("type") not in by_type:
+            continue
+        name, kind = by_type[resource["type"]]
+        outputs = resource.get("outputs") or {}
+        if outputs.get(kind.state_key) not in (None, ""):
+            out[(name, str(outputs[kind.state_key]))] = owner_of(outputs.get(kind.state_marks))
+    return out
+
+
+def problems(
+    wanted: Sequence[dict[str, Any]], cluster: dict[str, Sequence[dict[str, Any]]], owner: str, state: Callable[[], dict[tuple[str, str], str]]
+) -> list[str]:
+    """What is wrong with the objects the stack declares (WANTED: kind, name, entry: the config
+    entry that declares it) against what the cluster has (CLUSTER: the API's list of each kind)."""
+    held: dict[tuple[str, str], str] | None = None
+    out = []
+    for want in wanted:
+        kind = KINDS[want["kind"]]
+        found = next((e for e in cluster.get(want["kind"]) or [] if str(e.get(kind.key)) == str(want["name"])), None)
+        if found is None or owner_of(found.get(kind.marks)) == owner:
+            continue
+        if held is None:
+            held = state()
+        key = (want["kind"], str(want["name"]))
+        carries = owner_of(found.get(kind.marks))
+        if key in held and held[key] == carries:
+            continue  # made before the tags, or imported: the state is the stack's word
+        whose = f"it belongs to stack {carries.removeprefix(TAG_PREFIX)} ({carries})" if carries else "it carries no owner tag (made by hand, or by another tool)"
+        if key in held:
+            whose += f"; this stack recorded {held[key] or 'no tag'} for it: the stack's was deleted outside and the name reused"
+        out.append(
+            f"{want['entry']}: {kind.describe(str(want['name']), found)} is not this stack's: {whose}. "
+            f"Give the entry another {'id' if want['kind'] == 'vm' else 'name'}, or take it over on purpose with `pulumi import` (README, Sharing a cluster)"
+        )
+    return out
+
+
+def read_state(stack: str, work_dir: str) -> dict[tuple[str, str], str]:
+    """The state's objects and their recorded owner tags (``pulumi stack export``: no secret is decrypted)."""
+    pulumi_bin = shutil.which("pulumi")
+    if pulumi_bin is None:
+        raise OperatorError("owners: the pulumi CLI is not on PATH, so the stack's state cannot be read; run through `pulumi` (tools/env.sh)")
+    done = subprocess.run([pulumi_bin, "stack", "export", "--stack", stack, "--cwd", work_dir], capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise OperatorError(f"owners: reading the stack's state failed (pulumi stack export, exit {done.returncode}): {done.stderr.strip()[-300:]}")
+    return recorded_owners(json.loads(done.stdout or "{}"))
+
+
+class OwnersProvider(ResourceProvider):
+    def run_check(self, props: dict[str, Any]) -> dict[str, Any]:
+        wanted = props.get("objects") or []
+        if wanted:
+            from components.pve_api import api_errors, connect, reason
+
+            api = connect(props["api"])
+            cluster: dict[str, Any] = {}
+            for name in sorted({w["kind"] for w in wanted}):
+                path, _, query = KINDS[name].path.partition("?")
+                try:
+                    cluster[name] = api(path).get(**dict([query.split("=")] if query else []))
+                except api_errors() as exc:
+                    raise OperatorError(f"owners: GET /{KINDS[name].path} failed: {reason(exc)}") from None
+            found = problems(wanted, cluster, props["owner"], lambda: read_state(props["stack"], props["workDir"]))
+            if found:
+                raise OperatorError("owners: " + "; ".join(found) + "; nothing was changed")
+        # an output the inputs lack: a preview's or up's Diff (inputs against the recorded outputs)
+        # differs, a refresh's (Read's outputs against the same) does not (checks_due)
+        return {**props, "checked": len(wanted)}
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        if not olds and not has_unknowns(news):  # not created yet: a preview must evaluate it too
+            self.run_check(news)
+        return CheckResult(inputs=news, failures=[])
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=ID, outs=self.run_check(props))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_, outs=props)  # a check is not a state
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if checks_due(olds, news):
+            self.run_check(news)  # every preview and every up
+        changed = [key for key in ("objects", "owner") if olds.get(key) != news.get(key)]
+        return DiffResult(changes=bool(changed), replaces=[], stables=[])
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self.run_check(news))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        return  # nothing in the world to remove
+
+
+class OwnersResource(Resource, module="pveceph", name="Owners"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["api"])
+        super().__init__(OwnersProvider(), name, {"checked": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
+
+
+class Owners(pulumi.ComponentResource):
+    """Every VM id and HA name the stack declares free, or holding the stack's own; before anything is changed."""
+
+    def __init__(self, name: str, api: dict[str, Any], owner: str, objects: Sequence[dict[str, Any]], work_dir: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("pveceph:proxmox:Owners", name, None, opts)
+        stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+        props = {"api": api, "owner": owner, "objects": list(objects), "stack": stack, "workDir": work_dir}
+        self.check = OwnersResource(f"{name}-check", props, child_options(self, opts))
+        self.register_outputs({})

@@ -1,0 +1,101 @@
+"""Whose object is at each name the stack declares (components/owners.py): the rules, without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.owners import owned_comment, owner_of, owner_tag, problems, recorded_owners
+
+OURS = owner_tag("pve-ceph-ha", "Lab")
+VM = {"kind": "vm", "name": 150, "entry": "vms[0].id 150 (app)"}
+
+
+def never() -> dict[tuple[str, str], str]:
+    raise AssertionError("the state was read though every object is the stack's or absent")
+
+
+def state(held: dict[tuple[str, str], str]) -> Any:
+    return lambda: held
+
+
+def test_the_owner_tag_is_a_pve_tag_and_is_found_in_tags_and_comments() -> None:
+    assert OURS == "pulumi-stack.pve-ceph-ha.lab"
+    assert owner_of("no-ha;pulumi-stack.pve-ceph-ha.lab") == OURS
+    assert owner_of(owned_comment(OURS)) == OURS
+    assert owner_of(["backup"]) == "" and owner_of(None) == "" and owner_of("managed by pve-ceph-ha") == ""
+
+
+@pytest.mark.parametrize(
+    "vms",
+    [[], [{"vmid": 151, "name": "other", "node": "pve-node1"}], [{"vmid": 150, "name": "app", "node": "pve-node2", "tags": f"no-ha;{OURS}"}]],
+)
+def test_a_free_id_or_the_stacks_own_vm_passes_without_reading_the_state(vms: list[dict[str, Any]]) -> None:
+    assert problems([VM], {"vm": vms}, OURS, never) == []
+
+
+def test_a_vm_made_by_hand_is_refused_naming_id_node_name_and_the_way_out() -> None:
+    (problem,) = problems([VM], {"vm": [{"vmid": 150, "name": "handmade", "node": "pve-node2", "tags": "backup"}]}, OURS, state({}))
+    for part in ("vms[0].id 150 (app)", "VM 150 'handmade' on pve-node2", "no owner tag", "pulumi import", "another id"):
+        assert part in problem
+
+
+def test_another_stacks_vm_is_refused_naming_that_stack() -> None:
+    (problem,) = problems([VM], {"vm": [{"vmid": 150, "name": "app", "node": "pve-node1", "tags": "pulumi-stack.pve-ceph-ha.prod"}]}, OURS, state({}))
+    assert "belongs to stack pve-ceph-ha.prod" in problem
+
+
+def test_objects_made_before_the_tags_or_imported_are_the_stacks_because_its_state_holds_them() -> None:
+    vms = [{"vmid": 150, "name": "app", "node": "pve-node1"}, {"vmid": 151, "name": "imported", "node": "pve-node1", "tags": "pulumi-stack.x.y"}]
+    resources = [{"sid": "vm:150", "comment": "managed by pve-ceph-ha"}]
+    wanted = [VM, {"kind": "vm", "name": 151, "entry": "vms[1]"}, {"kind": "haresource", "name": "vm:150", "entry": "vms[0] HA"}]
+    held = {("vm", "150"): "", ("vm", "151"): "pulumi-stack.x.y", ("haresource", "vm:150"): ""}
+    assert problems(wanted, {"vm": vms, "haresource": resources}, OURS, state(held)) == []
+
+
+def test_an_id_reused_after_a_deletion_outside_is_refused() -> None:
+    (problem,) = problems([VM], {"vm": [{"vmid": 150, "name": "someone", "node": "pve-node3"}]}, OURS, state({("vm", "150"): OURS}))
+    assert "deleted outside and the name reused" in problem
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "entry", "noun"),
+    [
+        ("haresource", "vm:150", {"sid": "vm:150", "comment": "mine"}, "HA resource vm:150"),
+        ("hagroup", "prefer-node1", {"group": "prefer-node1"}, "HA group prefer-node1"),
+        ("harule", "prefer-node1", {"rule": "prefer-node1", "comment": owned_comment("pulumi-stack.p.other")}, "HA rule prefer-node1"),
+    ],
+)
+def test_ha_objects_of_the_same_name_are_refused_unless_the_stacks(kind: str, name: str, entry: dict[str, Any], noun: str) -> None:
+    wanted = [{"kind": kind, "name": name, "entry": "ha.affinities[0].name"}]
+    (problem,) = problems(wanted, {kind: [entry]}, OURS, state({}))
+    assert problem.startswith(f"ha.affinities[0].name: {noun} is not this stack's") and "another name" in problem
+    assert problems(wanted, {kind: [{**entry, "comment": owned_comment(OURS)}]}, OURS, never) == []
+
+
+def test_the_state_is_read_once_for_all_objects() -> None:
+    reads = []
+
+    def held() -> dict[tuple[str, str], str]:
+        reads.append(1)
+        return {}
+
+    vms = [{"vmid": 150, "name": "a", "node": "n"}, {"vmid": 151, "name": "b", "node": "n"}]
+    assert len(problems([VM, {"kind": "vm", "name": 151, "entry": "vms[1]"}], {"vm": vms}, OURS, held)) == 2
+    assert reads == [1]
+
+
+def test_recorded_owners_reads_the_objects_of_an_export() -> None:
+    export = {
+        "deployment": {
+            "resources": [
+                {"type": "proxmoxve:index/vmLegacy:VmLegacy", "outputs": {"vmId": 101, "tags": [OURS]}},
+                {"type": "proxmoxve:index/vmLegacy:VmLegacy", "outputs": {"vmId": 102, "tags": []}},
+                {"type": "proxmoxve:index/haresource:Haresource", "outputs": {"resourceId": "vm:101", "comment": owned_comment(OURS)}},
+                {"type": "proxmoxve:index/harule:Harule", "outputs": {"rule": "r1", "comment": "managed by pve-ceph-ha"}},
+                {"type": "pulumi:providers:proxmoxve", "outputs": {"vmId": 103}},
+            ]
+        }
+    }
+    assert recorded_owners(export) == {("vm", "101"): OURS, ("vm", "102"): "", ("haresource", "vm:101"): OURS, ("harule", "r1"): ""}
