@@ -90,3 +90,16 @@ def config_rm(who: str, key: str) -> list[str]:
 def config_get(who: str, key: str) -> list[str]:
     # runbook 8: ceph config get osd osd_scrub_begin_hour (prints the value, or the default when unset)
     return ["ceph", "config", "get", who, key]
+
+
+def config_key_get(key: str) -> list[str]:
+    # the monitors' key/value store; exit 2 (ENOENT) when the key is not set
+    return ["ceph", "config-key", "get", key]
+
+
+def config_key_set(key: str, value: str) -> list[str]:
+    return ["ceph", "config-key", "set", key, value]
+
+
+def config_key_rm(key: str) -> list[str]:
+    return ["ceph", "config-key", "rm", key]

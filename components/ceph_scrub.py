@@ -4,10 +4,19 @@ A dynamic resource on the Ceph admin node: create and update run ``ceph config s
 refresh reads the window back with ``ceph config get osd ...``, so a window changed by hand shows
 in ``pulumi preview`` and ``pulumi up`` sets it again. Removing ``ceph.scrubWindow`` from the config
 deletes the resource: ``ceph config rm`` restores Ceph's default (scrubs at any hour).
+
+A cluster has one scrub window, and several stacks may share the cluster. The first stack that
+sets it owns it: its owner tag is kept in the monitors' key/value store (``ceph config-key``,
+:data:`OWNER_KEY`). Another stack that asks for the same window checks it read-only (it records
+whose it is, and never sets or removes it); one that asks for another window is refused, naming
+the owner. Only the owner's destroy (or removing its ``ceph.scrubWindow``) resets the window. A
+window set before the key existed has no owner: the stack whose state holds it claims it on its
+next ``up``.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pulumi
@@ -17,11 +26,12 @@ from components import ceph_cli
 from components.config import ScrubWindow
 from components.dynamic import OperatorError, PartiallyCreated, SshBacked
 from components.graph import child_options
-from components.ssh import Executor, RemoteError, check
+from components.ssh import Executor, RemoteError, check, render
 
 WHO = "osd"
 ID = "osd-scrub-window"
 KEYS = {"beginHour": "osd_scrub_begin_hour", "endHour": "osd_scrub_end_hour"}  # property -> Ceph option
+OWNER_KEY = "pve-ceph-ha/scrub-window/owner"
 
 
 def _hours(props: dict[str, Any]) -> dict[str, int]:
@@ -41,20 +51,43 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
                 raise OperatorError(f"ceph config get {WHO} {key}: expected an hour, got {result.stdout.strip()[:100]!r}") from None
         return seen
 
-    def apply(self, executor: Executor, wanted: dict[str, int], seen: dict[str, int] | None) -> None:
+    def holder(self, executor: Executor) -> str:
+        """The owner tag of the stack that owns the window, "" when none does."""
+        result = executor.run(ceph_cli.config_key_get(OWNER_KEY))
+        if result.exit_status == 2 and "ENOENT" in result.stderr:
+            return ""
+        return check(result, render(ceph_cli.config_key_get(OWNER_KEY))).stdout.strip()
+
+    def apply(self, executor: Executor, wanted: dict[str, int], seen: dict[str, int] | None, owner: str = "") -> None:
         for prop, key in KEYS.items():
             if seen is None or seen[prop] != wanted[prop]:
                 check(executor.run(ceph_cli.config_set(WHO, key, wanted[prop])), f"ceph config set {WHO} {key} {wanted[prop]}")
+        if owner:
+            check(executor.run(ceph_cli.config_key_set(OWNER_KEY, owner)), render(ceph_cli.config_key_set(OWNER_KEY, owner)))
+
+    @staticmethod
+    def refuse(holder: str, seen: dict[str, int], wanted: dict[str, int]) -> OperatorError:
+        return OperatorError(
+            f"ceph.scrubWindow: the cluster has one scrub window, and stack {holder.removeprefix('pulumi-stack.')} owns it "
+            f"({seen['beginHour']}-{seen['endHour']}); this stack asks for {wanted['beginHour']}-{wanted['endHour']}. "
+            "Set ceph.scrubWindow to that stack's window (this stack then checks it read-only), or leave it out of this stack's config"
+        )
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         executor = self.executor(props)
         wanted = _hours(props)
+        owner = str(props.get("owner") or "")
         asked = False  # once a `ceph config set` has been sent, the window may be (half) set
         try:
             seen = self.observe(executor)
+            holder = self.holder(executor)
+            if holder and holder != owner:
+                if seen != wanted:
+                    raise self.refuse(holder, seen, wanted)
+                return CreateResult(id_=ID, outs={**props, **seen, "setBy": holder})  # another stack's: read-only
             asked = True
-            self.apply(executor, wanted, seen)
-            return CreateResult(id_=ID, outs={**props, **self.observe(executor)})
+            self.apply(executor, wanted, seen, owner)
+            return CreateResult(id_=ID, outs={**props, **self.observe(executor), "setBy": owner})
         except (RemoteError, OperatorError) as exc:
             message = f"scrub window: {exc}"
             if asked:  # the state records it; the next `pulumi up` reads it back and sets what is missing
@@ -63,14 +96,24 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         try:
-            seen = self.observe(self.executor(props))
+            executor = self.executor(props)
+            seen = self.observe(executor)
+            holder = self.holder(executor)
         except RemoteError as exc:
             raise OperatorError(f"scrub window: {exc}") from None
-        return ReadResult(id_=id_, outs={**props, **seen})
+        return ReadResult(id_=id_, outs={**props, **seen, "setBy": holder})
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         old, new = _hours(olds), _hours(news)
-        changes = [prop for prop in KEYS if old[prop] != new[prop]]
+        holder, owner = str(olds.get("setBy") or ""), str(news.get("owner") or "")
+        if holder and holder != owner:
+            changes: list[str] = []  # another stack's window: this stack only reads it
+            if old != new:
+                print(f"warning: {self.refuse(holder, old, new)}", file=sys.stderr, flush=True)
+        else:
+            changes = [prop for prop in KEYS if old[prop] != new[prop]]
+            if owner and holder != owner:
+                changes.append("owner")  # a window set before the owner key: the stack that holds it claims it
         old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
         if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
             changes.append("connection")
@@ -79,17 +122,29 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         executor = self.executor(news)
         wanted = _hours(news)
+        owner = str(news.get("owner") or "")
         try:
-            self.apply(executor, wanted, self.observe(executor))
-            return UpdateResult(outs={**news, **self.observe(executor)})
+            seen, holder = self.observe(executor), self.holder(executor)
+            if holder and holder != owner:
+                if seen != wanted:
+                    raise self.refuse(holder, seen, wanted)
+                return UpdateResult(outs={**news, **seen, "setBy": holder})
+            self.apply(executor, wanted, seen, owner)
+            return UpdateResult(outs={**news, **self.observe(executor), "setBy": owner})
         except RemoteError as exc:
             raise OperatorError(f"scrub window: {exc}") from None
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         executor = self.executor(props)
+        owner = str(props.get("owner") or "")
         try:
+            holder = self.holder(executor)
+            if holder and holder != owner:
+                return  # another stack's window: left as it is
             for key in KEYS.values():
                 check(executor.run(ceph_cli.config_rm(WHO, key)), f"ceph config rm {WHO} {key}")
+            if holder:
+                check(executor.run(ceph_cli.config_key_rm(OWNER_KEY)), render(ceph_cli.config_key_rm(OWNER_KEY)))
         except RemoteError as exc:
             raise OperatorError(f"scrub window: {exc}") from None
 
@@ -103,8 +158,10 @@ class ScrubWindowResource(Resource, module="pveceph", name="ScrubWindow"):
 class CephScrubWindow(pulumi.ComponentResource):
     """Runbook 8: ``ceph config set osd osd_scrub_begin_hour 22`` and ``osd_scrub_end_hour 6``, read back on refresh."""
 
-    def __init__(self, name: str, window: ScrubWindow, connection: pulumi.Input[dict[str, Any]], opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, window: ScrubWindow, connection: pulumi.Input[dict[str, Any]], owner: str = "", opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("pveceph:ceph:ScrubWindow", name, None, opts)
-        props = {"connection": connection, "beginHour": window.begin_hour, "endHour": window.end_hour}
+        props = {"connection": connection, "beginHour": window.begin_hour, "endHour": window.end_hour, "owner": owner, "setBy": None}
         self.window = ScrubWindowResource(f"{name}-window", props, child_options(self, opts))
         self.register_outputs({})

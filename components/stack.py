@@ -106,7 +106,7 @@ class PveCephHa(pulumi.ComponentResource):
         self.client = CephClient(f"{name}-cephx", ceph.client, self.pool.pool_name, admin_ssh, adopt=config.adopt.client, opts=after_gate)
         # 8: scrubs outside business hours.
         if ceph.scrub_window is not None:
-            CephScrubWindow(f"{name}-scrub", ceph.scrub_window, admin_ssh, opts=after_gate)
+            CephScrubWindow(f"{name}-scrub", ceph.scrub_window, admin_ssh, owner, opts=after_gate)
         # 2-2: ceph-common on every node, in parallel.
         self.packages = [CephCommonPackage(f"{name}-ceph-common-{node}", node, conn, opts=child) for node, conn in node_ssh.items()]
         # 2-3: the storage, once the key exists and every node has the Ceph client.

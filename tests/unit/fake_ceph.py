@@ -41,6 +41,7 @@ class FakeCeph:
     clients: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: dict[str, list[str]] = field(default_factory=dict)
     config: dict[tuple[str, str], str] = field(default_factory=dict)  # `ceph config set WHO KEY VALUE`
+    config_keys: dict[str, str] = field(default_factory=dict)  # `ceph config-key set KEY VALUE`
     gate: Result | list[Result] = field(default_factory=lambda: Result(0, HEALTHY, ""))  # what the health gate script answers (in turn)
     status: list[dict[str, Any]] = field(default_factory=lambda: [ceph_status()])  # `ceph status` answers, in turn; the last one stays
     gate_stdin: list[str] = field(default_factory=list)
@@ -132,6 +133,16 @@ class FakeCeph:
             case ["ceph", "config", "rm", who, key]:
                 self.config.pop((who, key), None)
                 return self.ok()
+            case ["ceph", "config-key", "get", key]:
+                if key not in self.config_keys:  # Ceph 16: exit 2 and this line on stderr
+                    return Result(2, "", f"Error ENOENT: error obtaining '{key}': (2) No such file or directory")
+                return self.ok(self.config_keys[key])
+            case ["ceph", "config-key", "set", key, value]:
+                self.config_keys[key] = value
+                return Result(0, "", f"set {key}")
+            case ["ceph", "config-key", "rm", key]:
+                self.config_keys.pop(key, None)
+                return Result(0, "", "key deleted")
             case ["ceph", "status"]:
                 return self.ok(self.status.pop(0) if len(self.status) > 1 else self.status[0])
             case ["python3", "-", _pool, _pg, _size]:

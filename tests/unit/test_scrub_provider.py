@@ -98,3 +98,62 @@ def test_a_value_that_is_not_an_hour_is_an_error(ceph: FakeCeph) -> None:
     ceph.config[BEGIN] = "garbage"
     with pytest.raises(OperatorError, match=r"ceph config get osd osd_scrub_begin_hour: expected an hour, got 'garbage'"):
         ScrubWindowProvider(ceph.executor).read("osd-scrub-window", props())
+
+
+# -- one window, several stacks (issue #21): the first stack to set it owns it --
+
+A, B = "pulumi-stack.pve-ceph-ha.a", "pulumi-stack.pve-ceph-ha.b"
+
+
+def owned(owner: str, begin: float = 22, end: float = 6) -> dict[str, Any]:
+    return {**props(begin, end), "owner": owner, "setBy": None}
+
+
+def test_the_first_stack_owns_the_window_and_a_second_with_the_same_window_only_reads_it(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    assert provider.create(owned(A)).outs["setBy"] == A
+    assert ceph.config_keys == {"pve-ceph-ha/scrub-window/owner": A}
+    sets = len([c for c in ceph.commands if c[:3] == ["ceph", "config", "set"]])
+    outs = provider.create(owned(B)).outs
+    assert outs["setBy"] == A
+    assert len([c for c in ceph.commands if c[:3] == ["ceph", "config", "set"]]) == sets  # B set nothing
+    provider.delete("osd-scrub-window", outs)  # B's destroy
+    assert ceph.config[BEGIN] == "22" and ceph.config_keys  # A's window and ownership stay
+    read = provider.read("osd-scrub-window", provider.create(owned(A)).outs)
+    assert provider.diff("osd-scrub-window", read.outs, owned(A)).changes is False
+
+
+def test_a_second_stack_asking_for_another_window_is_refused_naming_the_owner(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    provider.create(owned(A))
+    with pytest.raises(OperatorError) as error:
+        provider.create(owned(B, 23, 5))
+    message = str(error.value)
+    assert "stack pve-ceph-ha.a owns it (22-6)" in message and "23-5" in message and "ceph.scrubWindow" in message
+    assert ceph.config[BEGIN] == "22"
+
+
+def test_a_non_owner_never_proposes_to_change_the_owners_window(ceph: FakeCeph, capsys: pytest.CaptureFixture[str]) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    provider.create(owned(A))
+    outs = provider.create(owned(B)).outs
+    ceph.config[BEGIN] = "21"  # the owner changed its window
+    read = provider.read("osd-scrub-window", outs)
+    assert provider.diff("osd-scrub-window", read.outs, owned(B)).changes is False
+    assert "owns it (21-6)" in capsys.readouterr().err
+
+
+def test_the_owners_destroy_resets_the_window_and_its_ownership(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    outs = provider.create(owned(A)).outs
+    provider.delete("osd-scrub-window", outs)
+    assert BEGIN not in ceph.config and ceph.config_keys == {}
+
+
+def test_a_window_set_before_the_owner_key_is_claimed_by_the_stack_that_holds_it(ceph: FakeCeph) -> None:
+    provider = ScrubWindowProvider(ceph.executor)
+    outs = provider.create(props()).outs  # the program before issue #21: no owner
+    read = provider.read("osd-scrub-window", outs)
+    assert provider.diff("osd-scrub-window", read.outs, owned(A)).changes is True
+    assert provider.update("osd-scrub-window", read.outs, owned(A)).outs["setBy"] == A
+    assert ceph.config_keys == {"pve-ceph-ha/scrub-window/owner": A}
