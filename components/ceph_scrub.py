@@ -70,7 +70,8 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
         return OperatorError(
             f"ceph.scrubWindow: the cluster has one scrub window, and stack {holder.removeprefix('pulumi-stack.')} owns it "
             f"({seen['beginHour']}-{seen['endHour']}); this stack asks for {wanted['beginHour']}-{wanted['endHour']}. "
-            "Set ceph.scrubWindow to that stack's window (this stack then checks it read-only), or leave it out of this stack's config"
+            "Set ceph.scrubWindow to that stack's window (this stack then checks it read-only), or leave it out of this stack's config; "
+            f"if that stack no longer exists (removed without `pulumi destroy`), release the window with `ceph config-key rm {OWNER_KEY}`"
         )
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -158,9 +159,7 @@ class ScrubWindowResource(Resource, module="pveceph", name="ScrubWindow"):
 class CephScrubWindow(pulumi.ComponentResource):
     """Runbook 8: ``ceph config set osd osd_scrub_begin_hour 22`` and ``osd_scrub_end_hour 6``, read back on refresh."""
 
-    def __init__(
-        self, name: str, window: ScrubWindow, connection: pulumi.Input[dict[str, Any]], owner: str = "", opts: pulumi.ResourceOptions | None = None
-    ):
+    def __init__(self, name: str, window: ScrubWindow, connection: pulumi.Input[dict[str, Any]], owner: str = "", opts: pulumi.ResourceOptions | None = None):
         super().__init__("pveceph:ceph:ScrubWindow", name, None, opts)
         props = {"connection": connection, "beginHour": window.begin_hour, "endHour": window.end_hour, "owner": owner, "setBy": None}
         self.window = ScrubWindowResource(f"{name}-window", props, child_options(self, opts))

@@ -89,7 +89,7 @@ class HaVm(pulumi.ComponentResource):
             # The stack's owner tag goes in with the create call itself, so the rerun of an
             # interrupted `up` still recognises its own half-made VM (components/owners.py).
             # Sorted, as PVE keeps them (bpg sorts what it sends).
-            tags=sorted([owner, *([] if vm.ha else [NO_HA_TAG])]),
+            tags=sorted(tag for tag in (owner, *([] if vm.ha else [NO_HA_TAG])) if tag),
             on_boot=True,
             started=(ha.state == "started") if vm.ha else True,
             stop_on_destroy=True,

@@ -49,7 +49,7 @@ def owner_tag(project: str, stack: str) -> str:
 
 def owned_comment(owner: str) -> str:
     """The comment of the stack's HA resources, groups and rules."""
-    return f"managed by pve-ceph-ha ({owner})"
+    return f"managed by pve-ceph-ha ({owner})" if owner else "managed by pve-ceph-ha"
 
 
 def owner_of(marks: Any) -> str:
@@ -116,7 +116,9 @@ def problems(
         carries = owner_of(found.get(kind.marks))
         if key in held and held[key] == carries:
             continue  # made before the tags, or imported: the state is the stack's word
-        whose = f"it belongs to stack {carries.removeprefix(TAG_PREFIX)} ({carries})" if carries else "it carries no owner tag (made by hand, or by another tool)"
+        whose = (
+            f"it belongs to stack {carries.removeprefix(TAG_PREFIX)} ({carries})" if carries else "it carries no owner tag (made by hand, or by another tool)"
+        )
         if key in held:
             whose += f"; this stack recorded {held[key] or 'no tag'} for it: the stack's was deleted outside and the name reused"
         out.append(
@@ -191,7 +193,9 @@ class OwnersResource(Resource, module="pveceph", name="Owners"):
 class Owners(pulumi.ComponentResource):
     """Every VM id and HA name the stack declares free, or holding the stack's own; before anything is changed."""
 
-    def __init__(self, name: str, api: dict[str, Any], owner: str, objects: Sequence[dict[str, Any]], work_dir: str, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, api: dict[str, Any], owner: str, objects: Sequence[dict[str, Any]], work_dir: str, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("pveceph:proxmox:Owners", name, None, opts)
         stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
         props = {"api": api, "owner": owner, "objects": list(objects), "stack": stack, "workDir": work_dir}

@@ -25,10 +25,10 @@ from components.config import ConfigError, StackConfig
 from components.credentials import Credentials
 from components.ha_preflight import HaPreflight
 from components.ha_vm import HaVm, ha_group, ha_rule, sid
+from components.owners import Owners, owner_tag
 from components.pve_api import api_props
 from components.pve_storage import RbdStorage
 from components.rbd_images import VmImages
-from components.owners import Owners, owner_tag
 
 
 def require_host_keys(config: StackConfig, credentials: Credentials) -> None:
@@ -128,7 +128,9 @@ class PveCephHa(pulumi.ComponentResource):
         groups: dict[str, pulumi.Resource] = {}
         if config.ha.mode == "groups":
             groups = {
-                a.name: ha_group(f"{name}-group-{a.name}", a, owner, pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[self.preflight])))
+                a.name: ha_group(
+                    f"{name}-group-{a.name}", a, owner, pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[self.preflight]))
+                )
                 for a in config.ha.affinities
             }
         # 3 and 5: the VMs and their HA resources.

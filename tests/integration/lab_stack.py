@@ -315,6 +315,11 @@ def remember_key(client: str) -> None:
 
 def forget(prefix: str) -> None:
     """Remove what an earlier, interrupted run of a test may have left in the lab."""
+    from components.ceph_scrub import OWNER_KEY
+    from components.owners import owner_tag
+
+    if admin(f"ceph config-key exists {OWNER_KEY} && ceph config-key get {OWNER_KEY} || true").strip() == owner_tag("pve-ceph-ha", prefix):
+        admin(f"ceph config-key rm {OWNER_KEY}")  # the scrub window of a stack removed without destroy
     if f"{prefix}-rbd" in storages():
         api().storage(f"{prefix}-rbd").delete()
     if client_caps(prefix) is not None:

@@ -191,9 +191,11 @@ def test_2_imported_under_the_programs_names_the_vm_needs_an_update_in_place_and
     stack.reconfigure(adopted)
     steps = {(s["op"], s["type"]): s["diffs"] for s in plan(env, work, PREFIX)}
     assert steps == {
-        ("update", VM_TYPE): PLAIN_DIFFS,  # the same as with the plain program: no replacement
+        # the same as with the plain program, and the stack's owner tag: no replacement
+        ("update", VM_TYPE): sorted([*PLAIN_DIFFS, "tags"]),
         ("create", "proxmoxve:index/haresource:Haresource"): [],  # vm:410 under HA (runbook 5)
         ("update", "pulumi-python:dynamic/pveceph:VmImages"): [],  # `rbd ls` now names its disk
+        ("update", "pulumi-python:dynamic/pveceph:Owners"): [],  # the check now covers VM 410 and vm:410
     }, steps
 
 
@@ -205,7 +207,7 @@ def test_3_the_first_up_keeps_the_vm_and_its_disk_and_restarts_it_once(program_s
     assert (after["smbios1"], after["vmgenid"]) == (hand_made["smbios1"], hand_made["vmgenid"])  # the same VM, not a new one
     assert after["scsi0"].split(",")[0] == hand_made["scsi0"].split(",")[0] == f"{STORAGE}:vm-{VMID}-disk-0"  # the same disk
     added = sorted(k for k in after if k not in hand_made)
-    assert added == ["agent", "balloon", "ide3", "serial0"], added  # the provider's defaults, written by the update
+    assert added == ["agent", "balloon", "ide3", "serial0", "tags"], added  # the provider's defaults and the stack's owner tag, written by the update
     # A change that needs a restart on a running VM: bpg stops it (no guest agent: a hard stop) and starts it again.
     assert [t["type"] for t in Control().tasks(VMID)[tasks_before:]] == ["qmstop", "qmstart"]
     assert f"vm:{VMID}" in [r["sid"] for r in lab.any_api().cluster.ha.resources.get()]

@@ -4,7 +4,7 @@ as the program declares its VMs (components/ha_vm.py), to adopt it with
     pulumi import proxmoxve:index/vmLegacy:VmLegacy <vm name> <node>/<vmid>
 
 The default provider reads `proxmoxve:endpoint` and the secret `proxmoxve:apiToken`; the VM's
-values come from this stack's config (`vmId`, `node`, `storage`).
+values come from this stack's config (`vmId`, `node`, `storage`, and `tags`: none by default).
 """
 
 import pulumi
@@ -23,7 +23,7 @@ proxmoxve.VmLegacy(
     disks=[proxmoxve.VmLegacyDiskArgs(interface="scsi0", datastore_id=config.require("storage"), size=1, file_format="raw", cache="writeback", discard="on")],
     network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge="vmbr0", model="virtio")],
     operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
-    tags=[],  # never null: the provider reads a VM without tags back as []
+    tags=config.get_object("tags") or [],  # never null: the provider reads a VM without tags back as []
     on_boot=True,
     started=True,
     stop_on_destroy=True,
