@@ -63,13 +63,14 @@ func generateProgram(source map[string]string, loader schema.Loader, strict bool
 	if !strict {
 		opts = append(opts, pcl.NonStrictBindOptions()...)
 	}
+	// With errors in the program, the binder returns them both as diagnostics and as its error.
 	program, diags, err := pcl.BindProgram(parser.Files, loader, opts...)
-	if err != nil {
-		return nil, err
-	}
 	rpcDiags = append(rpcDiags, plugin.HclDiagnosticsToRPCDiagnostics(diags)...)
 	if diags.HasErrors() {
 		return &pulumirpc.GenerateProgramResponse{Diagnostics: rpcDiags}, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	if program == nil {
 		return nil, errors.New("internal error: binding returned no program")
