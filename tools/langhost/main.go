@@ -10,8 +10,9 @@
 // engine's resource monitor. Plugin discovery (GetRequiredPackages) reports
 // nothing: the resource plugins are pre-installed in PULUMI_HOME, and the
 // engine loads them by name/version when the program registers resources.
-// Dependency installation, code generation, templates and packing are not
-// supported.
+// GenerateProgram (generate.go) turns PCL into Python for `pulumi import`.
+// Dependency installation, project and package generation, templates and
+// packing are not supported.
 package main
 
 import (
