@@ -4,7 +4,10 @@ PY := .venv/bin/python
 # The lab and the tests keep Pulumi state in a local folder with a passphrase secrets provider.
 export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.state
 export PULUMI_CONFIG_PASSPHRASE ?= lab-only-passphrase
-ENV := source tools/env.sh &&
+# STATE=rgw keeps the lab stack's state in the lab's Ceph RADOS Gateway (S3) instead:
+# make demo STATE=rgw, make verify STATE=rgw (tools/state-env.sh).
+export STATE ?= local
+ENV := source tools/env.sh && source tools/state-env.sh &&
 
 .PHONY: setup test unit lint lab-up lab-down lab-status demo preview verify drill docs
 

@@ -328,6 +328,9 @@ def up(log: Callable[[str], None] = say, pve: bool = True) -> dict[str, Any]:
     if "error" in ssh_result:
         raise ssh_result["error"]
     state: dict[str, Any] = {"ceph": ceph_info, "ssh": ssh_result["info"]}
+    from lab import rgw
+
+    state["rgw"] = rgw.up(log)  # Pulumi's state on the cluster's own object store (issue #21)
 
     pve_mod = _pve() if pve else None
     if pve_mod is not None and hasattr(pve_mod, "start"):
@@ -354,6 +357,8 @@ def up(log: Callable[[str], None] = say, pve: bool = True) -> dict[str, Any]:
         log(f"  ssh {role:<11} {s['user']}@{host} -p {s['port']} -i {s['private_key_path']}")
     if "pve" in state:
         log(f"  pve             {json.dumps(state['pve'], default=str)[:300]}")
+    r = state["rgw"]
+    log(f"  state backend   {r['url']}  (pulumi login; keys in {r['keys_file']}, as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
     log(f"  lab.json        {paths.LAB_JSON}")
     log(f"lab up: done in {seconds:.1f}s")
     return state
@@ -376,6 +381,10 @@ def down(log: Callable[[str], None] = say, deadline: float = 10.0) -> None:
                 log(f"  lab.pve.stop failed: {e!r} (its processes are stopped by pid)")
     with step("sshd", log):
         sshd.down()
+    with step("radosgw", log):
+        from lab import rgw
+
+        rgw.down(deadline)
     with step("ceph", log):
         ceph.down(deadline)
     with step("other recorded processes", log):

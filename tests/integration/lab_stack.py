@@ -54,6 +54,7 @@ class LabStack:
         tmp: Path,
         edit: Callable[[dict[str, Any]], None] | None = None,
         program: Path = ROOT / "__main__.py",
+        env: dict[str, str] | None = None,
     ):
         self.name = name
         self.lab = lab_state
@@ -63,6 +64,7 @@ class LabStack:
             edit(self.config)
         self.env = engine_env(tmp / "state")
         self.env["SSL_CERT_FILE"] = lab_state["pve"]["ca_bundle"]  # the Go plugins verify the lab API with it
+        self.env.update(env or {})  # another backend (the lab's RADOS Gateway), another PULUMI_HOME
         self.write_config()
         self.stack = auto.create_or_select_stack(name, work_dir=str(self.work), opts=workspace_options(self.env, self.work))
         pve = lab_state["pve"]
