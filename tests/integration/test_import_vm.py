@@ -14,9 +14,9 @@ storage, VirtIO SCSI, cache writeback, discard on, VirtIO net) and started. Then
    restarting it once, and registers its HA resource; after it, preview shows 0 changes; destroy
    removes it.
 
-The project's own Python language host has no GenerateProgram, so ``pulumi import`` runs with
-``--generate-code=false`` here; the inputs the import recorded (``pulumi stack export``) are what
-the official host would print as code.
+The plain import prints the code that declares the VM (the project's language host implements
+GenerateProgram); the import file into the program's stack skips it (``--generate-code=false``):
+the program already declares the VM.
 """
 
 from __future__ import annotations
@@ -135,10 +135,14 @@ def test_1_import_reads_the_vm_made_by_hand_and_names_what_the_program_would_cha
         assert done.returncode == 0, done.stdout + done.stderr
     t0 = time.time()
     try:
-        # --generate-code=false: the project's own Python language host has no GenerateProgram
-        # (the official one prints the program's code here); the imported inputs are the reference.
-        done = cli(env, "import", VM_TYPE, f"vm{VMID}", f"{NODE}/{VMID}", "--yes", "--protect=false", "--generate-code=false", "--stack", "plain", cwd=work)
+        # The plain form, as an operator types it: the project's language host generates the code
+        # that declares the VM (GenerateProgram, tools/langhost/generate.go).
+        done = cli(env, "import", VM_TYPE, f"vm{VMID}", f"{NODE}/{VMID}", "--yes", "--protect=false", "--stack", "plain", cwd=work)
         assert done.returncode == 0, done.stdout + done.stderr
+        code = done.stdout
+        for part in (f'vm{VMID} = proxmoxve.VmLegacy("vm{VMID}"', f'node_name="{NODE}"', f"vm_id={VMID}", f'datastore_id="{STORAGE}"'):
+            assert part in code, code[-3000:]
+        compile(code[code.index("import pulumi") :], "generated.py", "exec")  # the code it prints is Python
         vm = next(r for r in state_resources(env, work, "plain") if r["type"] == VM_TYPE)
         inputs = vm["inputs"]
         assert vm["id"] == str(VMID)
