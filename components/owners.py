@@ -139,6 +139,13 @@ def read_state(stack: str, work_dir: str) -> dict[tuple[str, str], str]:
     return recorded_owners(json.loads(done.stdout or "{}"))
 
 
+def not_on_this_version(exc: Exception) -> bool:
+    """PVE 8 has no rules API (501, "Method ... not implemented"); PVE 9 refuses the groups API
+    ("ha groups have been migrated to rules")."""
+    text = f"{getattr(exc, 'status_code', '')} {getattr(exc, 'content', '')} {getattr(exc, 'errors', '')} {exc}"
+    return getattr(exc, "status_code", None) == 501 or "not implemented" in text or "migrated to rules" in text
+
+
 class OwnersProvider(ResourceProvider):
     def run_check(self, props: dict[str, Any]) -> dict[str, Any]:
         wanted = props.get("objects") or []
@@ -152,6 +159,9 @@ class OwnersProvider(ResourceProvider):
                 try:
                     cluster[name] = api(path).get(**dict([query.split("=")] if query else []))
                 except api_errors() as exc:
+                    if name in ("hagroup", "harule") and not_on_this_version(exc):
+                        cluster[name] = []  # nothing of that kind can exist; the HA preflight names the version
+                        continue
                     raise OperatorError(f"owners: GET /{KINDS[name].path} failed: {reason(exc)}") from None
             found = problems(wanted, cluster, props["owner"], lambda: read_state(props["stack"], props["workDir"]))
             if found:

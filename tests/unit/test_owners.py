@@ -99,3 +99,13 @@ def test_recorded_owners_reads_the_objects_of_an_export() -> None:
         }
     }
     assert recorded_owners(export) == {("vm", "101"): OURS, ("vm", "102"): "", ("haresource", "vm:101"): OURS, ("harule", "r1"): ""}
+
+
+def test_an_ha_api_this_pve_version_lacks_is_no_objects_of_that_kind() -> None:
+    from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
+
+    from components.owners import not_on_this_version
+
+    assert not_on_this_version(ResourceException(501, "Not Implemented", "Method 'GET /cluster/ha/rules' not implemented"))
+    assert not_on_this_version(ResourceException(500, "Internal Server Error", "ha groups have been migrated to rules"))
+    assert not not_on_this_version(ResourceException(403, "Forbidden", "Permission check failed (/, Sys.Audit)"))
