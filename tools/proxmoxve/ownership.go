@@ -2,6 +2,7 @@ package proxmoxve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -58,11 +59,14 @@ func (v clusterVM) owner() string {
 	return ownerOf(strings.FieldsFunc(v.Tags, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }))
 }
 
+// errNoClient: the provider is not configured (a preview whose provider configuration is not known yet).
+var errNoClient = errors.New("the provider is not configured")
+
 // lookupVM: the VM with this id in the cluster, nil when there is none. A variable for the tests.
 var lookupVM = func(ctx context.Context, m any, vmid int) (*clusterVM, error) {
 	cfg, ok := m.(proxmoxtf.ProviderConfiguration)
 	if !ok {
-		return nil, fmt.Errorf("no API client")
+		return nil, errNoClient
 	}
 	client, err := cfg.GetClient()
 	if err != nil {
@@ -191,7 +195,10 @@ func checkPlannedCreate(inner schema.CustomizeDiffFunc) schema.CustomizeDiffFunc
 			return nil
 		}
 		vmid, _ := d.Get("vm_id").(int)
-		return checkCreate(ctx, m, vmid, ownerOf(tagList(d.Get("tags"))))
+		if err := checkCreate(ctx, m, vmid, ownerOf(tagList(d.Get("tags")))); err != nil && !errors.Is(err, errNoClient) {
+			return err // an unconfigured provider: the create itself checks
+		}
+		return nil
 	}
 }
 
