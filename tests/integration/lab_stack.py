@@ -179,7 +179,8 @@ def two_ups_at_once(stack: LabStack, timeout: float = 600) -> str:
         print(f"\n  the CLI's lock-listing race: {raced[0].strip().splitlines()[-1][:200]}; up again alone")
         stack.up()
     assert len(refused) in (1, 2) and len(refused) - len(raced) <= 1, {k: str(v)[-1500:] for k, v in outcomes.items()}
-    message = next((r for r in refused if r not in raced), raced[0])
+    locked = [r for r in refused if r not in raced]
+    message = locked[0] if locked else raced[0]
     shown = next((line.strip() for line in message.splitlines() if "locked" in line or "list bucket" in line), message[-300:])
     print(f"\n  refused: {shown}")
     assert "currently locked" in message or "another update" in message or message in raced, message[-3000:]
