@@ -12,7 +12,7 @@ budget for the stacks' pools would shrink by about 600 PG replicas.
 
 The backend URL has the form Pulumi's self-managed S3 backend documents
 (`s3://<bucket>?endpoint=<host:port>&disableSSL=true&s3ForcePathStyle=true`, here with the
-`region` the AWS SDK asks for); the keys are the AWS SDK's environment variables
+`region` the AWS SDK asks for and without its checksum warning); the keys are the AWS SDK's environment variables
 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
 """
 
@@ -56,8 +56,10 @@ def keys_file() -> Path:
 
 
 def backend_url(bucket: str = BUCKET) -> str:
-    """The whole backend URL, ready for `pulumi login`."""
-    return f"s3://{bucket}?endpoint={ENDPOINT}&disableSSL=true&s3ForcePathStyle=true&region={REGION}"
+    """The whole backend URL, ready for `pulumi login`. `response_checksum_validation=when_required`:
+    the AWS SDK (v2, under gocloud.dev's s3blob) validates response checksums RGW 16 does not send
+    and printed `WARN Response has no supported checksum` on every command."""
+    return f"s3://{bucket}?endpoint={ENDPOINT}&disableSSL=true&s3ForcePathStyle=true&region={REGION}&response_checksum_validation=when_required"
 
 
 def argv() -> list[str]:
