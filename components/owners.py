@@ -84,6 +84,13 @@ KINDS = {
 }
 
 
+def plain(name: Any) -> str:
+    """An object's name as text: 150, 150.0 (how the engine hands a dynamic provider a number) and "150" alike."""
+    if isinstance(name, float) and name.is_integer():
+        name = int(name)
+    return str(name)
+
+
 def recorded_owners(export: dict[str, Any]) -> dict[tuple[str, str], str]:
     """The objects the state holds, by (kind, name): the owner tag each was recorded with ("" when none)."""
     by_type = {kind.state_type: (name, kind) for name, kind in KINDS.items()}
@@ -94,7 +101,7 @@ def recorded_owners(export: dict[str, Any]) -> dict[tuple[str, str], str]:
         name, kind = by_type[resource["type"]]
         outputs = resource.get("outputs") or {}
         if outputs.get(kind.state_key) not in (None, ""):
-            out[(name, str(outputs[kind.state_key]))] = owner_of(outputs.get(kind.state_marks))
+            out[(name, plain(outputs[kind.state_key]))] = owner_of(outputs.get(kind.state_marks))
     return out
 
 
@@ -107,12 +114,13 @@ def problems(
     out = []
     for want in wanted:
         kind = KINDS[want["kind"]]
-        found = next((e for e in cluster.get(want["kind"]) or [] if str(e.get(kind.key)) == str(want["name"])), None)
+        name = plain(want["name"])
+        found = next((e for e in cluster.get(want["kind"]) or [] if plain(e.get(kind.key)) == name), None)
         if found is None or owner_of(found.get(kind.marks)) == owner:
             continue
         if held is None:
             held = state()
-        key = (want["kind"], str(want["name"]))
+        key = (want["kind"], name)
         carries = owner_of(found.get(kind.marks))
         if key in held and held[key] == carries:
             continue  # made before the tags, or imported: the state is the stack's word
@@ -122,7 +130,7 @@ def problems(
         if key in held:
             whose += f"; this stack recorded {held[key] or 'no tag'} for it: the stack's was deleted outside and the name reused"
         out.append(
-            f"{want['entry']}: {kind.describe(str(want['name']), found)} is not this stack's: {whose}. "
+            f"{want['entry']}: {kind.describe(name, found)} is not this stack's: {whose}. "
             f"Give the entry another {'id' if want['kind'] == 'vm' else 'name'}, or take it over on purpose with `pulumi import` (README, Sharing a cluster)"
         )
     return out

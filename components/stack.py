@@ -53,7 +53,8 @@ def declared_objects(config: StackConfig) -> list[dict[str, Any]]:
     and the HA groups (PVE 8) or the node-affinity rules that have members (PVE 9)."""
     out: list[dict[str, Any]] = []
     for i, vm in enumerate(config.vms):
-        out.append({"kind": "vm", "name": vm.id, "entry": f"vms[{i}].id {vm.id} ({vm.name})"})
+        # names as strings: the engine hands a dynamic provider every number as a float
+        out.append({"kind": "vm", "name": str(vm.id), "entry": f"vms[{i}].id {vm.id} ({vm.name})"})
         if vm.ha:
             out.append({"kind": "haresource", "name": sid(vm), "entry": f"vms[{i}] ({vm.name}), its HA resource"})
     used = {vm.affinity for vm in config.vms if vm.ha}

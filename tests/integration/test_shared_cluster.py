@@ -39,7 +39,7 @@ from components.ceph_scrub import OWNER_KEY
 from components.owners import owner_tag
 from tests.drill.seed import LabAccess
 from tests.integration.engine import cli, engine_env
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, api, changes, forget_stack, names, pool_exists, project_copy, storages
+from tests.integration.lab_stack import PROGRAMS, LabStack, admin, api, base_config, changes, forget_stack, names, pool_exists, project_copy, storages
 from tests.integration.shared_lab import settled
 from tests.integration.test_hardening_vms import MARKER, DiskMarker
 
@@ -52,7 +52,7 @@ VM_TYPE = "proxmoxve:index/vmLegacy:VmLegacy"
 def with_vms(prefix: str, *vms: dict[str, Any], affinities: list[dict[str, Any]] | None = None) -> Callable[[dict[str, Any]], None]:
     def edit(config: dict[str, Any]) -> None:
         names(prefix)(config)
-        base = {k: v for k, v in config["vms"][0].items() if k != "affinity"}
+        base = {k: v for k, v in base_config()["vms"][0].items() if k != "affinity"}
         config["vms"] = [{**base, "memoryMb": 256, **vm} for vm in vms]
         config["ha"] = {**config["ha"], "affinities": affinities or []}
 

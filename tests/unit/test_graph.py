@@ -124,7 +124,7 @@ def test_the_ha_preflight_is_one_resource_with_a_connection_per_node(lab: tuple)
 def test_nothing_changes_before_the_vm_owners_check(lab: tuple) -> None:
     monitor, _ = lab
     (owners,) = monitor.of_type(f"{DYNAMIC}:Owners")
-    assert [(o["kind"], o["name"]) for o in owners.plain("objects")] == [("vm", 101), ("haresource", "vm:101")]
+    assert [(o["kind"], o["name"]) for o in owners.plain("objects")] == [("vm", "101"), ("haresource", "vm:101")]
     assert owners.plain("owner") == "pulumi-stack.pve-ceph-ha.unit"
     for first in ("unit-health-check", "unit-ha-preflight-check", "unit-ceph-common-pve-node1"):
         assert depends(monitor, first, "unit-owners-check"), first

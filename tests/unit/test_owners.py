@@ -9,7 +9,7 @@ import pytest
 from components.owners import owned_comment, owner_of, owner_tag, problems, recorded_owners
 
 OURS = owner_tag("pve-ceph-ha", "Lab")
-VM = {"kind": "vm", "name": 150, "entry": "vms[0].id 150 (app)"}
+VM = {"kind": "vm", "name": 150.0, "entry": "vms[0].id 150 (app)"}  # the engine hands numbers as floats
 
 
 def never() -> dict[tuple[str, str], str]:
