@@ -35,7 +35,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.dynamic import OperatorError, checks_due, has_unknowns
+from components.dynamic import OperatorError, has_unknowns
 from components.graph import child_options
 
 ID = "owners"
@@ -174,29 +174,32 @@ class OwnersProvider(ResourceProvider):
             found = problems(wanted, cluster, props["owner"], lambda: read_state(props["stack"], props["workDir"]))
             if found:
                 raise OperatorError("owners: " + "; ".join(found) + "; nothing was changed")
-        # an output the inputs lack: a preview's or up's Diff (inputs against the recorded outputs)
-        # differs, a refresh's (Read's outputs against the same) does not (checks_due)
-        return {**props, "checked": len(wanted)}
+        return self.outputs(props)
 
+    # The check runs in Check: the engine calls it with the program's inputs on every preview and
+    # every up, never in a refresh (the refresh that starts `pulumi destroy` included: a destroy
+    # removes only what the state holds, whoever holds the names now).
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        if not olds and not has_unknowns(news):  # not created yet: a preview must evaluate it too
+        if not has_unknowns(news):
             self.run_check(news)
         return CheckResult(inputs=news, failures=[])
 
+    @staticmethod
+    def outputs(props: dict[str, Any]) -> dict[str, Any]:
+        return {**props, "checked": len(props.get("objects") or [])}
+
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=ID, outs=self.run_check(props))
+        return CreateResult(id_=ID, outs=self.outputs(props))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         return ReadResult(id_=id_, outs=props)  # a check is not a state
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if checks_due(olds, news):
-            self.run_check(news)  # every preview and every up
         changed = [key for key in ("objects", "owner") if olds.get(key) != news.get(key)]
         return DiffResult(changes=bool(changed), replaces=[], stables=[])
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self.run_check(news))
+        return UpdateResult(outs=self.outputs(news))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         return  # nothing in the world to remove

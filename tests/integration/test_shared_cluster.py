@@ -55,6 +55,7 @@ def with_vms(prefix: str, *vms: dict[str, Any], affinities: list[dict[str, Any]]
         base = {k: v for k, v in base_config()["vms"][0].items() if k != "affinity"}
         config["vms"] = [{**base, "memoryMb": 256, **vm} for vm in vms]
         config["ha"] = {**config["ha"], "affinities": affinities or []}
+        config["allowPoolDeletion"] = True  # each case leaves no pool behind (3 OSDs hold few)
 
     return edit
 
@@ -79,6 +80,7 @@ def stacks(access: LabAccess, lab_state: dict[str, Any], tmp_path: Path) -> Iter
     made: list[LabStack] = []
 
     def make(prefix: str, edit: Callable[[dict[str, Any]], None], **kwargs: Any) -> LabStack:
+        forget_stack(prefix, [])
         made.append(LabStack(prefix, lab_state, tmp_path / prefix, edit, **kwargs))
         return made[-1]
 
