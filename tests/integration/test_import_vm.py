@@ -140,7 +140,7 @@ def test_1_import_reads_the_vm_made_by_hand_and_names_what_the_program_would_cha
         done = cli(env, "import", VM_TYPE, f"vm{VMID}", f"{NODE}/{VMID}", "--yes", "--protect=false", "--stack", "plain", cwd=work)
         assert done.returncode == 0, done.stdout + done.stderr
         code = done.stdout
-        for part in (f'vm{VMID} = proxmoxve.VmLegacy("vm{VMID}"', f'node_name="{NODE}"', f"vm_id={VMID}", f'datastore_id="{STORAGE}"'):
+        for part in (f'vm{VMID} = proxmoxve.VmLegacy("vm{VMID}"', f'node_name="{NODE}"', f"vm_id={VMID}", f'"datastore_id": "{STORAGE}"'):
             assert part in code, code[-3000:]
         compile(code[code.index("import pulumi") :], "generated.py", "exec")  # the code it prints is Python
         vm = next(r for r in state_resources(env, work, "plain") if r["type"] == VM_TYPE)
