@@ -195,10 +195,15 @@ func checkPlannedCreate(inner schema.CustomizeDiffFunc) schema.CustomizeDiffFunc
 			return nil
 		}
 		vmid, _ := d.Get("vm_id").(int)
-		if err := checkCreate(ctx, m, vmid, ownerOf(tagList(d.Get("tags")))); err != nil && !errors.Is(err, errNoClient) {
-			return err // an unconfigured provider: the create itself checks
+		planned := ownerOf(tagList(d.Get("tags")))
+		if vmid <= 0 {
+			return nil
 		}
-		return nil
+		vm, err := lookupVM(ctx, m, vmid)
+		if err != nil || vm == nil || (planned != "" && vm.owner() == planned) {
+			return nil // a preview the API does not answer (or an unconfigured provider): the create itself checks
+		}
+		return notOurs("create", vm, planned)
 	}
 }
 
