@@ -115,7 +115,12 @@ class LabStack:
         finally:
             self.remove()
 
-    def remove(self) -> None:
+    def remove(self, keep_config: bool = False) -> None:
+        """Remove the stack; KEEP_CONFIG leaves Pulumi.<stack>.yaml, whose passphrase salt the secrets
+        audit needs for the CLI's logs of a stack whose state lived elsewhere (the lab's RGW)."""
+        if keep_config:
+            cli(self.env, "stack", "rm", "--yes", "--force", "--preserve-config", "--stack", self.name, cwd=self.work)
+            return
         with contextlib.suppress(auto.CommandError):
             self.stack.workspace.remove_stack(self.name, force=True)
 

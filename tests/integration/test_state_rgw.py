@@ -108,7 +108,7 @@ def in_rgw(access: LabAccess, lab_state: dict[str, Any], tmp_path_factory: pytes
         stack.destroy()
     except auto.CommandError as error:
         print(f"\n  destroy failed: {str(error)[-500:]}")
-    stack.remove()
+    stack.remove(keep_config=True)
 
 
 def test_1_up_preview_with_the_state_in_rgw(in_rgw: LabStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
@@ -230,7 +230,7 @@ def test_4_a_teams_state_moved_from_a_folder_to_rgw(access: LabAccess, lab_state
     exported = tmp_path / "state.json"
     done = cli(local.env, "stack", "export", "--stack", MOVED, "--file", str(exported), cwd=local.work)
     assert done.returncode == 0, done.stderr
-    local.remove()  # the folder's copy retired: the stack lives in RGW from now on
+    local.remove(keep_config=True)  # the folder's copy retired: the stack lives in RGW from now on
 
     moved = LabStack(MOVED, lab_state, tmp_path / "rgw", moved_edit, env=rgw_env(lab_state))
     try:
@@ -243,4 +243,4 @@ def test_4_a_teams_state_moved_from_a_folder_to_rgw(access: LabAccess, lab_state
 
         assert f"{MOVED}-rbd" not in storages() and pool_exists(f"{MOVED}-pool")  # the pool is retained
     finally:
-        moved.remove()
+        moved.remove(keep_config=True)
