@@ -331,6 +331,8 @@ def up(log: Callable[[str], None] = say, pve: bool = True) -> dict[str, Any]:
     from lab import rgw
 
     state["rgw"] = rgw.up(log)  # Pulumi's state on the cluster's own object store (issue #21)
+    with step("HEALTH_OK, all PGs active+clean (the gateway's pools too)", log):
+        ceph.wait_healthy()  # a pool just made has its PG `unknown` until an OSD reports it
 
     pve_mod = _pve() if pve else None
     if pve_mod is not None and hasattr(pve_mod, "start"):
