@@ -54,7 +54,7 @@ def parse_query(node: str, package: str, exit_status: int, stdout: str, stderr: 
 
 class PackageProvider(SshBacked, ResourceProvider):
     def observe(self, executor: Executor, node: str, package: str) -> str | None:
-        result = executor.run(query_argv(package))
+        result = executor.read(query_argv(package))
         return parse_query(node, package, result.exit_status, result.stdout, result.stderr)
 
     def ensure(self, props: dict[str, Any]) -> dict[str, Any]:

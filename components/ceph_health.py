@@ -32,7 +32,7 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components.config import PoolSpec
-from components.dynamic import ExecutorFactory, OperatorError, SshBacked, checks_due, has_unknowns
+from components.dynamic import ExecutorFactory, OperatorError, SshBacked, checks_due, prefetch
 from components.graph import child_options
 from components.ssh import Connection, Executor, RemoteError
 
@@ -212,7 +212,7 @@ def settle(read: Callable[[], dict[str, Any]], clock: Clock | None = None, bound
 
 def read_status(executor: Executor) -> dict[str, Any]:
     """`ceph status -f json` on the admin node."""
-    result = executor.run(STATUS_ARGV)
+    result = executor.read(STATUS_ARGV, fresh=True)  # polled: each time what Ceph says now
     if result.exit_status != 0:
         raise RemoteError(f"`ceph status` failed (exit {result.exit_status}): {result.stderr.strip()[-300:]}")
     return dict(json.loads(result.stdout))
@@ -230,7 +230,7 @@ class HealthGateProvider(SshBacked, ResourceProvider):
         argv = gate_argv(props["pool"], props["pgNum"], props["size"])
         health = None
         try:
-            result = executor.run(argv, stdin=gate_script())
+            result = executor.read(argv, stdin=gate_script())  # asked once a run: the refresh's Read may have asked already
             if result.exit_status != 0 and HEALTH_REASON in result.stdout:
                 health = self.wait_for_peering(executor)
             if health is not None and health.state == PEERING:
@@ -241,7 +241,7 @@ class HealthGateProvider(SshBacked, ResourceProvider):
             # Settled (or turned into something else while peering): the gate again, on what Ceph is now.
             # A real problem at the first read keeps the script's reasons: it fails at once.
             if health is not None and (health.state == HEALTHY or health.peering_s is not None):
-                result = executor.run(argv, stdin=gate_script())
+                result = executor.read(argv, stdin=gate_script(), fresh=True)
         except RemoteError as exc:
             raise OperatorError(f"Ceph health gate (runbook 1-1): {exc}") from None
         report = verdict(where, result.exit_status, result.stdout, result.stderr)
@@ -258,19 +258,18 @@ class HealthGateProvider(SshBacked, ResourceProvider):
             return None
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        if not olds and not has_unknowns(news):  # a gate not created yet: a preview must evaluate it too
-            self.evaluate(news)
+        if checks_due(news):
+            self.evaluate(news)  # every preview and every up: raises with the reasons when Ceph is not healthy
         return CheckResult(inputs=news, failures=[])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(id_=ID, outs={**props, "report": self.evaluate(props)})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        prefetch(lambda: self.evaluate(props))  # for the Check that follows the refresh, in the same run
         return ReadResult(id_=id_, outs=props)  # a check is not a state: nothing to read back
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if checks_due(olds, news):
-            self.evaluate(news)  # every preview and every up: raises with the reasons when Ceph is not healthy
         changes = [key for key in COMPARED if _plain(olds.get(key)) != _plain(news.get(key))]
         old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
         if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):

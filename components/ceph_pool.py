@@ -29,8 +29,9 @@ def _typed(props: dict[str, Any]) -> dict[str, Any]:
     return {**props, **{k: int(props[k]) for k in NUMBERS if isinstance(props.get(k), float)}}
 
 
-def _json(executor: Executor, argv: list[str], what: str) -> Any:
-    result = check(executor.run(argv), what)
+def _json(executor: Executor, argv: list[str], what: str, *, fresh: bool = True) -> Any:
+    """A read's JSON answer; ``fresh=False``: the answer already given in this run will do (RunMemo)."""
+    result = check(executor.read(argv, fresh=fresh), what)
     try:
         return json.loads(result.stdout)
     except ValueError:
@@ -45,7 +46,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         pg_num is read as ``pg_num_target``: since Nautilus a pg_num change is applied gradually,
         and the target is what someone set.
         """
-        pools = _json(executor, ceph_cli.pool_list_detail(), "ceph osd pool ls detail")
+        pools = _json(executor, ceph_cli.pool_list_detail(), "ceph osd pool ls detail", fresh=False)
         found = next((p for p in pools if isinstance(p, dict) and p.get("pool_name") == name), None)
         if found is None:
             return None

@@ -17,6 +17,7 @@ next ``up``.
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pulumi
@@ -43,8 +44,10 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
     def observe(self, executor: Executor) -> dict[str, int]:
         """The hours the OSDs use now: the value set, or Ceph's default when none is."""
         seen = {}
-        for prop, key in KEYS.items():
-            result = check(executor.run(ceph_cli.config_get(WHO, key)), f"ceph config get {WHO} {key}")
+        with ThreadPoolExecutor(len(KEYS)) as pool:  # each `ceph` CLI start costs the admin node ~0.4 s: side by side
+            results = list(pool.map(lambda key: executor.read(ceph_cli.config_get(WHO, key)), KEYS.values()))
+        for (prop, key), answer in zip(KEYS.items(), results, strict=True):
+            result = check(answer, f"ceph config get {WHO} {key}")
             try:
                 seen[prop] = int(result.stdout.strip())
             except ValueError:
@@ -53,7 +56,7 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
 
     def holder(self, executor: Executor) -> str:
         """The owner tag of the stack that owns the window, "" when none does."""
-        result = executor.run(ceph_cli.config_key_get(OWNER_KEY))
+        result = executor.read(ceph_cli.config_key_get(OWNER_KEY))
         if result.exit_status == 2 and "ENOENT" in result.stderr:
             return ""
         return check(result, render(ceph_cli.config_key_get(OWNER_KEY))).stdout.strip()
@@ -98,8 +101,10 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         try:
             executor = self.executor(props)
-            seen = self.observe(executor)
-            holder = self.holder(executor)
+            with ThreadPoolExecutor(1) as pool:
+                holding = pool.submit(self.holder, executor)
+                seen = self.observe(executor)
+                holder = holding.result()
         except RemoteError as exc:
             raise OperatorError(f"scrub window: {exc}") from None
         return ReadResult(id_=id_, outs={**props, **seen, "setBy": holder})

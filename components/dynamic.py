@@ -17,13 +17,15 @@ the provider object, which Pulumi pickles into the state.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from components.ssh import Connection, Executor, SshExecutor
+from components.ssh import MEMO, Connection, Executor, SshExecutor
 
 
 class OperatorError(Exception):
@@ -86,14 +88,35 @@ class _Traceback(ModuleType):
         return traceback.format_exc(limit, chain)
 
 
-def _install_clean_errors() -> None:
+def _in_provider_server() -> bool:
     server = sys.modules.get("__main__")
     spec = getattr(server, "__spec__", None)
-    if server is not None and spec is not None and spec.name == "pulumi.dynamic.__main__":
-        server.traceback = _Traceback()  # type: ignore[attr-defined]
+    return server is not None and spec is not None and spec.name == "pulumi.dynamic.__main__"
 
 
-_install_clean_errors()
+if _in_provider_server():
+    sys.modules["__main__"].traceback = _Traceback()  # type: ignore[attr-defined]
+    MEMO.enabled = True  # the process lives for one engine run: read-only answers are kept for it (RunMemo)
+
+
+def prefetch(ask: Callable[[], Any]) -> None:
+    """Start ASK in the background, for its read-only answers to be in the run's memo when asked for.
+
+    A check resource (the health gate, the HA preflight) is read by the refresh that starts every
+    preview and up, and evaluated by the program's Check that follows in the same run. Started at
+    the Read, its questions run alongside the refresh's other reads instead of after them. What it
+    finds is not a verdict: a failure is forgotten here (refresh, destroy never depend on it) and the
+    Check asks again. Off with the memo (tests, operator commands): nothing would keep the answers.
+    """
+    if not MEMO.enabled:
+        return
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # not a verdict: the Check asks again and reports
+            ask()
+
+    threading.Thread(target=run, name="prefetch", daemon=True).start()
+
 
 ExecutorFactory = Callable[[Connection], Executor]
 
@@ -129,13 +152,13 @@ def has_unknowns(value: Any) -> bool:
     return bool(value == rpc.UNKNOWN)
 
 
-def checks_due(olds: dict[str, Any], news: dict[str, Any]) -> bool:
-    """Whether a check resource (the health gate, the HA preflight) should run its check in this Diff.
+def checks_due(news: dict[str, Any]) -> bool:
+    """Whether a check resource (the health gate, the HA preflight) runs its check in this Check.
 
-    Yes for the Diff of every preview and every up (the program's inputs against the state), once
-    the inputs are known. No for the Diff the engine (v3.27x) also makes of a refresh, comparing
-    what Read returned with the recorded state: a check's Read returns the recorded outputs, so
-    the two are equal. So `pulumi refresh` and `pulumi destroy` (refresh: always) never depend on
-    Ceph being healthy, and an `up` runs each check once.
+    The engine calls Check for the program's inputs only: in every preview and every up, never in a
+    refresh (nor the one that starts `pulumi destroy`). So refresh and destroy never depend on Ceph
+    being healthy. (The check used to run in Diff, which the engine (v3.27x) also calls for a
+    refresh with the state's inputs as the new ones: it ran there too, twice a run.) A preview of a
+    new stack has unknown inputs: the check runs once they are known.
     """
-    return olds != news and not has_unknowns(news)
+    return not has_unknowns(news)

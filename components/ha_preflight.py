@@ -33,7 +33,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.dynamic import OperatorError, SshBacked, checks_due, has_unknowns
+from components.dynamic import OperatorError, SshBacked, checks_due, prefetch
 from components.graph import child_options
 from components.ssh import RemoteError, Result, Unreachable
 
@@ -227,7 +227,7 @@ class PreflightProvider(SshBacked, ResourceProvider):
         """Evaluate now: the outputs, or an :class:`OperatorError` naming every problem and its fix."""
         connections = props["connections"]
         executors = {node: self.executor_for(connections[node]) for node in props["nodes"]}
-        outcome = evaluate(list(props["nodes"]), str(props["mode"]), lambda node, argv: executors[node].run(argv))
+        outcome = evaluate(list(props["nodes"]), str(props["mode"]), lambda node, argv: executors[node].read(argv))
         if outcome.problems:
             raise OperatorError("HA preflight: " + "; ".join(outcome.problems))
         for line in outcome.report:
@@ -241,19 +241,18 @@ class PreflightProvider(SshBacked, ResourceProvider):
         return {**props, "report": "\n".join(outcome.report), "pveVersion": outcome.version, "skippedNodes": outcome.skipped}
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        if not olds and not has_unknowns(news):  # a preflight not created yet: a preview must evaluate it too
-            self.run_preflight(news)
+        if checks_due(news):
+            self.run_preflight(news)  # every preview and every up
         return CheckResult(inputs=news, failures=[])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(id_=ID, outs=self.run_preflight(props))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        prefetch(lambda: self.run_preflight(props))  # for the Check that follows the refresh, in the same run
         return ReadResult(id_=id_, outs=props)  # a check is not a state: nothing to read back
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if checks_due(olds, news):
-            self.run_preflight(news)  # every preview and every up
         changes = [key for key in ("nodes", "mode") if olds.get(key) != news.get(key)]
         old_conns, new_conns = olds.get("connections") or {}, news.get("connections") or {}
         endpoints = ("host", "port", "user")

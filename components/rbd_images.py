@@ -34,7 +34,7 @@ def vm_images(images: list[str], pool: str, vm_ids: list[int]) -> dict[str, list
 class ImagesProvider(SshBacked, ResourceProvider):
     def observe(self, executor: Executor, props: dict[str, Any]) -> dict[str, list[str]]:
         pool = props["pool"]
-        result = check(executor.run(ceph_cli.rbd_ls(pool)), f"rbd ls {pool}")
+        result = check(executor.read(ceph_cli.rbd_ls(pool), fresh=True), f"rbd ls {pool}")  # PVE makes the disks
         try:
             images = [str(i) for i in json.loads(result.stdout or "[]")]
         except ValueError:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import shlex
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,7 +65,74 @@ class Connection:
 
 
 class Executor(Protocol):
-    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result: ...
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result:
+        """Any command; a command that may change something must come here."""
+        ...
+
+    def read(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None, fresh: bool = False) -> Result:
+        """A command that changes nothing: within one run its answer may be the one already given (see
+        :class:`RunMemo`); ``fresh`` asks again (what someone else may have changed since, e.g. PVE
+        making a VM's disk), without forgetting the host's other answers as :meth:`run` does."""
+        ...
+
+
+class RunMemo:
+    """The answers of read-only commands, kept for one run of the program and shared by its resources.
+
+    Pulumi runs a dynamic provider in a process of its own for one engine run (one preview, one
+    update), and that run asks some questions twice: a preview's refresh reads every resource, and
+    then the program's Check and Diff ask again (the health gate, the HA preflight, the cephx
+    client). Kept here, the second asking costs nothing: no SSH handshake, no `ceph` CLI start.
+
+    What makes it safe:
+    - it lives in the provider process, so nothing outlives the run: a change made by hand between
+      two runs is always seen (issue #22: caching within a run, never across runs);
+    - any other command to a host (anything that may change it: `run`) forgets every answer of that
+      host, and a read still under way when that happens is not kept;
+    - a question that fails is not kept: the next asker asks again;
+    - off unless the dynamic provider server turned it on (:func:`components.dynamic`): a test or an
+      operator command asks afresh every time.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self._lock = threading.Lock()
+        self._generation: dict[Any, int] = {}
+        self._answers: dict[tuple[Any, int, str, str | None], Future[Result]] = {}
+
+    def ask(self, host: Any, command: str, stdin: str | None, run: Callable[[], Result], fresh: bool = False) -> Result:
+        if not self.enabled:
+            return run()
+        with self._lock:
+            key = (host, self._generation.get(host, 0), command, stdin)
+            answer = None if fresh else self._answers.get(key)
+            mine = answer is None
+            if answer is None:
+                answer = self._answers[key] = Future()
+        if not mine:
+            try:
+                return answer.result()
+            except Exception:  # the first asker failed: ask again, as it would have
+                return run()
+        try:
+            result = run()
+        except BaseException as exc:
+            with self._lock:
+                if self._answers.get(key) is answer:
+                    del self._answers[key]
+            answer.set_exception(exc)
+            raise
+        answer.set_result(result)
+        return result
+
+    def forget(self, host: Any) -> None:
+        with self._lock:
+            self._generation[host] = self._generation.get(host, 0) + 1
+            for key in [k for k in self._answers if k[0] == host]:
+                del self._answers[key]
+
+
+MEMO = RunMemo()
 
 
 def render(argv: list[str]) -> str:
@@ -158,7 +227,20 @@ class SshExecutor:
             raise Unreachable(f"SSH to {conn.where} failed: {exc.strerror or exc}") from None
         return client
 
+    @property
+    def _host(self) -> tuple[str, int, str]:
+        return (self.connection.host, self.connection.port, self.connection.user)
+
+    def read(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None, fresh: bool = False) -> Result:
+        """A command that changes nothing: asked once per run (:data:`MEMO`), or again when ``fresh``."""
+        return MEMO.ask(self._host, render(argv), stdin, lambda: self._run(argv, stdin, timeout), fresh)
+
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result:
+        """Run ``argv``, which may change the host: the run's kept answers of that host are forgotten."""
+        MEMO.forget(self._host)
+        return self._run(argv, stdin, timeout)
+
+    def _run(self, argv: list[str], stdin: str | None, timeout: float | None) -> Result:
         """Run ``argv``; a connection that drops before the command's exit status arrives is a :class:`RemoteError`."""
         import paramiko
 

@@ -52,6 +52,9 @@ class FakeCeph:
     def executor(self, connection: Connection) -> FakeCeph:
         return self
 
+    def read(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None, fresh: bool = False) -> Result:
+        return self.run(argv, stdin=stdin, timeout=timeout)  # no run memo here: every asking is recorded
+
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result:
         assert shlex.split(render(argv)) == argv
         if self.drop_connection:

@@ -52,12 +52,15 @@ def test_every_node_is_asked_about_its_ha_services(cluster: FakeCluster) -> None
         assert (node, ["systemctl", "is-active", "pve-ha-lrm", "pve-ha-crm"]) in cluster.commands
 
 
-def test_a_healthy_unchanged_preflight_is_evaluated_on_every_diff_and_shows_no_change(cluster: FakeCluster) -> None:
+def test_a_healthy_unchanged_preflight_is_evaluated_by_every_check_and_its_diff_shows_no_change(cluster: FakeCluster) -> None:
     provider = PreflightProvider(cluster.executor)
     outs = provider.create(props()).outs
     cluster.commands.clear()
-    assert provider.diff("ha-preflight", outs, props()).changes is False
+    provider.check(props(), props())  # every preview and up: the engine calls Check with the program's inputs
     assert cluster.ran("pve-node1", "ha-manager status")
+    cluster.commands.clear()
+    assert provider.diff("ha-preflight", outs, props()).changes is False
+    assert cluster.commands == []  # Diff is also called for a refresh: it asks nothing
 
 
 def test_a_new_preflight_is_evaluated_by_check(cluster: FakeCluster) -> None:
@@ -67,7 +70,7 @@ def test_a_new_preflight_is_evaluated_by_check(cluster: FakeCluster) -> None:
 
 
 def test_nothing_runs_while_an_input_is_unknown(cluster: FakeCluster) -> None:
-    PreflightProvider(cluster.executor).diff("ha-preflight", props(), props(mode=rpc.UNKNOWN))
+    PreflightProvider(cluster.executor).check(props(), props(mode=rpc.UNKNOWN))
     assert cluster.commands == []
 
 

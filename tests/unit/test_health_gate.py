@@ -57,20 +57,22 @@ def test_create_runs_the_gate_script_for_the_pool_and_records_its_report(ceph: F
     assert result.outs["report"] == HEALTHY
 
 
-def test_a_healthy_unchanged_gate_is_evaluated_on_every_diff_and_shows_no_change(ceph: FakeCeph) -> None:
+def test_a_healthy_unchanged_gate_is_evaluated_by_every_check_and_its_diff_shows_no_change(ceph: FakeCeph) -> None:
+    """The engine calls Check with the program's inputs on every preview and up (never in a refresh)."""
     provider = HealthGateProvider(ceph.executor)
     outs = provider.create(props()).outs
     for run in (1, 2, 3):
+        provider.check(props(), props())
         assert provider.diff("ceph-health-gate", outs, props()).changes is False
         assert gate_runs(ceph) == 1 + run
 
 
-def test_a_failing_gate_in_diff_stops_the_run_with_the_scripts_reasons(ceph: FakeCeph) -> None:
+def test_a_failing_gate_in_check_stops_the_run_with_the_scripts_reasons(ceph: FakeCeph) -> None:
     provider = HealthGateProvider(ceph.executor)
-    outs = provider.create(props()).outs
+    provider.create(props())
     ceph.gate = FAILING
     with pytest.raises(OperatorError) as info:
-        provider.diff("ceph-health-gate", outs, props())
+        provider.check(props(), props())
     assert str(info.value) == (
         f"Ceph health gate (runbook 1-1) on {WHERE}: health is HEALTH_WARN, not HEALTH_OK (OSD_DOWN: 1 osds down); "
         "osd: 3 osds: 2 up, 3 in (every OSD must be up and in); "
@@ -90,9 +92,11 @@ def test_a_new_gate_is_evaluated_by_check_so_the_first_preview_shows_the_reasons
         HealthGateProvider(ceph.executor).check({}, props())
 
 
-def test_check_of_an_existing_gate_leaves_the_evaluation_to_diff(ceph: FakeCeph) -> None:
-    HealthGateProvider(ceph.executor).check(props(), props())
-    assert gate_runs(ceph) == 0
+def test_diff_asks_nothing(ceph: FakeCeph) -> None:
+    """Diff is also called for a refresh (and the one that starts a destroy): it never runs the gate."""
+    ceph.drop_connection = True  # any SSH would fail
+    HealthGateProvider(ceph.executor).diff("ceph-health-gate", {**props(), "report": HEALTHY}, props())
+    assert ceph.commands == []
 
 
 def test_nothing_runs_while_an_input_is_unknown(ceph: FakeCeph) -> None:
@@ -122,14 +126,16 @@ def test_refresh_runs_nothing(ceph: FakeCeph) -> None:
 def test_ssh_trouble_is_named_with_the_gate(ceph: FakeCeph) -> None:
     ceph.drop_connection = True
     with pytest.raises(OperatorError, match=r"^Ceph health gate \(runbook 1-1\): SSH to root@127.10.10.101:2222: the connection dropped"):
-        HealthGateProvider(ceph.executor).diff("ceph-health-gate", {**props(), "report": "health: HEALTH_OK"}, props())
+        HealthGateProvider(ceph.executor).check(props(), props())
 
 
-def test_a_refresh_diff_runs_no_check(ceph: FakeCeph) -> None:
-    """The engine also diffs a refresh's reading against the state: destroy and refresh never depend on Ceph's health."""
+def test_a_refresh_runs_no_check(ceph: FakeCeph) -> None:
+    """A refresh calls Read, then Diff with the state's inputs as the new ones: destroy and refresh never depend on Ceph's health."""
     ceph.drop_connection = True  # any SSH would fail
     recorded = {**props(), "report": "health: HEALTH_OK"}
-    assert HealthGateProvider(ceph.executor).diff("ceph-health-gate", recorded, dict(recorded)).changes is False
+    provider = HealthGateProvider(ceph.executor)
+    assert provider.read("ceph-health-gate", recorded).outs == recorded
+    assert provider.diff("ceph-health-gate", recorded, {**props(), "report": None}).changes is False
 
 
 def status_reads(ceph: FakeCeph) -> int:
@@ -152,7 +158,7 @@ def test_pg_peering_that_does_not_settle_stops_the_run_at_the_bound(ceph: FakeCe
     ceph.gate, ceph.status = PEERING_FAILS, [PEERING]
     clock = FakeClock()
     with pytest.raises(OperatorError) as info:
-        HealthGateProvider(ceph.executor, clock).diff("ceph-health-gate", {**props(), "report": HEALTHY}, props())
+        HealthGateProvider(ceph.executor, clock).check(props(), props())
     assert str(info.value) == (
         f"Ceph health gate (runbook 1-1) on {WHERE}: PG peering that did not settle within 30 s: health is HEALTH_WARN, not HEALTH_OK "
         "(PG_AVAILABILITY: Reduced data availability: 1 pg inactive, 1 pg peering); pgs: 31 active+clean, 1 peering; "
