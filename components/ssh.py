@@ -135,6 +135,46 @@ class RunMemo:
 MEMO = RunMemo()
 
 
+class KeptConnections:
+    """One SSH connection per host for the read-only commands of a run, in the provider process.
+
+    A handshake costs both ends CPU (the key exchange, sshd's re-exec), and a run reads a host
+    several times: with the memo on (the provider process, one run), reads share one connection
+    per host, each on its own channel. Writes keep a connection of their own, as before: a write
+    whose connection drops (or is cut on purpose, as the lab's SSH faults do) takes no read with it.
+    A kept connection found closed (the host's sshd restarted, the node rebooted) is made again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[Connection, paramiko.SSHClient] = {}
+        self._connecting: dict[Connection, threading.Lock] = {}
+
+    def get(self, executor: SshExecutor) -> paramiko.SSHClient:
+        conn = executor.connection
+        with self._lock:
+            connecting = self._connecting.setdefault(conn, threading.Lock())
+        with connecting:  # one handshake per host, however many readers start at once
+            with self._lock:
+                client = self._clients.get(conn)
+            transport = client.get_transport() if client is not None else None
+            if client is not None and transport is not None and transport.is_active():
+                return client
+            client = executor._client()
+            with self._lock:
+                self._clients[conn] = client
+            return client
+
+    def drop(self, conn: Connection, client: paramiko.SSHClient) -> None:
+        with self._lock:
+            if self._clients.get(conn) is client:
+                del self._clients[conn]
+        client.close()
+
+
+KEPT = KeptConnections()
+
+
 def render(argv: list[str]) -> str:
     """The exact string the remote shell receives."""
     return shlex.join(argv)
@@ -233,23 +273,44 @@ class SshExecutor:
 
     def read(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None, fresh: bool = False) -> Result:
         """A command that changes nothing: asked once per run (:data:`MEMO`), or again when ``fresh``."""
-        return MEMO.ask(self._host, render(argv), stdin, lambda: self._run(argv, stdin, timeout), fresh)
+        return MEMO.ask(self._host, render(argv), stdin, lambda: self._run(argv, stdin, timeout, shared=MEMO.enabled), fresh)
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result:
         """Run ``argv``, which may change the host: the run's kept answers of that host are forgotten."""
         MEMO.forget(self._host)
         return self._run(argv, stdin, timeout)
 
-    def _run(self, argv: list[str], stdin: str | None, timeout: float | None) -> Result:
+    def _channel(self, command: str, limit: float, shared: bool) -> tuple[paramiko.SSHClient, bool, Any]:
+        """A connection and the command's channels on it; ``shared``: on the host's kept connection
+        (:data:`KEPT`), or a connection of its own when that one is gone or refuses another channel."""
+        import paramiko
+
+        if shared and not self.keep_open:
+            client = KEPT.get(self)
+            try:
+                return client, True, client.exec_command(command, timeout=limit)
+            except paramiko.SSHException:  # closed since, or at the host's MaxSessions: the command was not run
+                transport = client.get_transport()
+                if transport is None or not transport.is_active():
+                    KEPT.drop(self.connection, client)
+        client = self._open()
+        try:
+            return client, False, client.exec_command(command, timeout=limit)
+        except BaseException:
+            if not self.keep_open:
+                client.close()
+            raise
+
+    def _run(self, argv: list[str], stdin: str | None, timeout: float | None, shared: bool = False) -> Result:
         """Run ``argv``; a connection that drops before the command's exit status arrives is a :class:`RemoteError`."""
         import paramiko
 
         command = render(argv)
         what = " ".join(argv[:4])
         limit = timeout or self.connection.command_timeout
-        client = self._open()
+        client, kept = None, shared
         try:
-            chan_in, chan_out, chan_err = client.exec_command(command, timeout=limit)
+            client, kept, (chan_in, chan_out, chan_err) = self._channel(command, limit, shared)
             if stdin is not None:
                 chan_in.write(stdin)
                 chan_in.channel.shutdown_write()
@@ -264,7 +325,7 @@ class SshExecutor:
         except (paramiko.SSHException, OSError) as exc:
             raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{what}`: {exc}") from None
         finally:
-            if not self.keep_open:
+            if client is not None and not self.keep_open and not kept:
                 client.close()
         if status == -1:  # the channel closed without an exit status: the connection (or the remote sshd) went away
             raise RemoteError(f"SSH to {self.connection.where}: the connection dropped while running `{what}`; whether it took effect is unknown")

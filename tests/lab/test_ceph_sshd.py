@@ -189,6 +189,41 @@ def test_node_sshd_stopped_from_its_own_session(lab_up):
     assert ssh("pve-node3", "true").returncode == 0
 
 
+def test_a_runs_reads_share_one_connection_per_host_made_again_after_the_sshd_restarts(lab_up, monkeypatch):
+    """The provider process's kept connection (issue #22, components/ssh.py KeptConnections), against
+    a real sshd: two reads, one login; a write, a login of its own; the node's sshd restarted (its
+    sessions go with it), the next read logs in again and answers."""
+    from components import ssh as remote
+
+    memo = remote.RunMemo()
+    memo.enabled = True
+    monkeypatch.setattr(remote, "MEMO", memo)
+    monkeypatch.setattr(remote, "KEPT", remote.KeptConnections())
+    info = lab.load()["ssh"]
+    host = info["hosts"]["pve-node2"]
+    node = remote.SshExecutor(
+        remote.Connection(host, info["port"], info["user"], Path(info["private_key_path"]).read_text(), Path(info["known_hosts"]).read_text())
+    )
+    log = paths.LOGS / "sshd.pve-node2.log"
+
+    def logins() -> int:
+        return log.read_text().count("Accepted publickey")
+
+    before = logins()
+    assert node.read(["echo", "one"]).stdout == "one\n"
+    assert node.read(["echo", "two"]).stdout == "two\n"
+    assert node.read(["echo", "one"]).stdout == "one\n"  # kept: not asked again
+    lab.wait_for("sshd's log", lambda: logins() == before + 1, 5)
+    assert node.run(["true"]).exit_status == 0
+    lab.wait_for("sshd's log", lambda: logins() == before + 2, 5)
+    assert sshd.stop_role("pve-node2")
+    sshd.start_role("pve-node2")
+    log = paths.LOGS / "sshd.pve-node2.log"
+    again = logins()
+    assert node.read(["echo", "three"]).stdout == "three\n"
+    lab.wait_for("sshd's log", lambda: logins() == again + 1, 5)
+
+
 def test_ceph_has_separate_public_and_cluster_networks(lab_up):
     """The runbook's best practice 8, as a real cluster has it: public_network and cluster_network
     set (in the mon config db, so `ceph config get mon ...` answers them) and the OSDs' cluster

@@ -16,12 +16,14 @@ class Counting(SshExecutor):
     def __init__(self, host: str, memo: RunMemo) -> None:
         super().__init__(Connection(host, 2222, "root", "not-a-key"))
         self.asked: list[str] = []
+        self.shared: list[bool] = []
         self.answer = "one"
         self.fail = False
         self.memo = memo
 
-    def _run(self, argv: list[str], stdin: str | None, timeout: float | None) -> Result:
+    def _run(self, argv: list[str], stdin: str | None, timeout: float | None, shared: bool = False) -> Result:
         self.asked.append(" ".join(argv))
+        self.shared.append(shared)
         if self.fail:
             raise OSError("dropped")
         return Result(0, self.answer, "")
@@ -148,3 +150,10 @@ def test_a_fresh_read_asks_again_and_keeps_the_hosts_other_answers(memo: RunMemo
     assert node.read(["rbd", "ls"]).stdout == "two"  # the fresh answer is the one kept
     node.read(["python3", "-"], stdin="gate")
     assert node.asked == ["python3 -", "rbd ls", "rbd ls"]
+
+
+def test_reads_share_the_hosts_kept_connection_and_writes_do_not(memo: RunMemo) -> None:
+    node = Counting("127.10.10.101", memo)
+    node.read(["ceph", "status"])
+    node.run(["ceph", "osd", "pool", "create", "p"])
+    assert node.shared == [True, False]
