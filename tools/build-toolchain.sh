@@ -295,7 +295,7 @@ build_python_host_upstream() {
 # The python-side executables the engine looks for next to the language host
 # are small scripts shipped in the pulumi sdk module; copy them at build time.
 build_python_scripts() {
-  local key="$PULUMI_SDK_MODULE@$PULUMI_PYHOST_VERSION"
+  local key="$PULUMI_SDK_MODULE@$PULUMI_PYHOST_VERSION+sigint"
   local files=(pulumi-language-python-exec pulumi-resource-pulumi-python)
   if stamp_ok python-scripts "$key" "${files[@]/#/$BIN_DIR/}"; then
     log "python helper scripts ($PULUMI_PYHOST_VERSION) already installed, skipping"; return
@@ -316,6 +316,21 @@ build_python_scripts() {
     fi
     install -m 0755 "$p" "$BIN_DIR/$f"
   done
+  # The engine stops a plugin with SIGINT and waits 5 s before SIGKILL (see stopOnInterrupt in
+  # tools/langhost/main.go). Started with SIGINT ignored (nohup, `&` without job control), the
+  # dynamic provider's sh and its python keep ignoring it, and no shell can undo that: its python
+  # restores Python's own handler first (pulumi.dynamic stops its server on KeyboardInterrupt),
+  # exits, and the sh with it (issue #22).
+  python3 - "$BIN_DIR/pulumi-resource-pulumi-python" <<'PY' || die "pulumi-resource-pulumi-python: its python command line changed upstream; update build_python_scripts"
+import sys
+path = sys.argv[1]
+text = open(path).read()
+old = "-u -m pulumi.dynamic $@"
+new = '-u -c "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); runpy.run_module(\'pulumi.dynamic\', run_name=\'__main__\', alter_sys=True)" $@'
+if text.count(old) != 2:
+    sys.exit(1)
+open(path, "w").write(text.replace(old, new))
+PY
   stamp_write python-scripts "$key"
   log "installed python helper scripts in $(elapsed "$t")"
 }

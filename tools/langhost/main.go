@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -82,6 +83,7 @@ func main() {
 	if resolved, err := filepath.EvalSymlinks(self); err == nil {
 		self = resolved
 	}
+	stopOnInterrupt()
 	h := &host{
 		engineAddress: engine,
 		execScript:    filepath.Join(filepath.Dir(self), "pulumi-language-python-exec"),
@@ -104,6 +106,22 @@ func main() {
 	if err := <-handle.Done; err != nil {
 		fatal(err)
 	}
+}
+
+// stopOnInterrupt: the engine stops a plugin by sending SIGINT to its process group, then waits up
+// to 5 s for it to exit before SIGKILL (pkg/v3 resource/plugin/plugin.go, kill). A process started
+// with SIGINT ignored (under nohup, or `&` in a shell without job control) keeps it ignored in Go
+// unless it asks for the signal (os/signal: "If the program was started with SIGHUP or SIGINT
+// ignored, and Notify is called for either signal, a signal handler will be installed"): every
+// pulumi command would wait those 5 s. Asked for here, it ends the plugin at once (issue #22).
+// The engine sends it only then: a plugin has its own process group, a terminal's ^C never reaches it.
+func stopOnInterrupt() {
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt)
+	go func() {
+		<-interrupted
+		os.Exit(0)
+	}()
 }
 
 func fatal(err error) {
