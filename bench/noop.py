@@ -94,7 +94,8 @@ def phases(cwd: Path, env: dict[str, str]) -> list[tuple[str, float]]:
 
 def worktree(rev: str, into: Path) -> Path:
     subprocess.run(["git", "worktree", "add", "--detach", str(into), rev], cwd=ROOT, check=True, capture_output=True)
-    (into / ".venv").symlink_to(ROOT / ".venv")
+    for shared in (".venv", ".lab"):  # the same interpreter, and the lab's files the config names by relative path
+        (into / shared).symlink_to(ROOT / shared)
     shutil.copy(ROOT / "Pulumi.lab.yaml", into / "Pulumi.lab.yaml")  # the stack's config, its secret token included
     return into
 
