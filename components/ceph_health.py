@@ -2,12 +2,13 @@
 
 A check, not a state: the gate script (components/scripts/ceph_health_gate.py) runs on the Ceph
 admin node on **every** ``pulumi preview`` and ``pulumi up``, not only when the pool's spec changes.
-The engine asks a resource's provider to check its inputs (Check) and, once it exists, to diff
-them (Diff) on every run; the gate runs in both (Check only for a gate not yet created, whose
-Create runs it again to record the report). A failing gate raises the script's reasons, so the
-preview shows them and ``pulumi up`` stops before the pool (which depends on the gate) is
-touched. A healthy gate with unchanged inputs reports no change: a healthy, unchanged stack
-previews with 0 changes. Refresh does not run it (a check has nothing to read back).
+The engine asks a resource's provider to check the program's inputs (Check) on every preview and
+up, and never in a refresh: the gate runs there (Create and Update record its report, from the
+run's memo: the script runs once a run). The refresh's Read starts it in the background, so its
+answer is ready when Check asks. A failing gate raises the script's reasons, so the preview shows
+them and ``pulumi up`` stops before the pool (which depends on the gate) is touched. A healthy
+gate with unchanged inputs reports no change: a healthy, unchanged stack previews with 0 changes.
+Refresh and destroy never depend on it.
 
 During a failover Ceph re-peers its PGs for a few seconds (the fenced node's client is
 blocklisted, a new OSD map follows): when the script fails on the health, the provider reads

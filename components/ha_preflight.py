@@ -2,9 +2,10 @@
 ``pveversion`` against ``ha.mode`` (groups on PVE 8, rules on PVE 9).
 
 A check, not a state, like the Ceph health gate: one resource for the whole cluster, evaluated on
-every ``pulumi preview`` and ``pulumi up`` (Check for a preflight not created yet, Diff once it
-exists, Create and Update to record the report). It reaches each node over SSH with that node's
-secret connection:
+every ``pulumi preview`` and ``pulumi up`` (in Check, which the engine calls for the program's
+inputs only, never in a refresh; Create and Update record the report, from the run's memo). The
+refresh's Read starts asking in the background, so the answers are ready when Check asks. It
+reaches each node over SSH with that node's secret connection:
 
 - ``ha-manager status --verbose`` on the first node that answers with ``quorum OK`` must show a
   ``master``; its ``lrm`` lines and the CRM's node states say which nodes the cluster has online;
