@@ -288,11 +288,11 @@ class SshExecutor:
         if shared and not self.keep_open:
             client = KEPT.get(self)
             try:
-                return client, True, client.exec_command(command, timeout=limit)
-            except paramiko.SSHException:  # closed since, or at the host's MaxSessions: the command was not run
-                transport = client.get_transport()
-                if transport is None or not transport.is_active():
-                    KEPT.drop(self.connection, client)
+                return client, True, self._exec_kept(client, command, limit)
+            except paramiko.ChannelException:
+                pass  # the host refused another channel (its MaxSessions): the command was not run; on a connection of its own
+            except paramiko.SSHException:  # closed since, or no channel within the connect timeout: the command was not run
+                KEPT.drop(self.connection, client)
         client = self._open()
         try:
             return client, False, client.exec_command(command, timeout=limit)
@@ -300,6 +300,20 @@ class SshExecutor:
             if not self.keep_open:
                 client.close()
             raise
+
+    def _exec_kept(self, client: paramiko.SSHClient, command: str, limit: float) -> Any:
+        """``client.exec_command`` on a kept connection, whose channel must open within the connect
+        timeout, not the command's: a host cut off since it was opened (no RST, no FIN) is found out
+        as soon as a new connection would find it, and the command goes to one (:meth:`_channel`)."""
+        import paramiko
+
+        transport = client.get_transport()
+        if transport is None:
+            raise paramiko.SSHException("the kept connection is closed")
+        chan = transport.open_session(timeout=self.connect_timeout)
+        chan.settimeout(limit)
+        chan.exec_command(command)
+        return chan.makefile_stdin("wb", -1), chan.makefile("r", -1), chan.makefile_stderr("r", -1)
 
     def _run(self, argv: list[str], stdin: str | None, timeout: float | None, shared: bool = False) -> Result:
         """Run ``argv``; a connection that drops before the command's exit status arrives is a :class:`RemoteError`."""
