@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
 from components import dynamic
-from components.ssh import Connection, Result, RunMemo, SshExecutor
+from components.ssh import Connection, KeptConnections, Result, RunMemo, SshExecutor
 
 
 class Counting(SshExecutor):
@@ -157,3 +158,103 @@ def test_reads_share_the_hosts_kept_connection_and_writes_do_not(memo: RunMemo) 
     node.read(["ceph", "status"])
     node.run(["ceph", "osd", "pool", "create", "p"])
     assert node.shared == [True, False]
+
+
+class _Stream:
+    def __init__(self, text: str = "") -> None:
+        self.text = text
+        self.channel = self
+
+    def read(self) -> bytes:
+        return self.text.encode()
+
+    def write(self, _data: str) -> None: ...
+
+    def shutdown_write(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def recv_exit_status(self) -> int:
+        return 0
+
+
+class _Channel:
+    def settimeout(self, _limit: float) -> None: ...
+
+    def exec_command(self, _command: str) -> None: ...
+
+    def makefile_stdin(self, *_: Any) -> _Stream:
+        return _Stream()
+
+    def makefile(self, *_: Any) -> _Stream:
+        return _Stream("kept\n")
+
+    def makefile_stderr(self, *_: Any) -> _Stream:
+        return _Stream()
+
+
+class _Client:
+    """A paramiko.SSHClient stand-in: its transport opens channels, or fails as told."""
+
+    def __init__(self, opens: Exception | None = None) -> None:
+        self.opens = opens
+        self.closed = False
+
+    def get_transport(self) -> Any:
+        return self
+
+    def is_active(self) -> bool:
+        return not self.closed
+
+    def open_session(self, timeout: float) -> _Channel:
+        if self.opens is not None:
+            raise self.opens
+        return _Channel()
+
+    def exec_command(self, _command: str, timeout: float) -> tuple[_Stream, _Stream, _Stream]:
+        return _Stream(), _Stream("own\n"), _Stream()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Dialing(SshExecutor):
+    """An SshExecutor whose connections are stand-ins, the first one failing its channels as told."""
+
+    def __init__(self, first: Exception | None) -> None:
+        super().__init__(Connection("127.10.20.12", 2222, "root", "not-a-key"))
+        self.dialed: list[_Client] = []
+        self.first = first
+
+    def _client(self) -> Any:
+        self.dialed.append(_Client(self.first if not self.dialed else None))
+        return self.dialed[-1]
+
+
+@pytest.fixture
+def kept(memo: RunMemo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("components.ssh.KEPT", KeptConnections())
+
+
+def test_reads_go_over_one_kept_connection(memo: RunMemo, kept: None) -> None:
+    node = Dialing(None)
+    assert [node.read(["echo", str(i)]).stdout for i in range(3)] == ["kept\n"] * 3
+    assert len(node.dialed) == 1 and not node.dialed[0].closed
+
+
+def test_a_host_refusing_another_channel_keeps_its_connection_and_the_read_gets_its_own(memo: RunMemo, kept: None) -> None:
+    import paramiko
+
+    node = Dialing(paramiko.ChannelException(1, "Administratively prohibited"))
+    assert node.read(["echo", "x"]).stdout == "own\n"
+    assert [c.closed for c in node.dialed] == [False, True]  # the kept one stays; the read's own is closed after it
+
+
+def test_a_kept_connection_that_opens_no_channel_is_dropped_and_made_again(memo: RunMemo, kept: None) -> None:
+    import paramiko
+
+    node = Dialing(paramiko.SSHException("Timeout opening channel."))
+    assert node.read(["echo", "x"]).stdout == "own\n"
+    assert node.dialed[0].closed
+    assert node.read(["echo", "y"]).stdout == "kept\n"  # a new kept connection
+    assert len(node.dialed) == 3 and not node.dialed[2].closed
