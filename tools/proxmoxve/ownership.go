@@ -59,7 +59,8 @@ func (v clusterVM) owner() string {
 	return ownerOf(strings.FieldsFunc(v.Tags, func(r rune) bool { return r == ';' || r == ',' || r == ' ' }))
 }
 
-// errNoClient: the provider is not configured (a preview whose provider configuration is not known yet).
+// errNoClient: the provider is not configured (a preview whose provider configuration is not known
+// yet): the lookup cannot tell, and the preview's check gives no verdict.
 var errNoClient = errors.New("the provider is not configured")
 
 // lookupVM: the VM with this id in the cluster, nil when there is none. A variable for the tests.
@@ -101,20 +102,31 @@ func notOurs(what string, vm *clusterVM, want string) error {
 		what, vm.VMID, vm.Name, vm.Node, whose, mine)
 }
 
-// checkCreate: a create may go on when the id is free, or holds the stack's own half-made VM
-// (an interrupted `up`: the tag went in with the create call, so the rerun adopts it as before).
-func checkCreate(ctx context.Context, m any, vmid int, planned string) error {
+// createRefusal: why a create of VM VMID carrying the PLANNED owner tag must not go on (nil: it
+// may), or the error of the lookup that could not tell. A create may go on when the id is free,
+// or holds the stack's own half-made VM (an interrupted `up`: the tag went in with the create
+// call, so the rerun adopts it as before).
+func createRefusal(ctx context.Context, m any, vmid int, planned string) (refusal, lookupErr error) {
 	if vmid <= 0 {
-		return nil // PVE picks a free id
+		return nil, nil // PVE picks a free id
 	}
 	vm, err := lookupVM(ctx, m, vmid)
 	if err != nil {
-		return fmt.Errorf("cannot create VM %d: checking who owns the id failed: %w", vmid, err)
+		return nil, err
 	}
 	if vm == nil || (planned != "" && vm.owner() == planned) {
-		return nil
+		return nil, nil
 	}
-	return notOurs("create", vm, planned)
+	return notOurs("create", vm, planned), nil
+}
+
+// checkCreate: the create itself is strict: an id whose owner cannot be told is not created over.
+func checkCreate(ctx context.Context, m any, vmid int, planned string) error {
+	refusal, err := createRefusal(ctx, m, vmid, planned)
+	if err != nil {
+		return fmt.Errorf("cannot create VM %d: checking who owns the id failed: %w", vmid, err)
+	}
+	return refusal
 }
 
 // guardCreate wraps the VM resource's Create.
@@ -195,15 +207,8 @@ func checkPlannedCreate(inner schema.CustomizeDiffFunc) schema.CustomizeDiffFunc
 			return nil
 		}
 		vmid, _ := d.Get("vm_id").(int)
-		planned := ownerOf(tagList(d.Get("tags")))
-		if vmid <= 0 {
-			return nil
-		}
-		vm, err := lookupVM(ctx, m, vmid)
-		if err != nil || vm == nil || (planned != "" && vm.owner() == planned) {
-			return nil // a preview the API does not answer (or an unconfigured provider): the create itself checks
-		}
-		return notOurs("create", vm, planned)
+		refusal, _ := createRefusal(ctx, m, vmid, ownerOf(tagList(d.Get("tags"))))
+		return refusal // a preview the API does not answer (or an unconfigured provider): no verdict; the create itself checks
 	}
 }
 
