@@ -158,6 +158,20 @@ mon_allow_pool_delete = true
 # `rbd ls` hung. Counting each OSD as its own subtree makes a hung OSD down after
 # osd_heartbeat_grace (20 s), as on a cluster whose OSDs are on several hosts.
 mon_osd_reporter_subtree_level = osd
+# A dead client's watch on the lab's clock. A QEMU on a failed node leaves its RBD lock and its
+# watch behind; librbd on the recovering node breaks the lock only once that watch is gone, which
+# the OSDs decide after osd_client_watch_timeout (30 s, PrimaryLogPG do_osd_ops CEPH_OSD_OP_WATCH;
+# librbd's Watcher registers with timeout 0, the OSD's default), while a live client pings its
+# watches every objecter_tick_interval (5 s, Objecter::tick). On PVE the watch is long gone when
+# HA recovers the VM: fencing waits for the node's agent lock to expire, 120 s. The lab runs PVE's
+# clock 10x fast (LAB_TIME_SCALE 0.1: that expiry is 12 s) but Ceph's in real seconds, so a
+# recovery waited 15 s more than PVE's own order of events allows. Both timers are scaled here:
+# 30 s x 0.1 = 3 s, raised to 5 s so that a live client on a loaded 2-core machine never misses
+# it, with the ping every 1 s; the order stays PVE's (watch gone at 5 s < fence at 12 s).
+[osd]
+osd_client_watch_timeout = 5
+[client]
+objecter_tick_interval = 1
 [mgr]
 mgr_stats_period = 1
 """
@@ -353,12 +367,13 @@ def up(log: Callable[[str], None] = say) -> dict[str, Any]:
     marker = paths.CEPH / "config-db.done"
 
     def config_db() -> None:
-        if marker.exists():
+        # the marker holds the text it applied: a lab made before a change to CONFIG_DB takes it on its next `up`
+        if marker.exists() and marker.read_text() == CONFIG_DB:
             return
         src = paths.CEPH / "config-db.conf"
         _write(src, CONFIG_DB)
         ceph("config", "assimilate-conf", "-i", str(src))
-        marker.touch()
+        _write(marker, CONFIG_DB)
 
     def osd(i: int) -> Callable[[], None]:
         def make_and_start() -> None:

@@ -19,7 +19,8 @@ STANDALONE_NODES = {"pve-node1": "127.10.120.11", "pve-node2": "127.10.120.12", 
 STANDALONE_CONTROL = ("127.10.120.10", 8007)
 # PVE seconds from a node failure to the recovery (agent lock expiry) plus loop slack
 RECOVERY_PVE_SECONDS = 120 + 10
-# real seconds a dead librbd client's watch lingers (osd_client_watch_timeout 30 s; seen up to ~50 s)
+# real seconds a dead librbd client's watch may linger: the lab's osd_client_watch_timeout is 5 s
+# (lab/ceph.py); a margin for a loaded machine and for a lab made before it (Ceph's 30 s, seen up to ~50 s)
 WATCH_TIMEOUT = 30 + 40
 
 
