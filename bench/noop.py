@@ -30,6 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def environment() -> dict[str, str]:
     lab = json.loads((ROOT / ".lab" / "lab.json").read_text())
     env = dict(os.environ)
+    # the pinned toolchain as tools/env.sh sets it, so the bench runs without sourcing it first
+    env["PATH"] = f"{ROOT / '.tools' / 'bin'}:{env.get('PATH', '')}"
+    env.setdefault("PULUMI_HOME", str(ROOT / ".tools" / "pulumi-home"))
+    env.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
     env.setdefault("PULUMI_BACKEND_URL", f"file://{ROOT / '.state'}")
     env.setdefault("PULUMI_CONFIG_PASSPHRASE", "lab-only-passphrase")
     env["SSL_CERT_FILE"] = lab["pve"]["ca_bundle"]

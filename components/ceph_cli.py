@@ -6,7 +6,14 @@ Keeping them here lets the tests check the exact commands and their quoting.
 
 from __future__ import annotations
 
+import errno
+import json
 from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from components.ssh import Executor, Result
 
 ENOENT = 2  # the ceph CLI's exit status for a pool or entity that does not exist
 
@@ -103,3 +110,54 @@ def config_key_set(key: str, value: str) -> list[str]:
 
 def config_key_rm(key: str) -> list[str]:
     return ["ceph", "config-key", "rm", key]
+
+
+# -- read-only questions to the monitors, several in one SSH command --------------------------
+
+MON_READS = "ceph-mon-reads"  # the script's first argument: what a command line (or an SSH fault rule) shows
+
+
+def mon_command(argv: list[str]) -> str:
+    """The monitor command (JSON) a read-only `ceph` CLI call of this module sends: the words
+    the CLI turns into it (ceph's MonCommands.h: prefix, then the named arguments)."""
+    match argv:
+        case ["ceph", "osd", "pool", "ls", "detail", "-f", "json"]:
+            command = {"prefix": "osd pool ls", "detail": "detail", "format": "json"}
+        case ["ceph", "auth", "get", entity, "-f", "json"]:
+            command = {"prefix": "auth get", "entity": entity, "format": "json"}
+        case ["ceph", "config", "get", who, key]:
+            command = {"prefix": "config get", "who": who, "key": key}
+        case ["ceph", "config-key", "get", key]:
+            command = {"prefix": "config-key get", "key": key}
+        case _:
+            raise ValueError(f"not a read-only ceph command this program asks the monitors: {argv}")
+    return json.dumps(command, sort_keys=True)
+
+
+def mon_reads_script() -> str:
+    return resources.files("components.scripts").joinpath("ceph_mon_reads.py").read_text(encoding="utf-8")
+
+
+def mon_reads(executor: Executor, reads: list[list[str]], *, fresh: bool = False) -> list[Result]:
+    """READS (read-only `ceph` CLI calls, from this module) answered in one SSH command, each as the
+    CLI would have answered it: its exit status (errno), stdout, and ``Error ENOENT: ...`` on stderr.
+
+    A librados script on the admin node asks them all (components/scripts/ceph_mon_reads.py).
+    ``fresh=False``: an answer already given in this run will do (the run memo); writes forget it.
+    When the command fails, or prints something other than the script's answers, each read gets
+    that same result, so each caller reports it naming its own command as before (garbage stays
+    garbage: never "the pool is gone").
+    """
+    from components.ssh import Result
+
+    result = executor.read(["python3", "-", MON_READS, *(mon_command(argv) for argv in reads)], stdin=mon_reads_script(), fresh=fresh)
+    if result.exit_status != 0:
+        return [result] * len(reads)
+    try:
+        answers = json.loads(result.stdout)
+        parsed = [(int(a["ret"]), str(a["out"]), str(a["err"])) for a in answers]
+    except (ValueError, TypeError, KeyError):
+        parsed = []
+    if len(parsed) != len(reads):
+        return [Result(0, result.stdout, result.stderr)] * len(reads)
+    return [Result(-ret, out, f"Error {errno.errorcode.get(-ret, str(-ret))}: {err}") if ret else Result(0, out, err) for ret, out, err in parsed]

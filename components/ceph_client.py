@@ -23,7 +23,7 @@ from components.ssh import Executor, RemoteError, check
 class ClientProvider(SshBacked, ResourceProvider):
     def observe(self, executor: Executor, name: str) -> dict[str, Any] | None:
         """The client's caps and key as Ceph has them, or None. Its output is secret: never shown."""
-        result = executor.read(ceph_cli.auth_get(name))
+        (result,) = ceph_cli.mon_reads(executor, [ceph_cli.auth_get(name)])
         if result.exit_status == ceph_cli.ENOENT:
             return None
         check(result, f"ceph auth get client.{name}", secret_output=True)

@@ -18,7 +18,7 @@ from components import ceph_cli
 from components.config import PoolSpec
 from components.dynamic import OperatorError, PartiallyCreated, SshBacked
 from components.graph import child_options
-from components.ssh import Executor, RemoteError, check
+from components.ssh import Executor, RemoteError, Result, check
 
 COMPARED = ("size", "autoscaleMode", "application")
 NUMBERS = ("pgNum", "size")
@@ -29,13 +29,13 @@ def _typed(props: dict[str, Any]) -> dict[str, Any]:
     return {**props, **{k: int(props[k]) for k in NUMBERS if isinstance(props.get(k), float)}}
 
 
-def _json(executor: Executor, argv: list[str], what: str, *, fresh: bool = True) -> Any:
-    """A read's JSON answer; ``fresh=False``: the answer already given in this run will do (RunMemo)."""
-    result = check(executor.read(argv, fresh=fresh), what)
+def _json(answer: Result, what: str) -> Any:
+    """A read's JSON answer, or an error naming WHAT."""
+    result = check(answer, what)
     try:
         return json.loads(result.stdout)
     except ValueError:
-        raise OperatorError(f"{what}: the Ceph CLI did not answer with JSON: {result.stdout.strip()[:200]!r}") from None
+        raise OperatorError(f"{what}: Ceph did not answer with JSON: {result.stdout.strip()[:200]!r}") from None
 
 
 class PoolProvider(SshBacked, ResourceProvider):
@@ -46,7 +46,8 @@ class PoolProvider(SshBacked, ResourceProvider):
         pg_num is read as ``pg_num_target``: since Nautilus a pg_num change is applied gradually,
         and the target is what someone set.
         """
-        pools = _json(executor, ceph_cli.pool_list_detail(), "ceph osd pool ls detail", fresh=False)
+        (answer,) = ceph_cli.mon_reads(executor, [ceph_cli.pool_list_detail()])  # asked once a run (RunMemo)
+        pools = _json(answer, "ceph osd pool ls detail")
         found = next((p for p in pools if isinstance(p, dict) and p.get("pool_name") == name), None)
         if found is None:
             return None
@@ -155,7 +156,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         try:
             if self.observe(executor, id_) is None:
                 return
-            images = _json(executor, ceph_cli.rbd_ls(id_), f"rbd ls {id_}")
+            images = _json(executor.read(ceph_cli.rbd_ls(id_), fresh=True), f"rbd ls {id_}")  # PVE makes the disks: asked afresh
             if images:
                 shown = ", ".join(images[:10]) + (f" and {len(images) - 10} more" if len(images) > 10 else "")
                 raise OperatorError(

@@ -17,7 +17,6 @@ next ``up``.
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pulumi
@@ -27,7 +26,7 @@ from components import ceph_cli
 from components.config import ScrubWindow
 from components.dynamic import OperatorError, PartiallyCreated, SshBacked
 from components.graph import child_options
-from components.ssh import Executor, RemoteError, check, render
+from components.ssh import Executor, RemoteError, Result, check, render
 
 WHO = "osd"
 ID = "osd-scrub-window"
@@ -41,13 +40,19 @@ def _hours(props: dict[str, Any]) -> dict[str, int]:
 
 
 class ScrubWindowProvider(SshBacked, ResourceProvider):
+    @staticmethod
+    def ask(executor: Executor) -> dict[str, Result]:
+        """The window's hours and its owner tag, as Ceph answers them: one question to the monitors
+        a run (observe and holder both ask it; the run memo answers the second)."""
+        reads = {key: ceph_cli.config_get(WHO, key) for key in KEYS.values()} | {OWNER_KEY: ceph_cli.config_key_get(OWNER_KEY)}
+        return dict(zip(reads, ceph_cli.mon_reads(executor, list(reads.values())), strict=True))
+
     def observe(self, executor: Executor) -> dict[str, int]:
         """The hours the OSDs use now: the value set, or Ceph's default when none is."""
         seen = {}
-        with ThreadPoolExecutor(len(KEYS)) as pool:  # each `ceph` CLI start costs the admin node ~0.4 s: side by side
-            results = list(pool.map(lambda key: executor.read(ceph_cli.config_get(WHO, key)), KEYS.values()))
-        for (prop, key), answer in zip(KEYS.items(), results, strict=True):
-            result = check(answer, f"ceph config get {WHO} {key}")
+        answers = self.ask(executor)
+        for prop, key in KEYS.items():
+            result = check(answers[key], f"ceph config get {WHO} {key}")
             try:
                 seen[prop] = int(result.stdout.strip())
             except ValueError:
@@ -56,7 +61,7 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
 
     def holder(self, executor: Executor) -> str:
         """The owner tag of the stack that owns the window, "" when none does."""
-        result = executor.read(ceph_cli.config_key_get(OWNER_KEY))
+        result = self.ask(executor)[OWNER_KEY]
         if result.exit_status == 2 and "ENOENT" in result.stderr:
             return ""
         return check(result, render(ceph_cli.config_key_get(OWNER_KEY))).stdout.strip()
@@ -101,10 +106,7 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         try:
             executor = self.executor(props)
-            with ThreadPoolExecutor(1) as pool:
-                holding = pool.submit(self.holder, executor)
-                seen = self.observe(executor)
-                holder = holding.result()
+            seen, holder = self.observe(executor), self.holder(executor)  # one question to the monitors
         except RemoteError as exc:
             raise OperatorError(f"scrub window: {exc}") from None
         return ReadResult(id_=id_, outs={**props, **seen, "setBy": holder})

@@ -18,10 +18,12 @@ the provider object, which Pulumi pickles into the state.
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 import threading
 import traceback
 from collections.abc import Callable
+from concurrent import futures
 from types import ModuleType
 from typing import Any
 
@@ -94,9 +96,34 @@ def _in_provider_server() -> bool:
     return server is not None and spec is not None and spec.name == "pulumi.dynamic.__main__"
 
 
+# How many calls the provider server takes at once; see widen_server_pool.
+SERVER_WORKERS = 32
+
+
+def widen_server_pool(workers: int = SERVER_WORKERS) -> int:
+    """Let the dynamic provider server take WORKERS calls at once instead of 4; the pools widened.
+
+    The SDK's server (pulumi/dynamic/__main__.py ``main``) runs every gRPC call in a
+    ``futures.ThreadPoolExecutor(max_workers=4)``, whatever the engine's parallelism. Our reads wait
+    on SSH, so a refresh of the stack's 12 dynamic resources ran 4 at a time, and a Diff that takes
+    a millisecond queued behind them: 1.5 s of a no-op preview's 2.6 s refresh (issue #22). The pool
+    is made before our code is loaded (at the first call, by unpickling a provider), so it is found
+    here and its limit raised; the executor spawns the extra threads on demand. If a later SDK makes
+    its pool otherwise, nothing is found and nothing changes but the speed
+    (tests/unit/test_dynamic_server_pool.py says so).
+    """
+    widened = 0
+    for pool in gc.get_objects():
+        if isinstance(pool, futures.ThreadPoolExecutor) and getattr(pool, "_max_workers", workers) < workers:
+            pool._max_workers = workers  # read by _adjust_thread_count at each submit
+            widened += 1
+    return widened
+
+
 if _in_provider_server():
     sys.modules["__main__"].traceback = _Traceback()  # type: ignore[attr-defined]
     MEMO.enabled = True  # the process lives for one engine run: read-only answers are kept for it (RunMemo)
+    widen_server_pool()
 
 
 def prefetch(ask: Callable[[], Any]) -> None:

@@ -2,20 +2,39 @@
 and room for the pool's placement groups. Run as ``python3 - POOL PG_NUM SIZE`` with this file on
 stdin. Prints the runbook's check points; exits 1 with every problem found.
 
-This file is sent to the admin node: it uses the standard library and the ceph CLI only.
+This file is sent to the admin node: it uses the standard library and librados only. It asks the
+monitors what `ceph status`, `ceph health detail`, `ceph osd pool ls detail` and `ceph config get`
+ask (the same monitor commands, through python3-rados, the library the `ceph` CLI is built on and
+ceph-common depends on) over one session: one Python start-up instead of one per `ceph` CLI call
+(~0.2 s of CPU each; issue #22).
 """
 
 import json
-import subprocess
 import sys
+
+import rados
+
+CLUSTER = None
+
+
+def ask(words, command):
+    """The monitors' answer to COMMAND (the `ceph WORDS` CLI call), or exit 1 naming it as the CLI would fail."""
+    global CLUSTER
+    if CLUSTER is None:
+        CLUSTER = rados.Rados(conffile="")  # "": the default search, $CEPH_CONF first, client.admin: as the CLI
+        CLUSTER.connect()
+    ret, out, err = CLUSTER.mon_command(json.dumps(command), b"")
+    if ret != 0:
+        print(f"ceph health gate: `ceph {words}` failed (exit {-ret}): {err.strip()[-300:]}")
+        sys.exit(1)
+    return out.decode("utf-8", "replace")
 
 
 def ceph(*args):
-    done = subprocess.run(["ceph", *args, "-f", "json"], capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        print(f"ceph health gate: `ceph {' '.join(args)}` failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
-        sys.exit(1)
-    return json.loads(done.stdout or "null")
+    """`ceph ARGS -f json`, answered as JSON."""
+    prefix = " ".join(a for a in args if a != "detail")
+    command = {"prefix": prefix, "format": "json", **({"detail": "detail"} if "detail" in args else {})}
+    return json.loads(ask(" ".join(args), command) or "null")
 
 
 # Warnings about this stack's own pool that `pulumi up` itself repairs: someone disabled the
@@ -53,7 +72,7 @@ def main():
     if len(quorum) != mons:
         problems.append(f"mon: {mons} daemons, quorum {','.join(quorum)} (every monitor must be in quorum)")
 
-    max_per_osd = int(subprocess.run(["ceph", "config", "get", "mon", "mon_max_pg_per_osd"], capture_output=True, text=True, timeout=60).stdout.strip() or 250)
+    max_per_osd = int(ask("config get mon mon_max_pg_per_osd", {"prefix": "config get", "who": "mon", "key": "mon_max_pg_per_osd"}).strip() or 250)
     others = sum(p["pg_num"] * p["size"] for p in ceph("osd", "pool", "ls", "detail") if p["pool_name"] != pool)
     wanted = pg_num * size
     budget = max_per_osd * max(in_, 1)

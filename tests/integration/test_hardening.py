@@ -52,6 +52,7 @@ from pulumi import automation as auto
 
 import lab
 import lab.ceph
+from components import ceph_cli
 from lab import sshd
 from lab.pve.control import Control
 from tests.integration.engine import cli
@@ -468,17 +469,21 @@ def test_11_ceph_slow_within_the_timeout_is_waited_for(hard: HardStack, ssh_faul
     assert_converged(stack, "hardslow2")
 
 
+# `ceph osd pool ls detail` as the program asks it: a monitor command in the admin node's read script (ceph_cli.mon_reads)
+POOL_LS = f"python3 - {ceph_cli.MON_READS} *osd pool ls*"
+
+
 def test_12_ceph_printing_garbage_is_an_error_never_a_missing_pool(hard: HardStack, ssh_faults: Any) -> None:
     stack = hard("hardjunk")
     # cold: the first look at the pools is garbage; nothing is created
-    ssh_faults("garbage", "ceph osd pool ls detail *")
+    ssh_faults("garbage", POOL_LS)
     message = failed_up(stack)
-    assert "ceph osd pool ls detail: the Ceph CLI did not answer with JSON: '*** Caught signal (Segmentation fault) **" in message, message[-3000:]
+    assert "ceph osd pool ls detail: Ceph did not answer with JSON: '*** Caught signal (Segmentation fault) **" in message, message[-3000:]
     assert nothing_in_ceph("hardjunk") and not recorded(stack, "RbdPool")
     stack.up()
     marker = Marker("hardjunk-pool")
     # converged: garbage during the refresh must not read as "the pool is gone" (the state would drop it)
-    ssh_faults("garbage", "ceph osd pool ls detail *")
+    ssh_faults("garbage", POOL_LS)
     message = failed_up(stack)
     assert "did not answer with JSON" in message, message[-3000:]
     assert [r.get("id") for r in recorded(stack, "RbdPool")] == ["hardjunk-pool"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from components import ceph_cli
 from components.ssh import Connection, RemoteError, Result, render
 
 HEALTHY = "health: HEALTH_OK\nmon: 3 daemons, quorum a,b,c\nosd: 3 osds: 3 up, 3 in\nceph health gate: passed; room for pool rbd-pool (96 of 750 PG replicas)\n"
@@ -31,6 +33,21 @@ def ceph_status(health: str = "HEALTH_OK", checks: dict[str, str] | None = None,
 
 # The moment after a node is fenced: its client blocklisted, a new OSD map, one PG re-peering.
 PEERING = ceph_status("HEALTH_WARN", {"PG_AVAILABILITY": "Reduced data availability: 1 pg inactive, 1 pg peering"}, {"active+clean": 31, "peering": 1})
+
+
+def cli_words(command: dict[str, str]) -> list[str]:
+    """The `ceph` CLI words of a read-only monitor command (ceph_cli.mon_command backwards)."""
+    fmt = ["-f", command["format"]] if "format" in command else []
+    match command["prefix"]:
+        case "osd pool ls":
+            return ["ceph", "osd", "pool", "ls", command["detail"], *fmt]
+        case "auth get":
+            return ["ceph", "auth", "get", command["entity"], *fmt]
+        case "config get":
+            return ["ceph", "config", "get", command["who"], command["key"]]
+        case "config-key get":
+            return ["ceph", "config-key", "get", command["key"]]
+    raise AssertionError(f"the fake monitors do not know {command}")
 
 
 @dataclass
@@ -59,6 +76,8 @@ class FakeCeph:
         assert shlex.split(render(argv)) == argv
         if self.drop_connection:
             raise RemoteError(f"SSH to root@127.10.10.101:2222: the connection dropped while running `{argv[0]}`")
+        if argv[:3] == ["python3", "-", ceph_cli.MON_READS]:
+            return self.mon_reads([json.loads(command) for command in argv[3:]])
         self.commands.append(argv)
         if argv[:2] == ["python3", "-"]:
             self.gate_stdin.append(stdin or "")
@@ -66,6 +85,18 @@ class FakeCeph:
         if self.drop_after is not None and " ".join(argv).startswith(self.drop_after):
             raise RemoteError(f"SSH to root@127.10.10.101:2222: the connection dropped while running `{' '.join(argv[:4])}`")
         return answer
+
+    def mon_reads(self, commands: list[dict[str, str]]) -> Result:
+        """The admin node's librados script (components/scripts/ceph_mon_reads.py): each monitor
+        command answered as the `ceph` CLI words it stands for are, recorded in those words."""
+        answers = []
+        for command in commands:
+            argv = cli_words(command)
+            self.commands.append(argv)
+            result = self.answer(argv)
+            err = result.stderr.split(": ", 1)[1] if result.exit_status else result.stderr
+            answers.append({"ret": -result.exit_status, "out": result.stdout, "err": err})
+        return self.ok(answers)
 
     def ran(self, prefix: str) -> bool:
         return any(" ".join(c).startswith(prefix) for c in self.commands)
@@ -168,3 +199,37 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.t += seconds
+
+
+# librados as the admin node's python3 has it, answering from a file: monitor command (JSON, keys
+# sorted) -> [ret, out]; an unknown command fails as the monitors do (EINVAL).
+FAKE_RADOS = """
+import json
+
+ANSWERS = json.load(open({answers!r}))
+
+
+class Rados:
+    def __init__(self, conffile=None, **_):
+        pass
+
+    def connect(self, timeout=0):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        pass
+
+    def mon_command(self, command, inbuf):
+        ret, out = ANSWERS.get(json.dumps(json.loads(command), sort_keys=True), [-22, ""])
+        return ret, out.encode(), "" if ret == 0 else "command not known"
+"""
+
+
+def fake_monitors(tmp_path: Path, answers: dict[str, tuple[int, str]]) -> dict[str, str]:
+    """The environment of a script run against fake monitors: ANSWERS maps a monitor command to (ret, out)."""
+    (tmp_path / "answers.json").write_text(json.dumps({json.dumps(json.loads(k), sort_keys=True): v for k, v in answers.items()}))
+    (tmp_path / "rados.py").write_text(FAKE_RADOS.format(answers=str(tmp_path / "answers.json")))
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}

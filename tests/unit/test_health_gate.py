@@ -14,7 +14,7 @@ from pulumi.runtime import rpc
 from components.ceph_health import HealthGateProvider, gate_script, verdict
 from components.dynamic import OperatorError
 from components.ssh import Result
-from tests.unit.fake_ceph import HEALTHY, PEERING, FakeCeph, FakeClock, ceph_status
+from tests.unit.fake_ceph import HEALTHY, PEERING, FakeCeph, FakeClock, ceph_status, fake_monitors
 
 CONNECTION = {"host": "127.10.10.101", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}
 WHERE = "root@127.10.10.101:2222"
@@ -188,32 +188,22 @@ def test_a_gate_that_cannot_run_says_what_the_admin_node_lacks() -> None:
         verdict("root@h:22", 127, "", "bash: line 1: python3: command not found\n")
 
 
-# -- the real gate script, against a fake `ceph` CLI ----------------------------------------
-
-FAKE_CEPH = """#!{python}
-import json, sys
-answers = json.load(open({answers!r}))
-print(answers.get(" ".join(sys.argv[1:]), ""))
-"""
+# -- the real gate script, against fake monitors ------------------------------------------------
 
 
 def run_script(tmp_path: Path, status: dict[str, Any], pools: list[dict[str, Any]], pg_num: int = 32, detail: dict[str, Any] | None = None) -> Result:
     answers = {
-        "status -f json": json.dumps(status),
-        "health detail -f json": json.dumps(detail or {}),
-        "osd pool ls detail -f json": json.dumps(pools),
-        "config get mon mon_max_pg_per_osd": "250",
+        '{"prefix": "status", "format": "json"}': (0, json.dumps(status)),
+        '{"prefix": "health", "detail": "detail", "format": "json"}': (0, json.dumps(detail or {})),
+        '{"prefix": "osd pool ls", "detail": "detail", "format": "json"}': (0, json.dumps(pools)),
+        '{"prefix": "config get", "who": "mon", "key": "mon_max_pg_per_osd"}': (0, "250\n"),
     }
-    (tmp_path / "answers.json").write_text(json.dumps(answers))
-    fake = tmp_path / "ceph"
-    fake.write_text(FAKE_CEPH.format(python=sys.executable, answers=str(tmp_path / "answers.json")))
-    fake.chmod(0o755)
     done = subprocess.run(
         [sys.executable, "-", "rbd-pool", str(pg_num), "3"],
         input=gate_script(),
         capture_output=True,
         text=True,
-        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        env=fake_monitors(tmp_path, answers),
         timeout=60,
     )
     return Result(done.returncode, done.stdout, done.stderr)
@@ -265,3 +255,10 @@ def test_another_pool_without_its_application_still_stops_the_run(tmp_path: Path
     result = run_script(tmp_path, status("HEALTH_WARN", checks=APP_NOT_ENABLED), [], detail=app_detail("rbd-pool", "someone-elses"))
     with pytest.raises(OperatorError, match="POOL_APP_NOT_ENABLED: 1 pool"):
         verdict(WHERE, result.exit_status, result.stdout, result.stderr)
+
+
+def test_the_real_script_names_the_command_the_monitors_refused(tmp_path: Path) -> None:
+    env = fake_monitors(tmp_path, {'{"prefix": "status", "format": "json"}': (-13, "")})
+    done = subprocess.run([sys.executable, "-", "rbd-pool", "32", "3"], input=gate_script(), capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == "ceph health gate: `ceph status` failed (exit 13): command not known\n"

@@ -1,0 +1,29 @@
+"""Read-only monitor commands on the Ceph admin node, asked in one go (issue #22).
+
+Run as ``python3 - ceph-mon-reads COMMAND...`` with this file on stdin, each COMMAND a monitor
+command as JSON (components.ceph_cli.mon_command builds them from the `ceph` CLI words they stand
+for). It connects as the `ceph` CLI does (``$CEPH_CONF`` or /etc/ceph/ceph.conf, client.admin)
+through librados, which the CLI itself is built on (ceph-common depends on python3-rados), and
+prints one JSON list: for each command what the monitors answered, ``ret`` (0 or -errno), ``out``
+(what the CLI prints on stdout) and ``err`` (its status line). One Python start-up and one
+monitor session instead of a `ceph` CLI start-up (~0.2 s of CPU) per question.
+
+This file is sent to the admin node: it uses the standard library and librados only.
+"""
+
+import json
+import sys
+
+import rados
+
+
+def main():
+    answers = []
+    with rados.Rados(conffile="") as cluster:  # "": the default search, $CEPH_CONF first, as the CLI
+        for command in sys.argv[2:]:
+            ret, out, err = cluster.mon_command(command, b"")
+            answers.append({"ret": ret, "out": out.decode("utf-8", "replace"), "err": err})
+    json.dump(answers, sys.stdout)
+
+
+main()

@@ -1,0 +1,40 @@
+"""The dynamic provider server takes more than 4 calls at once (components.dynamic.widen_server_pool,
+issue #22): the SDK's pool is 4 wide, and our reads wait on SSH."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from importlib import util
+from pathlib import Path
+
+from components.dynamic import SERVER_WORKERS, widen_server_pool
+
+
+def test_a_pool_of_4_runs_the_calls_side_by_side_once_widened() -> None:
+    pool = futures.ThreadPoolExecutor(max_workers=4)
+    try:
+        assert widen_server_pool() >= 1
+        calls = 12  # a refresh of the lab stack's dynamic resources, each waiting on SSH
+        together = threading.Barrier(calls, timeout=10)
+        done = [pool.submit(together.wait) for _ in range(calls)]  # breaks (timeout) unless all run at once
+        assert sorted(f.result(timeout=20) for f in done) == list(range(calls))
+    finally:
+        pool.shutdown()
+
+
+def test_a_wider_pool_is_left_as_it_is() -> None:
+    pool = futures.ThreadPoolExecutor(max_workers=SERVER_WORKERS * 2)
+    try:
+        widen_server_pool()
+        assert pool._max_workers == SERVER_WORKERS * 2
+    finally:
+        pool.shutdown()
+
+
+def test_the_sdks_server_still_makes_its_pool_4_wide() -> None:
+    """If a later SDK serves otherwise, widen_server_pool finds nothing to widen: look again then."""
+    spec = util.find_spec("pulumi.dynamic")
+    assert spec is not None and spec.origin is not None
+    server = Path(spec.origin).with_name("__main__.py").read_text()
+    assert "futures.ThreadPoolExecutor(max_workers=4)" in server
