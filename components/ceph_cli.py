@@ -134,6 +134,20 @@ def mon_command(argv: list[str]) -> str:
     return json.dumps(command, sort_keys=True)
 
 
+def command_name(argv: list[str]) -> str:
+    """A command as messages name it: its first four words (`ceph osd pool create`); the monitor
+    read script by the `ceph` commands it asks (`ceph osd pool ls`), not by its JSON."""
+    if argv[:3] == ["python3", "-", MON_READS]:
+        prefixes = []
+        for command in argv[3:]:
+            try:
+                prefixes.append(f"ceph {json.loads(command)['prefix']}")
+            except (ValueError, TypeError, KeyError):
+                prefixes.append(command[:40])
+        return ", ".join(prefixes)
+    return " ".join(argv[:4])
+
+
 def mon_reads_script() -> str:
     return resources.files("components.scripts").joinpath("ceph_mon_reads.py").read_text(encoding="utf-8")
 

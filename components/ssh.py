@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from components.ceph_cli import command_name
+
 if TYPE_CHECKING:  # paramiko is imported where it is used: the program itself never opens SSH
     import paramiko
 
@@ -320,7 +322,7 @@ class SshExecutor:
         import paramiko
 
         command = render(argv)
-        what = " ".join(argv[:4])
+        what = command_name(argv)
         limit = timeout or self.connection.command_timeout
         client, kept = None, shared
         try:

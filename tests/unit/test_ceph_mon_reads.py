@@ -84,3 +84,10 @@ def test_the_fake_ceph_answers_the_batch_in_the_clis_words() -> None:
     got = ceph_cli.mon_reads(ceph, [ceph_cli.config_get("osd", "osd_scrub_begin_hour"), ceph_cli.auth_get("nobody")])  # type: ignore[arg-type]
     assert got == [Result(0, "22\n", ""), Result(2, "", "Error ENOENT: failed to find client.nobody in keyring")]
     assert ceph.commands == [["ceph", "config", "get", "osd", "osd_scrub_begin_hour"], ["ceph", "auth", "get", "client.nobody", "-f", "json"]]
+
+
+def test_messages_name_the_read_script_by_the_ceph_commands_it_asks() -> None:
+    batch = ["python3", "-", ceph_cli.MON_READS, *(ceph_cli.mon_command(argv) for argv in READS[2:])]
+    assert ceph_cli.command_name(batch) == "ceph config get, ceph config-key get"
+    assert ceph_cli.command_name(["python3", "-", ceph_cli.MON_READS, "{not json"]) == "{not json"
+    assert ceph_cli.command_name(ceph_cli.pool_create("rbd-pool", 32)) == "ceph osd pool create"
