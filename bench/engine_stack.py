@@ -1,13 +1,16 @@
 """Wall time of the whole program through the real engine on the lab, for 1, 10 and 30 VMs.
 
-    .venv/bin/python bench/engine_stack.py [--vms 1 10 30] [--runs 3]
+    .venv/bin/python bench/engine_stack.py [--vms 1 10 30] [--runs 3] [--profile DIR]
 
 Per size and run, a fresh stack of the real program (`__main__.py`, the lab config with N HA
 VMs spread over the nodes): cold `up`, no-op `preview`, no-op `up`, `destroy`. Prints the
 median and the spread (min-max) of each step, then where a cold up's time goes: the busy time
 of each resource type (from the engine's events, the time between a step's start and its end,
 summed over the resources of that type, so parallel work counts more than once) and the PVE API
-calls the lab served. Figures, not pass/fail. Needs the lab (`make lab-up`).
+calls the lab served. With --profile, every proxmoxve plugin process of a size's first run writes
+its CPU profile to DIR/<VMs>/ (the plugin's PVECEPHHA_PLUGIN_CPUPROFILE), and the top of the merged
+profiles is printed: where the plugin and the bridge spend their time as the VMs grow. Figures,
+not pass/fail. Needs the lab (`make lab-up`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,7 +76,7 @@ def timed(step: Any) -> float:
     return time.monotonic() - start
 
 
-def run_size(state: dict[str, Any], vms: int, runs: int) -> tuple[dict[str, list[float]], Busy, int]:
+def run_size(state: dict[str, Any], vms: int, runs: int, profile: Path | None = None) -> tuple[dict[str, list[float]], Busy, int]:
     figures: dict[str, list[float]] = {"cold up": [], "no-op preview": [], "no-op up": [], "destroy": []}
     busy, calls = Busy(), 0
     for run in range(runs):
@@ -80,7 +84,11 @@ def run_size(state: dict[str, Any], vms: int, runs: int) -> tuple[dict[str, list
         remove_vms([FIRST_VM + i for i in range(vms)])
         forget(prefix)
         with tempfile.TemporaryDirectory() as tmp:
-            stack = LabStack(prefix, state, Path(tmp), config_for(prefix, vms))
+            env = None
+            if profile is not None and run == 0:
+                (profile / str(vms)).mkdir(parents=True, exist_ok=True)
+                env = {"PVECEPHHA_PLUGIN_CPUPROFILE": str(profile / str(vms))}
+            stack = LabStack(prefix, state, Path(tmp), config_for(prefix, vms), env=env)
             try:
                 since, events = time.time(), Busy()
                 figures["cold up"].append(timed(functools.partial(stack.up, on_event=events)))
@@ -99,13 +107,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vms", type=int, nargs="+", default=[1, 10, 30])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="CPU profiles of the proxmoxve plugin, per size, into DIR")
     args = parser.parse_args()
     state = lab.load()
     print(f"real engine on the lab, the whole program (gate, pool, client, ceph-common x3, storage, preflight, N HA VMs), {args.runs} fresh stacks per size")
     print(f"{'VMs':>4} {'step':<15}{'median':>9}{'min':>9}{'max':>9}")
     breakdowns = []
     for vms in args.vms:
-        figures, busy, calls = run_size(state, vms, args.runs)
+        figures, busy, calls = run_size(state, vms, args.runs, args.profile)
         for step, values in figures.items():
             print(f"{vms:>4} {step:<15}{statistics.median(values):>8.1f}s{min(values):>8.1f}s{max(values):>8.1f}s", flush=True)
         breakdowns.append((vms, busy, calls))
@@ -113,6 +122,12 @@ def main() -> None:
     for vms, busy, calls in breakdowns:
         top = sorted(busy.seconds.items(), key=lambda kv: -kv[1])[:8]
         print(f"{vms:>4} VMs: {calls} API calls; " + ", ".join(f"{kind} {seconds:.1f}s" for kind, seconds in top))
+    if args.profile is not None:
+        for vms in args.vms:
+            profiles = sorted(str(p) for p in (args.profile / str(vms)).glob("*.pprof"))
+            top = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=25", *profiles], capture_output=True, text=True, check=False)
+            print(f"\nthe proxmoxve plugin, {vms} VMs, a cold up, a no-op preview, a no-op up and a destroy ({len(profiles)} processes):")
+            print(top.stdout or top.stderr)
 
 
 if __name__ == "__main__":

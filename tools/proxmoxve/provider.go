@@ -166,5 +166,61 @@ func Provider(metadata []byte) tfbridge.ProviderInfo {
 	}
 	info.MustComputeTokens(tokenStrategy())
 	info.SetAutonaming(255, "-")
+	nameEveryField(p, info.Resources)
 	return info
+}
+
+// nameEveryField gives every field of every resource, nested blocks included, its Pulumi name
+// explicitly: the name the bridge computes for it (TerraformToPulumiNameV2), computed once here.
+//
+// The bridge maps a Pulumi property back to its Terraform field (PulumiToTerraformName, on every
+// property path of every Diff and Read) by computing the Pulumi name of each field of the object
+// in turn until one matches, building strings each time, unless a field's SchemaInfo names it.
+// For bpg's VM (hundreds of fields, nested) that was 27% of the plugin's CPU in a 30-VM run, and
+// what grows with the VMs (issue #22; bench/engine_stack.py --profile). The bridge's authors
+// left the cost for a cache "if it comes up" (pulumi-terraform-bridge#782, #780). The names are
+// the bridge's own, computed before any is set, so the schema does not change (a Go test says so).
+func nameEveryField(p shim.Provider, resources map[string]*tfbridge.ResourceInfo) {
+	p.ResourcesMap().Range(func(name string, r shim.Resource) bool {
+		info := resources[name]
+		if info == nil {
+			info = &tfbridge.ResourceInfo{}
+			resources[name] = info
+		}
+		info.Fields = nameFields(r.Schema(), info.Fields, true)
+		return true
+	})
+}
+
+// nameFields sets the Pulumi name of each field of sch (and of the fields of its nested blocks) in
+// fields; a resource's own "id" (top) is left to the bridge, which names it only with a ComputeID.
+func nameFields(sch shim.SchemaMap, fields map[string]*tfbridge.SchemaInfo, top bool) map[string]*tfbridge.SchemaInfo {
+	if fields == nil {
+		fields = map[string]*tfbridge.SchemaInfo{}
+	}
+	names := map[string]string{}
+	sch.Range(func(key string, _ shim.Schema) bool {
+		names[key] = tfbridge.TerraformToPulumiNameV2(key, sch, fields) // all computed before any is set
+		return true
+	})
+	for key, name := range names {
+		if top && key == "id" {
+			continue
+		}
+		field := fields[key]
+		if field == nil {
+			field = &tfbridge.SchemaInfo{}
+			fields[key] = field
+		}
+		if field.Name == "" {
+			field.Name = name
+		}
+		if block, ok := sch.Get(key).Elem().(shim.Resource); ok {
+			if field.Elem == nil {
+				field.Elem = &tfbridge.SchemaInfo{}
+			}
+			field.Elem.Fields = nameFields(block.Schema(), field.Elem.Fields, false)
+		}
+	}
+	return fields
 }

@@ -5,8 +5,11 @@ package main
 import (
 	"context"
 	_ "embed"
+	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 
 	"github.com/pulumi/pulumi-terraform-bridge/v3/pkg/pf/tfbridge"
 
@@ -20,8 +23,32 @@ var schema []byte
 var metadata []byte
 
 func main() {
-	stopOnInterrupt()
+	stopProfile := startProfile()
+	stopOnInterrupt(stopProfile)
 	tfbridge.MainWithMuxer(context.Background(), "proxmoxve", proxmoxve.Provider(metadata), schema)
+	stopProfile()
+}
+
+// startProfile: with PVECEPHHA_PLUGIN_CPUPROFILE=DIR, this process's CPU profile goes to
+// DIR/proxmoxve-<pid>.pprof (`go tool pprof -top` reads it): where a run's time goes in the plugin
+// and the bridge, per VM (bench/engine_stack.py --profile, issue #22). Off by default.
+func startProfile() func() {
+	dir := os.Getenv("PVECEPHHA_PLUGIN_CPUPROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("proxmoxve-%d.pprof", os.Getpid())))
+	if err != nil {
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // stopOnInterrupt: the engine stops a plugin by sending SIGINT to its process group, then waits up
@@ -31,11 +58,12 @@ func main() {
 // ignored, and Notify is called for either signal, a signal handler will be installed"): every
 // pulumi command would wait those 5 s. Asked for here, it ends the plugin at once (issue #22).
 // The engine sends it only then: a plugin has its own process group, a terminal's ^C never reaches it.
-func stopOnInterrupt() {
+func stopOnInterrupt(before func()) {
 	interrupted := make(chan os.Signal, 1)
 	signal.Notify(interrupted, os.Interrupt)
 	go func() {
 		<-interrupted
+		before()
 		os.Exit(0)
 	}()
 }
