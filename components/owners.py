@@ -21,6 +21,10 @@ when:
 
 Anything else (made by hand, another stack's, an id reused after a deletion outside) stops the
 run before any change, naming the object, where it is and the way out.
+
+The same check holds the API token's rights against what the config needs (components/pve_rights.py,
+``GET /access/permissions``, one call): a missing privilege stops the run before any change, naming
+the privilege, the path, the calls that need it and the ``pveum`` command that grants it.
 """
 
 from __future__ import annotations
@@ -154,13 +158,36 @@ def not_on_this_version(exc: Exception) -> bool:
     return getattr(exc, "status_code", None) == 501 or "not implemented" in text or "migrated to rules" in text
 
 
+def rights_problem(api: Any, rights: dict[str, Any]) -> str | None:
+    """The token's missing rights for RIGHTS (tokenId, storageId, vms), or None."""
+    from components import pve_rights
+    from components.pve_api import api_errors, reason
+
+    try:
+        effective = api("access/permissions").get()
+    except api_errors() as exc:
+        raise OperatorError(f"rights: GET /access/permissions failed: {reason(exc)}") from None
+    if not isinstance(effective, dict):
+        return None  # not PVE's answer: the calls themselves will say
+    vms = [pve_rights.VmRights(int(v["id"]), v["name"], v["bridge"], v.get("iso") or None, bool(v["ha"])) for v in rights.get("vms") or []]
+    lacking = pve_rights.missing(effective, pve_rights.needed(rights["storageId"], vms))
+    if not lacking:
+        return None
+    return pve_rights.describe_missing(lacking, rights["tokenId"], effective)
+
+
 class OwnersProvider(ResourceProvider):
     def run_check(self, props: dict[str, Any]) -> dict[str, Any]:
         wanted = props.get("objects") or []
-        if wanted:
+        rights = props.get("rights")
+        if wanted or rights:
             from components.pve_api import api_errors, connect, reason
 
             api = connect(props["api"])
+            if rights:
+                problem = rights_problem(api, rights)
+                if problem:
+                    raise OperatorError(f"rights: {problem}; nothing was changed")
             cluster: dict[str, Any] = {}
             for name in sorted({w["kind"] for w in wanted}):
                 path, _, query = KINDS[name].path.partition("?")
@@ -171,7 +198,7 @@ class OwnersProvider(ResourceProvider):
                         cluster[name] = []  # nothing of that kind can exist; the HA preflight names the version
                         continue
                     raise OperatorError(f"owners: GET /{KINDS[name].path} failed: {reason(exc)}") from None
-            found = problems(wanted, cluster, props["owner"], lambda: read_state(props["stack"], props["workDir"]))
+            found = problems(wanted, cluster, props["owner"], lambda: read_state(props["stack"], props["workDir"])) if wanted else []
             if found:
                 raise OperatorError("owners: " + "; ".join(found) + "; nothing was changed")
         return self.outputs(props)
@@ -215,10 +242,17 @@ class Owners(pulumi.ComponentResource):
     """Every VM id and HA name the stack declares free, or holding the stack's own; before anything is changed."""
 
     def __init__(
-        self, name: str, api: dict[str, Any], owner: str, objects: Sequence[dict[str, Any]], work_dir: str, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        api: dict[str, Any],
+        owner: str,
+        objects: Sequence[dict[str, Any]],
+        work_dir: str,
+        rights: dict[str, Any] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("pveceph:proxmox:Owners", name, None, opts)
         stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-        props = {"api": api, "owner": owner, "objects": list(objects), "stack": stack, "workDir": work_dir}
+        props = {"api": api, "owner": owner, "objects": list(objects), "stack": stack, "workDir": work_dir, "rights": rights}
         self.check = OwnersResource(f"{name}-check", props, child_options(self, opts))
         self.register_outputs({})

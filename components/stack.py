@@ -65,6 +65,16 @@ def declared_objects(config: StackConfig) -> list[dict[str, Any]]:
     return out
 
 
+def rights_input(config: StackConfig) -> dict[str, Any]:
+    """What the token's rights check needs (components/pve_rights.py): the token's id (not its
+    secret), the storage, and each VM's id, name, bridge, ISO and HA flag."""
+    return {
+        "tokenId": config.proxmox_api_token.get_secret_value().split("=", 1)[0],
+        "storageId": config.storage.id,
+        "vms": [{"id": vm.id, "name": vm.name, "bridge": vm.bridge, "iso": vm.iso or "", "ha": vm.ha} for vm in config.vms],
+    }
+
+
 class PveCephHa(pulumi.ComponentResource):
     """Proxmox VE VMs on external Ceph RBD, highly available (runbook steps 1-6 and 8)."""
 
@@ -96,7 +106,7 @@ class PveCephHa(pulumi.ComponentResource):
         # Whose object is at each VM id and HA name the stack declares, before anything is changed:
         # the stack's own, or stop.
         owner = owner_tag(pulumi.get_project(), pulumi.get_stack())
-        self.owners = Owners(f"{name}-owners", api, owner, declared_objects(config), os.getcwd(), opts=child)
+        self.owners = Owners(f"{name}-owners", api, owner, declared_objects(config), os.getcwd(), rights=rights_input(config), opts=child)
         child = pulumi.ResourceOptions(parent=self, depends_on=[self.owners])
 
         # 1-1: the health gate, before anything in Ceph is touched.

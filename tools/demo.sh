@@ -11,7 +11,9 @@ say() { printf '\n== %s\n' "$*"; }
 # The program needs the proxmoxve plugin. The official CLI fetches it by itself; the offline
 # toolchain builds it (make setup: tools/proxmoxve).
 if [ "$(cat .tools/mode 2>/dev/null)" = local ]; then
-  if ! pulumi plugin ls 2>/dev/null | grep -qE "^proxmoxve[[:space:]]+resource"; then
+  # the listing first: `grep -q` stops reading at its match, and under pipefail the CLI's SIGPIPE failed the test
+  plugins=$(pulumi plugin ls 2>/dev/null || true)
+  if ! grep -qE "^proxmoxve[[:space:]]+resource" <<<"$plugins"; then
     echo "demo: the proxmoxve resource plugin is not installed in $PULUMI_HOME: run make setup (tools/build-toolchain.sh proxmoxve)." >&2
     exit 1
   fi
@@ -42,8 +44,9 @@ else
   pulumi stack init lab
 fi
 pulumi stack tag set lab:fsid "$fsid" -s lab
-# The lab's API token, as a secret, through stdin: never on a command line.
-lab_value "['pve']['token_id'] + '=' + d['pve']['token_secret']" | pulumi config set --secret proxmoxApiToken -s lab
+# The lab's token for stacks (PulumiCephHA on the documented paths, README Permissions), as a
+# secret, through stdin: never on a command line.
+lab_value "['pve']['stack_token_id'] + '=' + d['pve']['stack_token_secret']" | pulumi config set --secret proxmoxApiToken -s lab
 
 if [ "${1:-}" = "--preview" ]; then
   say "pulumi preview -s lab (refresh first)"

@@ -41,12 +41,13 @@ from typing import Any
 from lab.pve import calllog, procs
 from lab.pve.control import Control, ControlError
 
-__all__ = ["CONTROL", "ISOS", "NODES", "TOKEN_ID", "Control", "ControlError", "calls", "fault", "info", "start", "stop", "unmodelled"]
+__all__ = ["CONTROL", "ISOS", "NODES", "STACK_TOKEN_ID", "TOKEN_ID", "Control", "ControlError", "calls", "fault", "info", "start", "stop", "unmodelled"]
 
 NODES = {"pve-node1": "127.10.20.11", "pve-node2": "127.10.20.12", "pve-node3": "127.10.20.13"}
 CONTROL = ("127.10.20.10", 8007)
 API_PORT = 8006
-TOKEN_ID = "root@pam!pulumi"
+TOKEN_ID = "root@pam!pulumi"  # the lab's own set-up (seeding, faults, tests' direct calls)
+STACK_TOKEN_ID = "pulumi@pve!ha"  # the stacks' (make demo, the tests' stacks): PulumiCephHA only
 MODES = ("rules", "groups")
 DEFAULT_TIME_SCALE = 0.1
 # ISO images on every node's `local` storage, as after an upload: the one Pulumi.lab.yaml's VM
@@ -110,6 +111,40 @@ def _healthy(current: dict[str, Any]) -> bool:
         return False
     token = f"{current['token_id']}={current['token_secret']}"
     return bool(powered) and all(_api_up(current["nodes"][n]["api"], current["ca_file"], token) for n in powered if n in current["nodes"])
+
+
+def _api_call(url: str, ca_file: str, token: str, method: str, path: str, fields: dict[str, Any] | None = None) -> Any:
+    import ssl
+    import urllib.parse
+
+    ctx = ssl.create_default_context(cafile=ca_file)
+    data = urllib.parse.urlencode(fields or {}).encode() if method != "GET" else None
+    req = urllib.request.Request(url + "/api2/json" + path, data=data, method=method, headers={"Authorization": f"PVEAPIToken={token}"})
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+        return json.loads(resp.read() or b"{}").get("data")
+
+
+# The per-cluster form of the documented ACLs (README, Permissions; components/pve_rights.py):
+# the lab serves many stacks, whose VMs come and go (PVE drops a /vms/<id> ACL with its VM).
+STACK_ACLS = (("/", 0), ("/storage", 1), ("/vms", 1), ("/sdn/zones/localnetwork", 1))
+
+
+def grant_stack_token(url: str, ca_file: str, root_token: str) -> str:
+    """What `pveum` does for an operator (README, Permissions), through the API with the lab's root
+    token: the role PulumiCephHA, the user pulumi@pve, its privilege-separated token and the ACLs for
+    both. A fresh server has none of them (its state lives in memory), so this runs once per
+    server start; returns the token's secret."""
+    from components import pve_rights
+
+    privs = ",".join(pve_rights.ROLE_PRIVILEGES)
+    user, _, name = STACK_TOKEN_ID.partition("!")
+    _api_call(url, ca_file, root_token, "POST", "/access/roles", {"roleid": pve_rights.ROLE, "privs": privs})
+    _api_call(url, ca_file, root_token, "POST", "/access/users", {"userid": user})
+    made = _api_call(url, ca_file, root_token, "POST", f"/access/users/{user}/token/{name}", {"privsep": 1})
+    for path, propagate in STACK_ACLS:
+        fields = {"path": path, "users": user, "tokens": STACK_TOKEN_ID, "roles": pve_rights.ROLE, "propagate": propagate}
+        _api_call(url, ca_file, root_token, "PUT", "/access/acl", fields)
+    return str(made["value"])
 
 
 def info(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -221,12 +256,16 @@ def start(
             raise RuntimeError(f"the lab PVE API did not answer within {START_DEADLINE:.0f}s; see {p['log']}:\n" + _tail(p["log"]))
         time.sleep(0.2)
 
+    stack_token = grant_stack_token(endpoints[next(iter(nodes))], certs["ca_file"], token)
     result = {
         "nodes": {n: {"address": addr, "api": endpoints[n]} for n, addr in nodes.items()},
         "endpoint": endpoints[next(iter(nodes))],
         "endpoints": list(endpoints.values()),
         "token_id": TOKEN_ID,
         "token_secret": config["token_secret"],
+        # the stacks' token: PulumiCephHA on the documented paths (grant_stack_token)
+        "stack_token_id": STACK_TOKEN_ID,
+        "stack_token_secret": stack_token,
         "user": "root@pam",
         "password": config["password"],
         "ca_file": certs["ca_file"],

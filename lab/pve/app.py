@@ -31,6 +31,7 @@ from aiohttp import web
 from fakepve import FakePve
 
 from lab.pve import calllog
+from lab.pve.api.access import AccessApi
 from lab.pve.api.cluster_ha import ClusterHaApi
 from lab.pve.api.cluster_resources import ClusterResourcesApi
 from lab.pve.api.cluster_status import ClusterStatusApi
@@ -57,6 +58,7 @@ REDACT = re.compile(rb"(?<![^&])(keyring=)[^&]*")
 
 
 class LabPve(
+    AccessApi,
     VersionApi,
     ClusterStatusApi,
     ClusterResourcesApi,
@@ -81,6 +83,7 @@ class LabPve(
         self.units = NodeUnits(list(self.node_addr), self.started_wall)  # systemd units per node
         self.cluster_name = config.get("cluster_name", "pve-lab")
         self.apitokens[config["token_id"]] = config["token_secret"]
+        self.init_access({config["token_id"]: False})  # the lab's own root token: no privilege separation
         self.mode = "rules"
         self.set_mode(config.get("mode", "rules"))
         self.time_scale = float(config.get("time_scale", 0.1))

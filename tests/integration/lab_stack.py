@@ -68,7 +68,7 @@ class LabStack:
         self.write_config()
         self.stack = auto.create_or_select_stack(name, work_dir=str(self.work), opts=workspace_options(self.env, self.work))
         pve = lab_state["pve"]
-        self.stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{pve['token_id']}={pve['token_secret']}", secret=True))
+        self.stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{pve['stack_token_id']}={pve['stack_token_secret']}", secret=True))
         self.log: list[str] = []
 
     def write_config(self) -> None:

@@ -75,7 +75,7 @@ def consumer(producer: LabStack, lab_state: dict[str, Any], tmp_path_factory: py
     stack = auto.create_or_select_stack(CONSUMER, work_dir=str(work), opts=workspace_options(producer.env, work))  # the producer's backend
     stack.set_config("infraStack", auto.ConfigValue(f"organization/pve-ceph-ha/{PRODUCER}"))
     stack.set_config("proxmoxEndpoint", auto.ConfigValue(pve["endpoint"]))
-    stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{pve['token_id']}={pve['token_secret']}", secret=True))
+    stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{pve['stack_token_id']}={pve['stack_token_secret']}", secret=True))
     stack.set_config("vmId", auto.ConfigValue(str(CONSUMER_VM)))
     try:
         yield stack

@@ -1,6 +1,8 @@
 """The lab's PVE API, one module per subtree of PVE's API tree (each a mixin of app.LabPve that
 extends or overrides fakepve's handlers for that subtree, naming the PVE source it follows):
 
+    /access/...                 access.py             pve-access-control src/PVE/API2/{AccessControl,ACL,Role,User}.pm,
+                                                      and the permission model (AccessControl.pm, RPCEnvironment.pm)
     /version                    version.py            pve-manager PVE/API2.pm
     /cluster/status             cluster_status.py     pve-manager PVE/API2/Cluster.pm
     /cluster/resources          cluster_resources.py  pve-manager PVE/API2/Cluster.pm

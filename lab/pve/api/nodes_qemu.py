@@ -16,7 +16,11 @@ qemu-server src/PVE/API2/Qemu.pm) with what the lab adds to match PVE on externa
   PVE::HA::Config::vm_is_ha_managed);
 - PUT .../resize resizes the RBD image (Qemu.pm resize_vm); POST .../migrate moves the VM (an
   HA-managed one through the HA manager: `Requesting HA migration for VM <vmid> to node <node>`);
-- the LRM's `qm start|stop|migrate` (ha.py) run as the same tasks (qmstart, qmstop, qmigrate).
+- the LRM's `qm start|stop|migrate` (ha.py) run as the same tasks (qmstart, qmstop, qmigrate);
+- permissions as Qemu.pm checks them: the privilege of each config key (`$check_vm_modify_config_perm`
+  and its option tables), the bridge of each NIC (QemuServer.pm check_bridge_access, pve-guest-common
+  GuestHelpers.pm check_vnet_access: `SDN.Use` on /sdn/zones/localnetwork/<bridge>[/<tag>]), and
+  create_vm's order of checks; a destroyed VM's ACLs go with it (`remove_vm_access`).
 
 Routes are found by PVE's router rules (router.py), so `DELETE /nodes/<node>/qemu/<vmid>/`
 (bpg's DeleteVM, with the query after the slash) is the destroy of that VM.
@@ -48,6 +52,58 @@ def _config_types() -> dict[str, str]:
 
 
 _TYPES: dict[str, str] = {}
+
+# Qemu.pm's option tables for $check_vm_modify_config_perm: key -> the privilege it needs on /vms/<vmid>.
+_OPTION_PRIVS = {
+    **dict.fromkeys(("cores", "cpu", "runningcpu", "cpulimit", "cpuunits", "numa", "smp", "sockets", "vcpus"), "VM.Config.CPU"),
+    **dict.fromkeys(("memory", "balloon", "shares", "allow-ksm"), "VM.Config.Memory"),
+    **dict.fromkeys(
+        ("acpi", "hotplug", "kvm", "machine", "runningmachine", "scsihw", "smbios1", "tablet", "vga", "watchdog", "audio0", "rng0"), "VM.Config.HWType"
+    ),
+    **dict.fromkeys(
+        (
+            "agent",
+            "autostart",
+            "bios",
+            "description",
+            "keyboard",
+            "localtime",
+            "migrate_downtime",
+            "migrate_speed",
+            "name",
+            "onboot",
+            "ostype",
+            "protection",
+            "reboot",
+            "startdate",
+            "startup",
+            "tdf",
+            "template",
+            "tags",  # not in the tables: assert_tag_permissions checks VM.Config.Options for it
+        ),
+        "VM.Config.Options",
+    ),
+    "freeze": "VM.PowerMgmt",
+    **dict.fromkeys(("boot", "bootdisk", "vmstatestorage", "vmstate"), "VM.Config.Disk"),
+    **dict.fromkeys(("cicustom", "cipassword", "citype", "ciuser", "ciupgrade", "nameserver", "searchdomain", "sshkeys"), "VM.Config.Cloudinit"),
+}
+
+
+def bridge_paths(params: dict[str, Any]) -> list[str]:
+    """check_bridge_access: the SDN path each NIC's bridge (and VLAN tag) needs SDN.Use on."""
+    out = []
+    for key in sorted(params):
+        if not re.fullmatch(r"net\d+", key):
+            continue
+        fields = dict(part.split("=", 1) for part in str(params[key]).split(",") if "=" in part)
+        bridge = fields.get("bridge")
+        if not bridge:
+            continue
+        if fields.get("tag"):
+            out.append(f"/sdn/zones/localnetwork/{bridge}/{fields['tag']}")
+        elif not fields.get("trunks"):
+            out.append(f"/sdn/zones/localnetwork/{bridge}")
+    return out
 
 
 def config_value(key: str, value: Any) -> Any:
@@ -112,7 +168,42 @@ class NodesQemuApi:
                 out.add(sid)
         return out
 
+    def _config_priv(self, key):
+        """Qemu.pm $check_vm_modify_config_perm: the privilege a config key needs (drives, serial,
+        usb and hostpci keys as fakepve checks them; a key in no table is root's alone)."""
+        if DRIVE_KEY.match(key) or re.fullmatch(r"(?:unused|serial|usb|hostpci|virtiofs)\d+|cdrom", key):
+            return super()._config_priv(key)
+        if re.fullmatch(r"numa\d+", key):
+            return "VM.Config.CPU"
+        if re.fullmatch(r"net\d+", key) or key == "running-nets-host-mtu":
+            return "VM.Config.Network"
+        if re.fullmatch(r"ipconfig\d+", key):
+            return "VM.Config.Cloudinit"
+        return _OPTION_PRIVS.get(key, "root")
+
+    def _check_bridges(self, user, params) -> None:
+        for path in bridge_paths(params):
+            self.require(user, path, "SDN.Use")
+
+    def _qm_create_checks(self, v, user) -> None:
+        """create_vm's permission checks in its order (Qemu.pm): the default storage, ha-managed
+        (Sys.Console on /), start (VM.PowerMgmt), VM.Allocate; fakepve repeats those, which then pass,
+        and checks the drives and the config keys. The bridges come here, before the drives and
+        keys (PVE: after them): a request missing both a key's and a bridge's privilege is refused
+        naming the bridge's where PVE names the key's."""
+        vmid, pool = int(v["vmid"]), v.get("pool")
+        if v.get("storage"):
+            self.require(user, "/storage/" + v["storage"], "Datastore.AllocateSpace")
+        if str(v.get("ha-managed", "0")).lower() in ("1", "true"):
+            self.require(user, "/", "Sys.Console")
+        if str(v.get("start", "0")).lower() in ("1", "true"):
+            self._qm_perm(user, vmid, pool, "VM.PowerMgmt")
+        if not (self.allowed(user, f"/vms/{vmid}", "VM.Allocate") or (pool and self.allowed(user, f"/pool/{pool}", "VM.Allocate"))):
+            raise PveError(403, "Permission check failed")
+        self._check_bridges(user, v)
+
     async def _qm_create(self, v, user):
+        self._qm_create_checks(v, user)
         for sid in self._rbd_targets(v, v.get("storage")):
             await self._rbd_status(sid)
             with contextlib.suppress(PveError):  # the allocation in the task fails with rbd's error, as on PVE
@@ -151,6 +242,7 @@ class NodesQemuApi:
                 self.ha.purge_rules(sid)
                 self.ha.service_removed(sid)
             await self.lab_release(vmid)
+            self.remove_vm_access(vmid)
             return None
 
         async def early_checks_again():
@@ -205,6 +297,7 @@ class NodesQemuApi:
         """A config update: fakepve keeps `scsi1: ceph-rbd:4` as written; PVE allocates the disk,
         but only after load_and_check_config (Qemu.pm $update_vm_api): the digest, then the lock."""
         p = {key: config_value(key, value) for key, value in p.items()}
+        self._check_bridges(user, p)
         new_disks = [k for k in p if DRIVE_KEY.match(k) and NEW_DISK.match(split_drive(str(p[k]))[0] or "")]
         if new_disks:
             self.need_quorum()

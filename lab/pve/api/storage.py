@@ -5,7 +5,8 @@ an RBD storage on external Ceph adds:
 - the keyring is kept apart from storage.cfg (Config.pm extract_sensitive_params: PVE writes
   it to /etc/pve/priv/ceph/<storage>.keyring, 0400) and is never read back or logged;
 - `active` is checked against the real Ceph with the storage's monhost, user and keyring
-  (rbdstore.py), in the background after every create and update.
+  (rbdstore.py), in the background after every create and update;
+- a deleted storage's ACLs go with it (Config.pm delete: `remove_storage_access`).
 """
 
 from __future__ import annotations
@@ -42,4 +43,5 @@ class StorageConfigApi:
     async def _sc_delete(self, v, user):
         result = await super()._sc_delete(v, user)
         self.ceph_access.remove_keyring(v["storage"])
+        self.remove_storage_access(v["storage"])  # Config.pm delete: PVE::AccessControl::remove_storage_access
         return result
