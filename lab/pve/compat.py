@@ -53,6 +53,7 @@ HOOKS = {
     "_sc_update": "b24a94705a0b9856",
     "_status_item": "6690d64c59859fc5",
     "_version": "11eb4288513ad8ba",
+    "_vm": "ab831f6f9059fae6",
     "allowed": "106bb214a51587e7",
     "ceph_io": "92156cfa21e74f79",
     "start": "864bc9664256367c",

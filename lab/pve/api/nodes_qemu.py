@@ -37,6 +37,7 @@ from fakepve.lxc import SIZE_UNITS, format_size
 from fakepve.model import PveError, TaskError
 from fakepve.qemu import DRIVE_KEY, NEW_DISK, drives_of, is_cdrom, join_drive, split_drive, volume_ref
 from fakepve.routing import die, ok, param_error
+from fakepve.server import USER
 
 from lab.pve.api.tasks import AFTER, BEFORE, OPS
 from lab.pve.rbdstore import RbdError
@@ -167,6 +168,15 @@ class NodesQemuApi:
             if sid and self.storages.get(sid, {}).get("type") == "rbd":
                 out.add(sid)
         return out
+
+    def _vm(self, request, priv=None):
+        """The VM of a request, after its permission check: PVE's handler checks the method's
+        `permissions` (the privilege on /vms/<vmid>) before its code looks the VM up, so a token
+        without the privilege gets the 403 whether the VM exists or not (fakepve looks first)."""
+        vmid = str(request.match_info.get("vmid", ""))
+        if priv and vmid.isdigit() and int(vmid) >= 100:
+            self.require(request[USER], f"/vms/{int(vmid)}", priv)
+        return super()._vm(request, priv)
 
     def _config_priv(self, key):
         """Qemu.pm $check_vm_modify_config_perm: the privilege a config key needs (drives, serial,
