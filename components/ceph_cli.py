@@ -137,6 +137,8 @@ def mon_command(argv: list[str]) -> str:
 def command_name(argv: list[str]) -> str:
     """A command as messages name it: its first four words (`ceph osd pool create`); the monitor
     read script by the `ceph` commands it asks (`ceph osd pool ls`), not by its JSON."""
+    if argv[-2:-1] == ["--id"]:
+        argv = argv[:-2]  # the cephx id the executor added (ssh.as_ceph_id)
     if argv[:3] == ["python3", "-", MON_READS]:
         prefixes = []
         for command in argv[3:]:

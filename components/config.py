@@ -98,6 +98,16 @@ class SshEndpoint(Model):
     user: UserName = Field(default="root", description="SSH user")
 
 
+class CephAdminSpec(SshEndpoint):
+    """The Ceph admin node: where the program's Ceph commands run, and as which cephx identity."""
+
+    client_id: ClientName = Field(
+        default="admin",
+        description="cephx id the program's Ceph commands use (`ceph --id <id>`, keyring /etc/ceph/ceph.client.<id>.keyring); "
+        "`admin` is the admin keyring, least privilege is a client with the caps of README, Permissions",
+    )
+
+
 class PoolSpec(Model):
     """Runbook 1-2: ``ceph osd pool create rbd-pool 256``; 1-3: ``rbd pool init rbd-pool``."""
 
@@ -141,7 +151,7 @@ class ScrubWindow(Model):
 
 
 class CephSpec(Model):
-    admin: SshEndpoint = Field(description="the Ceph admin node (holds the admin keyring)")
+    admin: CephAdminSpec = Field(description="the Ceph admin node (holds the keyring of ceph.admin.clientId)")
     monitors: list[Host] = Field(min_length=1, description="monitor addresses, as the storage's monhost")
     pool: PoolSpec = PoolSpec()
     client: ClientSpec = ClientSpec()
@@ -251,7 +261,7 @@ class AdoptSpec(Model):
 
 
 # Runbook 8's best practices that `python -m verify` checks, by the names bestPractices.enforce takes.
-BestPractice = Literal["cpuType", "scrubWindow", "watchdog", "mtu", "cephNetworks", "bridge"]
+BestPractice = Literal["cpuType", "scrubWindow", "watchdog", "mtu", "cephNetworks", "bridge", "leastPrivilege"]
 
 
 class BestPracticesSpec(Model):
@@ -261,7 +271,8 @@ class BestPracticesSpec(Model):
         default=[],
         description="best practices whose finding fails `python -m verify` (exit 1) instead of warning: "
         "cpuType (one CPU type across HA VMs), scrubWindow, watchdog (watchdog-mux active), mtu (one MTU on the Ceph network), "
-        "cephNetworks (public and cluster networks set and separate), bridge (Ceph network apart from the VMs' bridge)",
+        "cephNetworks (public and cluster networks set and separate), bridge (Ceph network apart from the VMs' bridge), "
+        "leastPrivilege (the API token holds the role PulumiCephHA on its documented paths and no more)",
     )
 
 

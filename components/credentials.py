@@ -40,18 +40,20 @@ class Credentials:
                 ]
             )
 
-    def connection(self, host: str, port: int, user: str) -> pulumi.Output[dict[str, Any]]:
-        """The secret ``connection`` input of an SSH-backed dynamic resource."""
-        return pulumi.Output.secret(
-            {
-                "host": host,
-                "port": port,
-                "user": user,
-                "privateKey": self.private_key,
-                "knownHosts": self.known_hosts_text,
-                "commandTimeout": self.command_timeout,
-            }
-        )
+    def connection(self, host: str, port: int, user: str, ceph_id: str = "admin") -> pulumi.Output[dict[str, Any]]:
+        """The secret ``connection`` input of an SSH-backed dynamic resource; CEPH_ID, the cephx id
+        of the Ceph commands run there, is left out for admin (a stack's inputs stay as they were)."""
+        props = {
+            "host": host,
+            "port": port,
+            "user": user,
+            "privateKey": self.private_key,
+            "knownHosts": self.known_hosts_text,
+            "commandTimeout": self.command_timeout,
+        }
+        if ceph_id != "admin":
+            props["cephId"] = ceph_id
+        return pulumi.Output.secret(props)
 
 
 def parse_known_hosts(text: str) -> dict[str, dict[str, str]]:

@@ -65,10 +65,7 @@ class Acl:
 
     def command(self, token_id: str) -> str:
         user = token_id.split("!")[0]
-        return (
-            f"pveum acl modify {self.path} --users {user} --tokens {shlex.quote(token_id)} --roles {ROLE}"
-            + ("" if self.propagate else " --propagate 0")
-        )
+        return f"pveum acl modify {self.path} --users {user} --tokens {shlex.quote(token_id)} --roles {ROLE}" + ("" if self.propagate else " --propagate 0")
 
 
 @dataclass(frozen=True)

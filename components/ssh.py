@@ -49,6 +49,7 @@ class Connection:
     private_key: str = field(repr=False)
     known_hosts: str = field(repr=False, default="")
     command_timeout: float = 120  # seconds one command may take (ssh.commandTimeout)
+    ceph_id: str = "admin"  # the cephx id of the Ceph commands run there (ceph.admin.clientId)
 
     @classmethod
     def from_props(cls, props: dict[str, Any]) -> Connection:
@@ -59,11 +60,23 @@ class Connection:
             private_key=str(props["privateKey"]),
             known_hosts=str(props.get("knownHosts", "")),
             command_timeout=float(props.get("commandTimeout") or 120),
+            ceph_id=str(props.get("cephId") or "admin"),
         )
 
     @property
     def where(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
+
+
+CEPH_COMMANDS = ("ceph", "rbd")
+
+
+def as_ceph_id(argv: list[str], ceph_id: str) -> list[str]:
+    """ARGV run as cephx client CEPH_ID: ``--id`` after the words of a ``ceph`` or ``rbd`` command and
+    of the program's librados scripts (``python3 -``, which read it the same way); as it was for admin."""
+    if ceph_id == "admin" or not argv or not (argv[0] in CEPH_COMMANDS or argv[:2] == ["python3", "-"]):
+        return argv
+    return [*argv, "--id", ceph_id]
 
 
 class Executor(Protocol):
@@ -275,12 +288,13 @@ class SshExecutor:
 
     def read(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None, fresh: bool = False) -> Result:
         """A command that changes nothing: asked once per run (:data:`MEMO`), or again when ``fresh``."""
+        argv = as_ceph_id(argv, self.connection.ceph_id)
         return MEMO.ask(self._host, render(argv), stdin, lambda: self._run(argv, stdin, timeout, shared=MEMO.enabled), fresh)
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> Result:
         """Run ``argv``, which may change the host: the run's kept answers of that host are forgotten."""
         MEMO.forget(self._host)
-        return self._run(argv, stdin, timeout)
+        return self._run(as_ceph_id(argv, self.connection.ceph_id), stdin, timeout)
 
     def _channel(self, command: str, limit: float, shared: bool) -> tuple[paramiko.SSHClient, bool, Any]:
         """A connection and the command's channels on it; ``shared``: on the host's kept connection
@@ -352,5 +366,10 @@ def check(result: Result, what: str, *, secret_output: bool = False) -> Result:
     """Raise a :class:`RemoteError` naming ``what`` when the command failed."""
     if result.exit_status != 0:
         detail = "" if secret_output else (result.stderr.strip() or result.stdout.strip())[-600:]
-        raise RemoteError(f"{what} failed (exit {result.exit_status})" + (f": {detail}" if detail else ""))
+        hint = ""
+        if result.exit_status == 13 and what.split(" ", 1)[0] in CEPH_COMMANDS and "EACCES" in result.stderr:
+            from components.ceph_rights import denied_hint
+
+            hint = denied_hint(what)
+        raise RemoteError(f"{what} failed (exit {result.exit_status})" + (f": {detail}" if detail else "") + hint)
     return result

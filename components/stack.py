@@ -67,9 +67,11 @@ def declared_objects(config: StackConfig) -> list[dict[str, Any]]:
 
 def rights_input(config: StackConfig) -> dict[str, Any]:
     """What the token's rights check needs (components/pve_rights.py): the token's id (not its
-    secret), the storage, and each VM's id, name, bridge, ISO and HA flag."""
+    secret), the storage, and each VM's id, name, bridge, ISO and HA flag; and the cephx id of the
+    program's Ceph commands (the policy pack reads both identities here)."""
     return {
         "tokenId": config.proxmox_api_token.get_secret_value().split("=", 1)[0],
+        "cephId": config.ceph.admin.client_id,
         "storageId": config.storage.id,
         "vms": [{"id": vm.id, "name": vm.name, "bridge": vm.bridge, "iso": vm.iso or "", "ha": vm.ha} for vm in config.vms],
     }
@@ -84,7 +86,7 @@ class PveCephHa(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         ceph = config.ceph
         admin = ceph.admin
-        admin_ssh = credentials.connection(admin.host, admin.port, admin.user)
+        admin_ssh = credentials.connection(admin.host, admin.port, admin.user, ceph_id=admin.client_id)
         node_ssh = {node.name: credentials.connection(node.address, node.ssh_port, config.proxmox.ssh_user) for node in config.proxmox.nodes}
         token = pulumi.Output.secret(config.proxmox_api_token.get_secret_value())
         addresses = [node.address for node in config.proxmox.nodes]

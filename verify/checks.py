@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from components import ceph_cli, ceph_common, ha_preflight
+from components import ceph_cli, ceph_common, ha_preflight, pve_rights
 from components.ceph_cli import Caps, normalise_caps
 from components.ceph_health import PEERING, STATUS_ARGV, CephHealth, Clock, SystemClock, settle
 from components.config import BestPractice, StackConfig
@@ -655,3 +655,24 @@ def bridge(ctx: Context, f: Finding) -> None:
             seen.append(f"{host} {dev}")
     f.summary = "Ceph via " + (", ".join(seen) or "no node apart") + "".join(f"; {n}" for n in notes)
     f.fix = "give Ceph its own interface (or VLAN) on every node, not a port of the VMs' bridge, in /etc/network/interfaces"
+
+
+def _vm_rights(ctx: Context) -> list[pve_rights.VmRights]:
+    return [pve_rights.VmRights(vm.id, vm.name, vm.bridge, vm.iso, vm.ha) for vm in ctx.config.vms]
+
+
+@check("pve-rights", "8", f"the API token holds the role {pve_rights.ROLE} on its paths and no more (README, Permissions)", best_practice="leastPrivilege")
+def pve_rights_held(ctx: Context, f: Finding) -> None:
+    """GET /access/permissions (the token's own, read-only): what the program needs and lacks, and what it holds beyond the role."""
+    effective = ctx.api("access/permissions")
+    token_id = ctx.config.proxmox_api_token.get_secret_value().split("=", 1)[0]
+    vms = _vm_rights(ctx)
+    lacking = pve_rights.missing(effective, pve_rights.needed(ctx.storage, vms))
+    if lacking:
+        f.problems.append(pve_rights.describe_missing(lacking, token_id, effective))
+    extra = pve_rights.excess(effective, ctx.storage, vms)
+    if extra:
+        shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
+        f.problems.append(f"the stack's token {token_id} has {shown}, which the program does not need")
+    f.summary = f"{token_id}: " + ("what the program needs" if not lacking else f"{len(lacking)} rights missing") + (f", {len(extra)} beyond the role" if extra else ", nothing more")
+    f.fix = "give the stack a privilege-separated token with only the role on its paths: " + "; ".join(pve_rights.setup_commands(token_id, ctx.storage, vms))

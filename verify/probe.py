@@ -76,11 +76,11 @@ class Live:
         self.timeout = timeout
         self.token = target.token
 
-        def connection(host: str, port: int, user: str) -> Connection:
-            return Connection(host, port, user, secrets.private_key, secrets.known_hosts_text, command_timeout=timeout)
+        def connection(host: str, port: int, user: str, ceph_id: str = "admin") -> Connection:
+            return Connection(host, port, user, secrets.private_key, secrets.known_hosts_text, command_timeout=timeout, ceph_id=ceph_id)
 
         admin = config.ceph.admin
-        self.hosts = {ADMIN: connection(admin.host, admin.port, admin.user)}
+        self.hosts = {ADMIN: connection(admin.host, admin.port, admin.user, admin.client_id)}
         for node in config.proxmox.nodes:
             self.hosts[node.name] = connection(node.address, node.ssh_port, config.proxmox.ssh_user)
         # one SSH connection per host for the whole run, each command on a channel of it

@@ -21,7 +21,8 @@ def ask(words, command):
     """The monitors' answer to COMMAND (the `ceph WORDS` CLI call), or exit 1 naming it as the CLI would fail."""
     global CLUSTER
     if CLUSTER is None:
-        CLUSTER = rados.Rados(conffile="")  # "": the default search, $CEPH_CONF first, client.admin: as the CLI
+        # "": the default search, $CEPH_CONF first; client.admin unless `--id ID` ends the arguments: as the CLI
+        CLUSTER = rados.Rados(conffile="", name=f"client.{ID}" if ID else None)
         CLUSTER.connect()
     ret, out, err = CLUSTER.mon_command(json.dumps(command), b"")
     if ret != 0:
@@ -50,8 +51,11 @@ def only_about(check, pool):
     return bool(named) and all(f" pool '{pool}'" in message for message in named)
 
 
+ARGS, ID = (sys.argv[:-2], sys.argv[-1]) if sys.argv[-2:-1] == ["--id"] else (sys.argv, None)
+
+
 def main():
-    pool, pg_num, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    pool, pg_num, size = ARGS[1], int(ARGS[2]), int(ARGS[3])
     problems = []
     status = ceph("status")
     health = status["health"]["status"]

@@ -16,6 +16,7 @@ from pveceph_policy.resources import (
     UNKNOWN,
     Res,
     ha_vm_id,
+    identities,
     is_ceph_client,
     is_ha_resource,
     is_rbd_storage,
@@ -236,4 +237,29 @@ def rbd_storage_content(storage: Res) -> list[str]:
     return [
         f"storage {storage.get('storageId')} has content '{','.join(sorted(items))}' without images (Disk image): "
         "VM disks cannot be put on it. Include images in storage.content (runbook 2-3: Content Disk image)."
+    ]
+
+
+def pve_token_not_root(owners: Res) -> list[str]:
+    """The stack's PVE API token is not a root@pam token (every right on the cluster)."""
+    token = (identities(owners) or {}).get("tokenId")
+    if not known(token) or not isinstance(token, str) or not token.startswith("root@pam!"):
+        return []
+    return [
+        f"the stack's API token {token} is a root@pam token: it holds every right on the cluster. "
+        f"Give the stack a privilege-separated token with the role PulumiCephHA on its paths (README, Permissions)."
+    ]
+
+
+def ceph_identity_not_admin(owners: Res) -> list[str]:
+    """The program's Ceph commands do not run as client.admin."""
+    found = identities(owners)
+    if found is None:
+        return []
+    ceph_id = found.get("cephId", "admin")
+    if not known(ceph_id) or ceph_id != "admin":
+        return []
+    return [
+        "the program's Ceph commands run with the admin keyring (client.admin): every cap on the cluster. "
+        "Give them a client with only the caps they need and set ceph.admin.clientId (README, Permissions)."
     ]

@@ -30,6 +30,8 @@ VMS_HA_MANAGED = "vms-ha-managed-unless-no-ha"
 CEPHX_CAPS = "cephx-client-caps-profile-rbd"
 HA_MAX_RESTART = "ha-max-restart-at-least-one"
 RBD_CONTENT = "rbd-storage-content-images"
+PVE_TOKEN = "pve-token-not-root"
+CEPH_IDENTITY = "ceph-identity-not-admin"
 
 ResourceCheck = Callable[[Res], list[str]]
 StackCheck = Callable[[Sequence[Res]], list[checks.Violation]]
@@ -93,5 +95,17 @@ POLICIES: list[Policy] = [
         "The RBD storage's content includes images (Disk image), so VM disks can live on it (runbook 2-3).",
         MANDATORY,
         checks.rbd_storage_content,
+    ),
+    resource_policy(
+        PVE_TOKEN,
+        "The stack's PVE API token is not a root@pam token: a privilege-separated token with the role PulumiCephHA (README, Permissions).",
+        ADVISORY,
+        checks.pve_token_not_root,
+    ),
+    resource_policy(
+        CEPH_IDENTITY,
+        "The program's Ceph commands do not run as client.admin: ceph.admin.clientId names a client with the documented caps (README, Permissions).",
+        ADVISORY,
+        checks.ceph_identity_not_admin,
     ),
 ]

@@ -26,6 +26,7 @@ RBD_STORAGE_TYPES = frozenset({"pulumi-python:dynamic/pveceph:RbdStorage", DYNAM
 CEPH_CLIENT_TYPES = frozenset({"pulumi-python:dynamic/pveceph:CephClient", DYNAMIC})
 RBD_STORAGE_INPUTS = frozenset({"storageId", "monhost"})
 CEPH_CLIENT_INPUTS = frozenset({"caps", "name"})
+OWNERS_TYPES = frozenset({"pulumi-python:dynamic/pveceph:Owners"})
 
 
 class _Unknown:
@@ -97,6 +98,12 @@ def is_rbd_storage(res: Res) -> bool:
 
 def is_ceph_client(res: Res) -> bool:
     return res.type in CEPH_CLIENT_TYPES and res.props.keys() >= CEPH_CLIENT_INPUTS
+
+
+def identities(res: Res) -> Mapping[str, Any] | None:
+    """The identities the program acts as (the owner check's ``rights``: tokenId, cephId), or None."""
+    rights = res.get("rights") if res.type in OWNERS_TYPES else None
+    return rights if isinstance(rights, Mapping) else None
 
 
 def whole_number(value: Any) -> int | None:

@@ -8,11 +8,13 @@ import pytest
 from pulumi_policy import EnforcementLevel
 from pveceph_policy import pack
 from pveceph_policy.pack import (
+    CEPH_IDENTITY,
     CEPHX_CAPS,
     DISK_SETTINGS,
     HA_CPU_TYPE,
     HA_DISKS_ON_RBD,
     HA_MAX_RESTART,
+    PVE_TOKEN,
     RBD_CONTENT,
     VMS_HA_MANAGED,
 )
@@ -34,6 +36,8 @@ def test_each_policy_has_a_unique_name_a_description_and_the_issues_enforcement_
         CEPHX_CAPS: EnforcementLevel.MANDATORY,
         HA_MAX_RESTART: EnforcementLevel.MANDATORY,
         RBD_CONTENT: EnforcementLevel.MANDATORY,
+        PVE_TOKEN: EnforcementLevel.ADVISORY,
+        CEPH_IDENTITY: EnforcementLevel.ADVISORY,
     }
     assert len(pack.POLICIES) == len(levels)
     assert all(len(policy.description) > 30 for policy in pack.POLICIES)

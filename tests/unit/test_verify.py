@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from components import pve_rights
 from components.config import validate
 from components.ssh import RemoteError, Result, Unreachable, render
 from tests.unit.fake_ceph import FakeClock
@@ -38,8 +39,24 @@ RAW: dict[str, Any] = {
     },
     "vms": [{"id": 101, "name": "vm101", "node": "pve-node1", "affinity": "pair"}, {"id": 102, "name": "vm102", "node": "pve-node2"}],
     "ha": {"affinities": [{"name": "pair", "nodes": {"pve-node1": 2, "pve-node2": 1}, "strict": True}]},
-    "proxmoxApiToken": "root@pam!pulumi=00000000-0000-0000-0000-000000000000",
+    "proxmoxApiToken": "pulumi@pve!ha=00000000-0000-0000-0000-000000000000",
 }
+
+
+def test_a_token_with_more_than_the_role_is_a_warning_naming_what_it_need_not_have() -> None:
+    everything = dict.fromkeys([*pve_rights.ROLE_PRIVILEGES, "Sys.Modify", "Permissions.Modify"], 1)
+    f = run(api={"access/permissions": {"/": everything, "/nodes": everything}})["pve-rights"]
+    assert f.status == "warn", f
+    assert "has Permissions.Modify on /, Sys.Modify on /, " in f.problems[0] and f.problems[0].endswith("which the program does not need")
+    assert "pveum role add PulumiCephHA" in (f.fix or "")
+
+
+def test_a_token_lacking_a_right_names_it_and_the_command() -> None:
+    held = copy.deepcopy(healthy()[1]["access/permissions"])
+    del held["/vms/102"]
+    f = run(api={"access/permissions": held})["pve-rights"]
+    assert f.status == "warn" and "lacks VM.Allocate on /vms/102" in f.problems[0]
+    assert "pveum acl modify /vms/102 --users pulumi@pve --tokens 'pulumi@pve!ha' --roles PulumiCephHA" in f.problems[0]
 
 
 def ok(stdout: Any = "", exit_status: int = 0, stderr: str = "") -> Result:
@@ -121,6 +138,10 @@ def healthy() -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
     }
     for node in NODES:
         api[f"nodes/{node}/storage/ceph-rbd/status"] = {"active": 1, "enabled": 1, "shared": 1, "type": "rbd"}
+    role = dict.fromkeys(pve_rights.ROLE_PRIVILEGES, 1)
+    # GET /access/permissions of a token with the documented ACLs (README, Permissions)
+    api["access/permissions"] = {"/": dict.fromkeys(pve_rights.ROLE_PRIVILEGES, 0), "/storage": role, "/vms/101": role, "/vms/102": role}
+    api["access/permissions"]["/sdn/zones/localnetwork/vmbr0"] = role
     return ssh, api
 
 
