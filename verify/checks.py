@@ -674,5 +674,9 @@ def pve_rights_held(ctx: Context, f: Finding) -> None:
     if extra:
         shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
         f.problems.append(f"the stack's token {token_id} has {shown}, which the program does not need")
-    f.summary = f"{token_id}: " + ("what the program needs" if not lacking else f"{len(lacking)} rights missing") + (f", {len(extra)} beyond the role" if extra else ", nothing more")
+    f.summary = (
+        f"{token_id}: "
+        + ("what the program needs" if not lacking else f"{len(lacking)} rights missing")
+        + (f", {len(extra)} beyond the role" if extra else ", nothing more")
+    )
     f.fix = "give the stack a privilege-separated token with only the role on its paths: " + "; ".join(pve_rights.setup_commands(token_id, ctx.storage, vms))

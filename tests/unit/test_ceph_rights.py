@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components import ceph_cli, ceph_rights
-from components.ssh import Result, RemoteError, as_ceph_id, check
+from components.ssh import RemoteError, Result, as_ceph_id, check
 
 
 def test_the_caps_name_the_stacks_pool_client_and_scrub_options():
