@@ -386,8 +386,31 @@ def up(log: Callable[[str], None] = say) -> dict[str, Any]:
         _parallel([config_db, *(osd(i) for i in OSDS)])
     with step("HEALTH_OK, all PGs active+clean", log):
         s = wait_healthy()
+    with step(f"client.{PROGRAM_ID}: the lab stack's Ceph identity (README, Permissions)", log):
+        program_identity()
     log(f"  ceph: {s['health']['status']}, {s['pgmap']['num_pgs']} PGs active+clean, {time.monotonic() - t0:.1f}s")
     return info()
+
+
+# The lab stack's Ceph identity (Pulumi.lab.yaml ceph.admin.clientId): the documented caps for its
+# pool and client, its keyring where the admin node's ceph.conf looks ([client] keyring).
+PROGRAM_ID = "pulumi"
+
+
+def program_identity() -> None:
+    """`ceph auth get-or-create` with the caps components/ceph_rights.py documents for the lab
+    stack's names (the caps set again when the entity exists), its keyring written."""
+    from components import ceph_rights
+
+    caps = ceph_rights.program_caps("rbd-pool", "proxmox", scrub_window=True)
+    keyring = paths.CEPH / f"ceph.client.{PROGRAM_ID}.keyring"
+    try:
+        ceph("auth", "get", f"client.{PROGRAM_ID}")
+    except LabError:
+        pass
+    else:
+        ceph("auth", "caps", f"client.{PROGRAM_ID}", "mon", caps["mon"], "osd", caps["osd"])
+    _write(keyring, ceph("auth", "get-or-create", f"client.{PROGRAM_ID}", "mon", caps["mon"], "osd", caps["osd"]), 0o600)
 
 
 def info() -> dict[str, Any]:
@@ -399,6 +422,7 @@ def info() -> dict[str, Any]:
         "conf": str(paths.CEPH_CONF),
         "admin_keyring": str(paths.CEPH_ADMIN_KEYRING),
         "admin_user": "admin",
+        "program_id": PROGRAM_ID,
         "admin_host": ADMIN_HOST,
         "public_network": PUBLIC_NETWORK,
         "cluster_network": CLUSTER_NETWORK,

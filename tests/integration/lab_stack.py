@@ -60,6 +60,9 @@ class LabStack:
         self.lab = lab_state
         self.work = project_copy(tmp / "project", program)
         self.config = copy.deepcopy(base_config())
+        # the lab's client.pulumi has caps for the lab stack's pool and client only; a test stack
+        # has names of its own, so its Ceph commands run as client.admin unless its EDIT says otherwise
+        self.config["ceph"]["admin"]["clientId"] = "admin"
         if edit is not None:
             edit(self.config)
         self.env = engine_env(tmp / "state")
