@@ -39,6 +39,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from components import pve_rights
 from components.dynamic import OperatorError, has_unknowns
 from components.graph import child_options
 
@@ -158,9 +159,8 @@ def not_on_this_version(exc: Exception) -> bool:
     return getattr(exc, "status_code", None) == 501 or "not implemented" in text or "migrated to rules" in text
 
 
-def rights_problem(api: Any, rights: dict[str, Any]) -> str | None:
-    """The token's missing rights for RIGHTS (tokenId, storageId, vms), or None."""
-    from components import pve_rights
+def rights_problem(api: Any, rights: dict[str, Any], only: tuple[str, ...] = ()) -> str | None:
+    """The token's missing rights for RIGHTS (tokenId, storageId, vms), or None; ONLY: of these privileges."""
     from components.pve_api import api_errors, reason
 
     try:
@@ -170,7 +170,7 @@ def rights_problem(api: Any, rights: dict[str, Any]) -> str | None:
     if not isinstance(effective, dict):
         return None  # not PVE's answer: the calls themselves will say
     vms = [pve_rights.VmRights(int(v["id"]), v["name"], v["bridge"], v.get("iso") or None, bool(v["ha"])) for v in rights.get("vms") or []]
-    lacking = pve_rights.missing(effective, pve_rights.needed(rights["storageId"], vms))
+    lacking = [n for n in pve_rights.missing(effective, pve_rights.needed(rights["storageId"], vms)) if not only or n.privilege in only]
     if not lacking:
         return None
     return pve_rights.describe_missing(lacking, rights["tokenId"], effective)
@@ -219,7 +219,18 @@ class OwnersProvider(ResourceProvider):
         return CreateResult(id_=ID, outs=self.outputs(props))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_=id_, outs=props)  # a check is not a state
+        # A check is not a state. A refresh reads the stack's objects before Check runs; a token
+        # that may not read them fails the refresh with PVE's 403, so the privileges reads need
+        # are checked here too, naming the `pveum` command (the others wait for Check: a refresh
+        # that starts `pulumi destroy` must not need them).
+        rights = props.get("rights")
+        if rights and props.get("api"):
+            from components.pve_api import connect
+
+            problem = rights_problem(connect(props["api"]), rights, only=pve_rights.READ_PRIVILEGES)
+            if problem:
+                raise OperatorError(f"rights: {problem}; nothing was changed")
+        return ReadResult(id_=id_, outs=props)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         changed = [key for key in ("objects", "owner") if olds.get(key) != news.get(key)]

@@ -120,5 +120,9 @@ def reason(exc: Exception) -> str:
         detail = exc.content or exc.status_message
         if exc.errors:
             detail = f"{detail} {exc.errors}"
+        if exc.status_code == 403:
+            from components.pve_rights import refused_hint
+
+            detail = f"{detail}{refused_hint(str(detail))}"
         return f"{exc.status_code} {detail}".strip()
     return f"{type(exc).__name__}: {exc}"

@@ -24,6 +24,7 @@ what the token holds beyond the role on its paths (verify warns of it). Pure: no
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -154,6 +155,23 @@ def grant_command(need: Need, token_id: str, effective: Effective) -> str:
     return need.acl.command(token_id)
 
 
+REFUSED = re.compile(r"Permission check failed \((/[^,)]*), ([A-Za-z.|]+)\)")
+# What a refresh reads (the HA resources, the VMs, the storage's definition): without them the
+# refresh itself is refused, before the program's Check runs.
+READ_PRIVILEGES = ("Sys.Audit", "VM.Audit", "Datastore.Allocate")
+
+
+def refused_hint(message: str) -> str:
+    """For PVE's 403 `Permission check failed (<path>, <privilege>)`: the command that grants it."""
+    found = REFUSED.search(message)
+    if not found:
+        return ""
+    path, privilege = found.group(1), found.group(2).split("|")[0]
+    if privilege not in ROLE_PRIVILEGES:
+        return f" (the role {ROLE} does not grant {privilege}: README, Permissions)"
+    return f"; grant it: pveum role modify {ROLE} --append 1 --privs {privilege}, or the ACL on {path} (README, Permissions)"
+
+
 def missing(effective: Effective, needs: Iterable[Need]) -> list[Need]:
     return [n for n in needs if not any(held(effective, n.path, p) for p in (n.privilege, *n.alternatives))]
 
@@ -192,6 +210,24 @@ def excess(effective: Effective, storage_id: str, vms: Sequence[VmRights]) -> li
         if path == "/":
             out += [f"{p} on / propagated to every path" for p in sorted(privileges) if p in ROLE_PRIVILEGES and str(privileges[p]) not in ("0", "False")]
     return out
+
+
+# The rights that matter most when a token has too many: named first.
+WEIGHTY = ("Permissions.Modify", "Sys.Modify", "Sys.PowerMgmt", "User.Modify", "Realm.Allocate", "Realm.AllocateUser", "Sys.Console", "VM.Allocate")
+
+
+def describe_excess(extra: Sequence[str], token_id: str) -> str:
+    """EXCESS's findings ("<privilege> on <path>") as one sentence, by path ("/" first), the weightiest privileges first."""
+    by_path: dict[str, list[str]] = {}
+    for item in extra:
+        privilege, _, path = item.partition(" on ")
+        by_path.setdefault(path, []).append(privilege)
+    parts = []
+    for path in sorted(by_path, key=lambda p: (p != "/" and not p.startswith("/ "), p)):
+        privileges = sorted(by_path[path], key=lambda p: (WEIGHTY.index(p) if p in WEIGHTY else len(WEIGHTY), p))
+        shown = ", ".join(privileges[:5]) + (f" and {len(privileges) - 5} more" if len(privileges) > 5 else "")
+        parts.append(f"{shown} on {path}")
+    return f"the stack's token {token_id} has " + "; ".join(parts) + ", which the program does not need"
 
 
 def setup_commands(token_id: str, storage_id: str, vms: Sequence[VmRights]) -> list[str]:

@@ -672,8 +672,7 @@ def pve_rights_held(ctx: Context, f: Finding) -> None:
         f.problems.append(pve_rights.describe_missing(lacking, token_id, effective))
     extra = pve_rights.excess(effective, ctx.storage, vms)
     if extra:
-        shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
-        f.problems.append(f"the stack's token {token_id} has {shown}, which the program does not need")
+        f.problems.append(pve_rights.describe_excess(extra, token_id))
     f.summary = (
         f"{token_id}: "
         + ("what the program needs" if not lacking else f"{len(lacking)} rights missing")

@@ -25,7 +25,7 @@ from tests.integration.lab_stack import LabStack, admin, api, forget_stack, name
 
 PREFIX, VM = "vfy", 481
 POOL, STORAGE, CLIENT, SID = f"{PREFIX}-pool", f"{PREFIX}-rbd", PREFIX, f"vm:{VM}"
-CHECKS = 17
+CHECKS = 18
 NODES = ("pve-node1", "pve-node2", "pve-node3")
 
 

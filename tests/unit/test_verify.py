@@ -47,7 +47,9 @@ def test_a_token_with_more_than_the_role_is_a_warning_naming_what_it_need_not_ha
     everything = dict.fromkeys([*pve_rights.ROLE_PRIVILEGES, "Sys.Modify", "Permissions.Modify"], 1)
     f = run(api={"access/permissions": {"/": everything, "/nodes": everything}})["pve-rights"]
     assert f.status == "warn", f
-    assert "has Permissions.Modify on /, Sys.Modify on /, " in f.problems[0] and f.problems[0].endswith("which the program does not need")
+    assert f.problems[0].startswith("the stack's token pulumi@pve!ha has Permissions.Modify, Sys.Modify on /; Sys.Console, VM.Allocate, ")
+    assert " on / propagated to every path;" in f.problems[0]
+    assert "on /nodes" in f.problems[0] and f.problems[0].endswith("which the program does not need")
     assert "pveum role add PulumiCephHA" in (f.fix or "")
 
 
