@@ -73,10 +73,13 @@ def lab_secrets(ledger: Path | None) -> dict[str, list[bytes]]:
     key_lines = Path(state["ssh"]["private_key_path"]).read_text().splitlines()[1:-1]
     common = shared_key_lines(str(state["ssh"]["public_key"]).split()[0])
     cephx = [str(entry["key"]) for entry in json.loads(sshd.shell("ceph-admin", "ceph auth ls -f json"))["auth_dump"] if entry.get("key")]
+    tokens = [state["pve"]["token_secret"], *([state["pve"]["stack_token_secret"]] if state["pve"].get("stack_token_secret") else [])]
     if ledger is not None and ledger.exists():
-        cephx += ledger.read_text().split()
+        for line in ledger.read_text().splitlines():
+            kind, _, value = line.rpartition("\t")  # "<key>" (a cephx key) or "pve-token\t<secret>"
+            (tokens if kind == "pve-token" else cephx).append(value.strip())
     found = {
-        "PVE API token": [state["pve"]["token_secret"]],
+        "PVE API token": [t for t in tokens if t],
         "PVE root password": [state["pve"]["password"]] if state["pve"].get("password") else [],
         # the key's base64 body line by line (any one would leak it; short tails could match by chance)
         "SSH private key": [line for line in key_lines if len(line) >= 40 and line not in common],

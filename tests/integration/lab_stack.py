@@ -318,10 +318,14 @@ LEDGER = ROOT / ".test-logs" / "cephx-keys"
 
 def remember_key(client: str) -> None:
     """Note a test client's key before it is deleted, for the secrets audit of the test logs (tools/audit_secrets.py)."""
-    key = json.loads(admin(f"ceph auth get client.{client} -f json"))[0]["key"]
+    remember_secret(json.loads(admin(f"ceph auth get client.{client} -f json"))[0]["key"])
+
+
+def remember_secret(value: str, kind: str = "") -> None:
+    """Note a secret a test made (a cephx key; KIND pve-token: an API token's secret) for the secrets audit."""
     LEDGER.parent.mkdir(exist_ok=True)
     with LEDGER.open("a", encoding="utf-8") as ledger:
-        ledger.write(f"{key}\n")
+        ledger.write(f"{kind}\t{value}\n" if kind else f"{value}\n")
 
 
 def forget(prefix: str) -> None:

@@ -28,7 +28,7 @@ import pytest
 from pulumi import automation as auto
 
 from components import ceph_rights, pve_rights
-from tests.integration.lab_stack import LabStack, admin, api, changes, leftovers, names, remember_key
+from tests.integration.lab_stack import LabStack, admin, api, changes, leftovers, names, remember_key, remember_secret
 from tests.integration.shared_lab import own_corner
 
 PREFIX, VMID = "perm", 430
@@ -72,6 +72,7 @@ def stack(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         if TOKEN_NAME in {t["tokenid"] for u in root.access.users.get() if u["userid"] == USER for t in u.get("tokens", [])}:
             root.access.users(USER).token(TOKEN_NAME).delete()
         secret = root.access.users(USER).token(TOKEN_NAME).post(privsep=1)["value"]
+        remember_secret(secret, "pve-token")
         for acl in pve_rights.acls(STORAGE, vm_rights()):
             grant(acl.path, acl.propagate)
         # Ceph: the identity and its keyring where the admin node's ceph.conf looks for it
