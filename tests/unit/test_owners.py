@@ -109,3 +109,44 @@ def test_an_ha_api_this_pve_version_lacks_is_no_objects_of_that_kind() -> None:
     assert not_on_this_version(ResourceException(501, "Not Implemented", "Method 'GET /cluster/ha/rules' not implemented"))
     assert not_on_this_version(ResourceException(500, "Internal Server Error", "ha groups have been migrated to rules"))
     assert not not_on_this_version(ResourceException(403, "Forbidden", "Permission check failed (/, Sys.Audit)"))
+
+
+class FakeApi:
+    """`api(path).get()` answering GET /access/permissions with HELD."""
+
+    def __init__(self, held: dict[str, dict[str, int]]) -> None:
+        self.held = held
+
+    def __call__(self, path: str) -> Any:
+        assert path == "access/permissions", path
+        return self
+
+    def get(self, **_: Any) -> dict[str, dict[str, int]]:
+        return self.held
+
+
+RIGHTS = {
+    "tokenId": "pulumi@pve!ha",
+    "cephId": "pulumi",
+    "storageId": "ceph-rbd",
+    "vms": [{"id": 101, "name": "vm101", "bridge": "vmbr0", "iso": "", "ha": True}],
+}
+
+
+def documented_rights(drop: str = "") -> dict[str, dict[str, int]]:
+    from components.pve_rights import ROLE_PRIVILEGES
+
+    role = {p: 1 for p in ROLE_PRIVILEGES if p != drop}
+    return {"/": {p: 0 for p in role}, "/storage": role, "/vms/101": role, "/sdn/zones/localnetwork/vmbr0": role}
+
+
+def test_the_rights_check_names_what_is_missing_and_reads_only_what_a_refresh_needs() -> None:
+    from components.owners import rights_problem
+    from components.pve_rights import READ_PRIVILEGES
+
+    assert rights_problem(FakeApi(documented_rights()), RIGHTS) is None
+    problem = rights_problem(FakeApi(documented_rights("VM.Config.HWType")), RIGHTS)
+    assert problem and "lacks VM.Config.HWType on /vms/101" in problem and "pveum role modify PulumiCephHA --append 1 --privs VM.Config.HWType" in problem
+    # the refresh's Read checks only what reading needs: a missing write right waits for Check
+    assert rights_problem(FakeApi(documented_rights("VM.Config.HWType")), RIGHTS, only=READ_PRIVILEGES) is None
+    assert "lacks VM.Audit" in (rights_problem(FakeApi(documented_rights("VM.Audit")), RIGHTS, only=READ_PRIVILEGES) or "")
