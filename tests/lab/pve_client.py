@@ -54,6 +54,19 @@ class Api:
         self.s.headers["Authorization"] = f"PVEAPIToken={pve['token_id']}={pve['token_secret']}"
         self.timeout = timeout
 
+    @classmethod
+    def root_login(cls, pve: dict, node: str = "pve-node1") -> Api:
+        """root@pam with a password ticket: PVE's superuser. An API token, root's included, is not
+        root@pam: only root@pam may set a config key in no privilege table, such as `lock`
+        (qemu-server API2/Qemu.pm $check_vm_modify_config_perm)."""
+        api = cls(pve, node)
+        del api.s.headers["Authorization"]
+        answer = api.s.post(api.base + "/access/ticket", data={"username": "root@pam", "password": pve["password"]}, verify=api.ca, timeout=api.timeout)
+        data = answer.json()["data"]
+        api.s.cookies.set("PVEAuthCookie", data["ticket"])
+        api.s.headers["CSRFPreventionToken"] = data["CSRFPreventionToken"]
+        return api
+
     def req(self, method: str, path: str, **params):
         kw = {"params": params} if method in ("GET", "DELETE") else {"data": params}
         return self.s.request(method, self.base + path, timeout=self.timeout, verify=self.ca, **kw)

@@ -103,7 +103,7 @@ def test_fence_recovery_keeps_a_create_lock_and_the_start_fails_into_error(lab_e
     api = Api(lab_env["pve"], "pve-node2")
     victim = next(n for n in ("pve-node1", "pve-node3") if n != ctl.status()["master"])
     vms(925, node=victim)
-    api.ok("PUT", f"/nodes/{victim}/qemu/925/config", lock="create")
+    Api.root_login(lab_env["pve"], "pve-node2").ok("PUT", f"/nodes/{victim}/qemu/925/config", lock="create")
     api.ok("POST", "/cluster/ha/resources", sid="vm:925", state="stopped", max_restart=1, max_relocate=1)
     poll("vm:925 stopped", lambda: service(api, "vm:925")["status"] == f"vm:925 ({victim}, stopped)", 30)
     ctl.fault(victim, "poweroff")
@@ -119,7 +119,7 @@ def test_fence_recovery_removes_a_leftover_backup_lock(lab_env, ctl, vms):
     api = Api(lab_env["pve"], "pve-node2")
     victim = next(n for n in ("pve-node1", "pve-node3") if n != ctl.status()["master"])
     vms(926, node=victim)
-    api.ok("PUT", f"/nodes/{victim}/qemu/926/config", lock="backup")
+    Api.root_login(lab_env["pve"], "pve-node2").ok("PUT", f"/nodes/{victim}/qemu/926/config", lock="backup")
     api.ok("POST", "/cluster/ha/resources", sid="vm:926", state="stopped")
     poll("vm:926 stopped", lambda: service(api, "vm:926")["status"] == f"vm:926 ({victim}, stopped)", 30)
     ctl.fault(victim, "poweroff")
@@ -136,9 +136,11 @@ def test_start_of_a_locked_vm_with_skiplock_needs_root(lab_env, vms):
     API2/Qemu.pm vm_start gives to root@pam alone (an API token is not root@pam)."""
     api = Api(lab_env["pve"], "pve-node1")
     vms(927, node="pve-node1")
-    api.ok("PUT", "/nodes/pve-node1/qemu/927/config", lock="create")
+    root = Api.root_login(lab_env["pve"])
+    assert api.err("PUT", "/nodes/pve-node1/qemu/927/config", lock="create") == (500, "only root can set 'lock' config")
+    root.ok("PUT", "/nodes/pve-node1/qemu/927/config", lock="create")
     status, log = api.wait_task(api.ok("POST", "/nodes/pve-node1/qemu/927/status/start"))
     assert status == "VM is locked (create)", log
     code, message = api.err("POST", "/nodes/pve-node1/qemu/927/status/start", skiplock=1)
     assert code == 400 and "Only root may use this option." in api.req("POST", "/nodes/pve-node1/qemu/927/status/start", skiplock=1).text
-    api.ok("PUT", "/nodes/pve-node1/qemu/927/config", delete="lock")
+    root.ok("PUT", "/nodes/pve-node1/qemu/927/config", delete="lock")

@@ -90,6 +90,18 @@ _OPTION_PRIVS = {
 }
 
 
+@contextlib.contextmanager
+def root_only_is_a_die():
+    """`only root can set '<key>' config` is a plain die in $check_vm_modify_config_perm: PVE answers
+    it 500 (fakepve: 403)."""
+    try:
+        yield
+    except PveError as exc:
+        if exc.status == 403 and str(exc.message).startswith("only root can set "):
+            raise PveError(500, exc.message) from None
+        raise
+
+
 def bridge_paths(params: dict[str, Any]) -> list[str]:
     """check_bridge_access: the SDN path each NIC's bridge (and VLAN tag) needs SDN.Use on."""
     out = []
@@ -237,7 +249,8 @@ class NodesQemuApi:
 
         token = AFTER.set([after])
         try:
-            return await super()._qm_create(v, user)
+            with root_only_is_a_die():
+                return await super()._qm_create(v, user)
         finally:
             AFTER.reset(token)
 
@@ -346,7 +359,8 @@ class NodesQemuApi:
                 raise die(str(exc)) from None
             props["size"] = format_size(size)
             p[key] = join_drive(volid, props)
-        return await super()._apply_config(vm, user, p)
+        with root_only_is_a_die():
+            return await super()._apply_config(vm, user, p)
 
     # ------------------------------------------------------------------ routes fakepve lacks
 
