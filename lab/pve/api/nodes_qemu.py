@@ -20,7 +20,11 @@ qemu-server src/PVE/API2/Qemu.pm) with what the lab adds to match PVE on externa
 - permissions as Qemu.pm checks them: the privilege of each config key (`$check_vm_modify_config_perm`
   and its option tables), the bridge of each NIC (QemuServer.pm check_bridge_access, pve-guest-common
   GuestHelpers.pm check_vnet_access: `SDN.Use` on /sdn/zones/localnetwork/<bridge>[/<tag>]), and
-  create_vm's order of checks; a destroyed VM's ACLs go with it (`remove_vm_access`).
+  create_vm's order of checks; a destroyed VM's ACLs go with it (`remove_vm_access`). Left as
+  fakepve has it, stricter than PVE: a create asks VM.Config.Disk of each drive and VM.Config.CDROM
+  of a cdrom (PVE's create leaves drives out of the key check: VM.Allocate and the storage's right
+  cover them); bpg's create sends `boot` (VM.Config.Disk) anyway, and the role holds VM.Config.CDROM
+  for an ISO's change, so no client of the lab meets the difference.
 
 Routes are found by PVE's router rules (router.py), so `DELETE /nodes/<node>/qemu/<vmid>/`
 (bpg's DeleteVM, with the query after the slash) is the destroy of that VM.
