@@ -110,11 +110,11 @@ def test_3_drift_storage_deleted(dyn: LabStack) -> None:
 
 def test_4_no_secret_in_state_or_output(dyn: LabStack, lab_state: dict[str, Any]) -> None:
     key = json.loads(admin("ceph auth get client.dyn -f json"))[0]["key"]
-    token = lab_state["pve"]["token_secret"]
+    tokens = [lab_state["pve"]["stack_token_secret"], lab_state["pve"]["token_secret"]]  # the stack's, and the lab's root token
     private_key = Path(lab_state["ssh"]["private_key_path"]).read_text().strip().splitlines()[1]
     state = cli(dyn.env, "stack", "export", "--stack", "dyn", cwd=dyn.work)
     assert state.returncode == 0, state.stderr
-    for secret in (key, token, private_key):
+    for secret in (key, *tokens, private_key):
         assert secret not in state.stdout
         assert secret not in dyn.text()
 

@@ -322,7 +322,7 @@ def test_7_no_secret_in_state_output_or_api_log_across_up_preview_refresh_destro
     assert state.returncode == 0, state.stderr
     shown = cli(stack.env, "stack", "export", "--show-secrets", "--stack", "hardsecret", cwd=stack.work).stdout
     stack.destroy()
-    token = lab_state["pve"]["token_secret"]
+    token = lab_state["pve"]["stack_token_secret"]  # the stacks' token (pulumi@pve!ha)
     # the key's base64 body, line by line (any one of them would leak it; short tails could match by chance)
     private_key = [line for line in Path(lab_state["ssh"]["private_key_path"]).read_text().splitlines()[1:-1] if len(line) >= 40]
     server_log = (ROOT / ".lab" / "pve" / "server.log").read_text(errors="replace")
