@@ -316,6 +316,28 @@ def leftovers(pool: str, storage: str, client: str, vm_ids: list[int]) -> dict[s
 LEDGER = ROOT / ".test-logs" / "cephx-keys"
 
 
+@contextlib.contextmanager
+def program_identity(lab_state: dict[str, Any], ceph_id: str, pool: str, client: str, pool_deletion: bool = False) -> Iterator[dict[str, str]]:
+    """A cephx client with the caps README, Permissions documents for a stack's POOL and CLIENT
+    (components/ceph_rights.py), its keyring where the admin node's ceph.conf looks; removed after.
+    Yields its caps."""
+    import shlex
+
+    from components import ceph_rights
+
+    documented = ceph_rights.program_caps(pool, client, scrub_window=True, pool_deletion=pool_deletion)
+    keyring = Path(lab_state["ceph"]["conf"]).parent / f"ceph.client.{ceph_id}.keyring"
+    admin(
+        f"ceph auth rm client.{ceph_id} >/dev/null 2>&1; ceph auth get-or-create client.{ceph_id} "
+        f"mon {shlex.quote(documented['mon'])} osd {shlex.quote(documented['osd'])} -o {keyring}"
+    )
+    remember_key(ceph_id)
+    try:
+        yield documented
+    finally:
+        admin(f"ceph auth rm client.{ceph_id}; rm -f {keyring}")
+
+
 def remember_key(client: str) -> None:
     """Note a test client's key before it is deleted, for the secrets audit of the test logs (tools/audit_secrets.py)."""
     remember_secret(json.loads(admin(f"ceph auth get client.{client} -f json"))[0]["key"])

@@ -21,14 +21,13 @@ import re
 import shlex
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pulumi import automation as auto
 
 from components import ceph_rights, pve_rights
-from tests.integration.lab_stack import LabStack, admin, api, changes, leftovers, names, remember_key, remember_secret
+from tests.integration.lab_stack import LabStack, admin, api, changes, leftovers, names, program_identity, remember_secret
 from tests.integration.shared_lab import own_corner
 
 PREFIX, VMID = "perm", 430
@@ -65,7 +64,8 @@ def caps(mon: str, osd: str) -> None:
 @pytest.fixture(scope="module")
 def stack(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
     root = api()
-    with own_corner(lab_state, PREFIX, [VMID]):
+    # Ceph: the identity and its keyring where the admin node's ceph.conf looks for it
+    with own_corner(lab_state, PREFIX, [VMID]), program_identity(lab_state, CEPH_ID, POOL, CLIENT, pool_deletion=True) as documented:
         # PVE: the user, its token and the narrow ACLs (README, Permissions)
         if USER not in {u["userid"] for u in root.access.users.get()}:
             root.access.users.post(userid=USER)
@@ -75,14 +75,6 @@ def stack(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         remember_secret(secret, "pve-token")
         for acl in pve_rights.acls(STORAGE, vm_rights()):
             grant(acl.path, acl.propagate)
-        # Ceph: the identity and its keyring where the admin node's ceph.conf looks for it
-        documented = ceph_rights.program_caps(POOL, CLIENT, scrub_window=True, pool_deletion=True)
-        keyring = Path(lab_state["ceph"]["conf"]).parent / f"ceph.client.{CEPH_ID}.keyring"
-        admin(
-            f"ceph auth rm client.{CEPH_ID} >/dev/null 2>&1; "
-            + ceph_rights.setup_commands(CEPH_ID, documented, "root")[0].replace(f"/etc/ceph/ceph.client.{CEPH_ID}.keyring", str(keyring))
-        )
-        remember_key(CEPH_ID)
         perm = LabStack(PREFIX, lab_state, tmp_path_factory.mktemp(PREFIX), edit)
         perm.stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{TOKEN_ID}={secret}", secret=True))
         perm.documented = documented  # type: ignore[attr-defined]
@@ -95,7 +87,6 @@ def stack(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
             try:
                 perm.retire(CLIENT)
             finally:
-                admin(f"ceph auth rm client.{CEPH_ID}; rm -f {keyring}")
                 root.access.users(USER).token(TOKEN_NAME).delete()
 
 

@@ -20,7 +20,7 @@ import pytest
 from pulumi import automation as auto
 
 from tests.drill.seed import LabAccess
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, names, storages
+from tests.integration.lab_stack import PROGRAMS, LabStack, admin, names, program_identity, storages
 from tests.integration.shared_lab import settled
 from tests.policy.engine import preview_with_policy
 
@@ -34,9 +34,13 @@ VMS_HA_MANAGED = "vms-ha-managed-unless-no-ha"
 PACK_RAN = "pve-ceph-ha|local|"  # the engine's "Policy Packs run:" line for the local pack
 
 
+CEPH_ID = f"{PREFIX}-prog"
+
+
 def lab_config(config: dict[str, Any]) -> None:
     names(PREFIX)(config)
     config["vms"] = [{**config["vms"][0], "id": VM, "name": f"vm{VM}"}]
+    config["ceph"]["admin"]["clientId"] = CEPH_ID  # as the lab stack: its own client, not client.admin
 
 
 def nothing_created(lab: LabAccess) -> None:
@@ -50,7 +54,8 @@ def lab(lab_state: dict[str, Any]) -> Iterator[LabAccess]:
     access = LabAccess(lab_state)
     nothing_created(access)
     settled()  # the preview runs the health gate and the HA preflight
-    yield access
+    with program_identity(lab_state, CEPH_ID, f"{PREFIX}-pool", PREFIX):
+        yield access
     nothing_created(access)
 
 
