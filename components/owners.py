@@ -223,11 +223,16 @@ class OwnersProvider(ResourceProvider):
         # that may not read them fails the refresh with PVE's 403, so the privileges reads need
         # are checked here too, naming the `pveum` command (the others wait for Check: a refresh
         # that starts `pulumi destroy` must not need them).
+        # Best effort: the state's outputs may be an older program's (an `api` without the nodes to
+        # fall back on) and a node may be down; a refresh that cannot ask leaves it to Check.
         rights = props.get("rights")
         if rights and props.get("api"):
             from components.pve_api import connect
 
-            problem = rights_problem(connect(props["api"]), rights, only=pve_rights.READ_PRIVILEGES)
+            try:
+                problem = rights_problem(connect(props["api"]), rights, only=pve_rights.READ_PRIVILEGES)
+            except OperatorError:
+                problem = None
             if problem:
                 raise OperatorError(f"rights: {problem}; nothing was changed")
         return ReadResult(id_=id_, outs=props)

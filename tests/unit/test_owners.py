@@ -150,3 +150,19 @@ def test_the_rights_check_names_what_is_missing_and_reads_only_what_a_refresh_ne
     # the refresh's Read checks only what reading needs: a missing write right waits for Check
     assert rights_problem(FakeApi(documented_rights("VM.Config.HWType")), RIGHTS, only=READ_PRIVILEGES) is None
     assert "lacks VM.Audit" in (rights_problem(FakeApi(documented_rights("VM.Audit")), RIGHTS, only=READ_PRIVILEGES) or "")
+
+
+def test_the_refresh_leaves_the_rights_to_check_when_it_cannot_ask(monkeypatch: pytest.MonkeyPatch) -> None:
+    from components import pve_api
+    from components.dynamic import OperatorError
+    from components.owners import OwnersProvider
+
+    def unreachable(_: Any) -> Any:
+        raise OperatorError("Proxmox VE API: no node of the cluster answers")
+
+    monkeypatch.setattr(pve_api, "connect", unreachable)
+    props = {"api": {"endpoint": "https://127.10.20.11:8006"}, "rights": RIGHTS}
+    assert OwnersProvider().read("owners", props).outs == props
+    monkeypatch.setattr(pve_api, "connect", lambda _: FakeApi(documented_rights("VM.Audit")))
+    with pytest.raises(OperatorError, match="lacks VM.Audit on /vms/101"):
+        OwnersProvider().read("owners", props)
