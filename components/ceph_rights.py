@@ -19,8 +19,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-SCRUB_KEY = "pve-ceph-ha/scrub-window/owner"  # components/ceph_scrub.py OWNER_KEY
-SCRUB_OPTIONS = ("osd_scrub_begin_hour", "osd_scrub_end_hour")
+from components.ceph_scrub import KEYS, OWNER_KEY
+
+SCRUB_KEY = OWNER_KEY  # the scrub window's owner, in the config-key store
+SCRUB_OPTIONS = tuple(KEYS.values())  # osd_scrub_begin_hour, osd_scrub_end_hour
 
 # (the command's words after `ceph`, the argument its grant is narrowed with: "pool" | "entity" | "key" | "who-name")
 COMMANDS: tuple[tuple[str, str], ...] = (
@@ -97,9 +99,10 @@ def denied_hint(what: str) -> str:
     return f"; the program's Ceph identity (ceph.admin.clientId) was refused: {grant} (README, Permissions: `ceph auth caps client.<id> mon '...' osd '...'`)"
 
 
-def setup_commands(ceph_id: str, caps: dict[str, str], ssh_user: str) -> list[str]:
-    """The commands (on the admin node, as client.admin) that make the identity and hand its keyring to SSH_USER."""
-    keyring = f"/etc/ceph/ceph.client.{ceph_id}.keyring"
+def setup_commands(ceph_id: str, caps: dict[str, str], ssh_user: str, keyring: str = "") -> list[str]:
+    """The commands (on the admin node, as client.admin) that make the identity, its keyring where
+    the CLI looks for it (KEYRING: another folder's), and hand it to SSH_USER."""
+    keyring = keyring or f"/etc/ceph/ceph.client.{ceph_id}.keyring"
     return [
         f"ceph auth get-or-create client.{ceph_id} mon {shlex.quote(caps['mon'])} osd {shlex.quote(caps['osd'])} -o {keyring}",
         f"chown {ssh_user} {keyring} && chmod 0400 {keyring}",

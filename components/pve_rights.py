@@ -30,8 +30,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 ROLE = "PulumiCephHA"  # PVE refuses role ids in its own namespace: "PVE..." (API2/Role.pm create_role)
-USER = "pulumi@pve"
-TOKEN_NAME = "ha"
 
 # privilege -> the calls that need it (what the rights check names when it is missing)
 ROLE_PRIVILEGES: dict[str, str] = {

@@ -321,16 +321,12 @@ def program_identity(lab_state: dict[str, Any], ceph_id: str, pool: str, client:
     """A cephx client with the caps README, Permissions documents for a stack's POOL and CLIENT
     (components/ceph_rights.py), its keyring where the admin node's ceph.conf looks; removed after.
     Yields its caps."""
-    import shlex
-
     from components import ceph_rights
 
     documented = ceph_rights.program_caps(pool, client, scrub_window=True, pool_deletion=pool_deletion)
     keyring = Path(lab_state["ceph"]["conf"]).parent / f"ceph.client.{ceph_id}.keyring"
-    admin(
-        f"ceph auth rm client.{ceph_id} >/dev/null 2>&1; ceph auth get-or-create client.{ceph_id} "
-        f"mon {shlex.quote(documented['mon'])} osd {shlex.quote(documented['osd'])} -o {keyring}"
-    )
+    make = ceph_rights.setup_commands(ceph_id, documented, "root", str(keyring))[0]  # README, Permissions
+    admin(f"ceph auth rm client.{ceph_id} >/dev/null 2>&1; {make}")
     remember_key(ceph_id)
     try:
         yield documented

@@ -95,11 +95,8 @@ TOP_PATHS = ("/", "/access", "/access/groups", "/nodes", "/pool", "/sdn", "/stor
 ROLE_ID = re.compile(r"^[A-Za-z0-9.\-_]+$")
 
 
-def split_privs(text: Any) -> list[str]:
-    return [p for p in re.split(r"[,;\s]+", str(text or "")) if p]
-
-
-def split_ids(text: Any) -> list[str]:
+def split_list(text: Any) -> list[str]:
+    """PVE's list formats (privileges, role ids, user and token ids): separated by commas, semicolons or spaces."""
     return [p for p in re.split(r"[,;\s]+", str(text or "")) if p]
 
 
@@ -287,7 +284,7 @@ class AccessApi:
             raise PveError(400, "Parameter verification failed.", {"roleid": f"role name '{roleid}' contains invalid characters"})
         if roleid in self.access_roles:
             raise PveError(500, f"create role failed: role '{roleid}' already exists")
-        privs = split_privs(v.get("privs"))
+        privs = split_list(v.get("privs"))
         self._check_privs(privs)
         self.access_roles[roleid] = set(privs)
         return None
@@ -305,7 +302,7 @@ class AccessApi:
         self._role(roleid)
         if roleid in BUILTIN:
             raise PveError(500, f"update role failed: cannot modify special role '{roleid}'")
-        privs = split_privs(v.get("privs"))
+        privs = split_list(v.get("privs"))
         self._check_privs(privs)
         if v.get("append"):
             self.access_roles[roleid].update(privs)
@@ -337,10 +334,10 @@ class AccessApi:
     async def _acl_update(self, v, user):
         """API2/ACL.pm update_acl."""
         path = normalize_path(v["path"])
-        roles = split_ids(v.get("roles"))
+        roles = split_list(v.get("roles"))
         for roleid in roles:
             self._role(roleid)
-        users, tokens, groups = split_ids(v.get("users")), split_ids(v.get("tokens")), split_ids(v.get("groups"))
+        users, tokens, groups = split_list(v.get("users")), split_list(v.get("tokens")), split_list(v.get("groups"))
         if not (users or tokens or groups):
             raise PveError(500, "either 'users', 'groups' or 'tokens' is required")
         for userid in users:
