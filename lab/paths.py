@@ -29,6 +29,8 @@ SSH = STATE / "ssh"
 SSH_CLIENT_KEY = SSH / "id_ed25519"
 SSH_AUTHORIZED_KEYS = SSH / "authorized_keys"
 SSH_KNOWN_HOSTS = SSH / "known_hosts"
+# root's home on every lab node: Debian's default dotfiles, not the build machine's (lab/sshd.py)
+SSH_ROOT_HOME = SSH / "root-home"
 
 # Per-PVE-node client state (the node's CEPH_CONF lives here).
 NODES = STATE / "nodes"

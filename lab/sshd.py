@@ -5,6 +5,13 @@ answering. The Ceph admin node on 127.10.10.101, the PVE nodes pve-node1..3 on
 Every sshd forces `lab/dispatch ROLE`, which runs the client's command with bash in the
 role's environment (see lab/dispatch).
 
+Root's home on a node is .lab/ssh/root-home (sshd_config `SetEnv HOME=`), holding the dotfiles
+Debian's base-files gives root (/usr/share/base-files/dot.bashrc, dot.profile), as on a Debian or
+PVE node. sshd runs the forced command with the user's shell, `bash -c`, and Debian's bash reads
+~/.bashrc when sshd starts it (bash's SSH_SOURCE_BASHRC): with the build machine's own root home,
+every command of every session ran its ~/.bashrc first (here `pyenv init`: about 0.1 s and a
+hundred processes a command), a cost no PVE node has.
+
 SSH faults: `inject_fault(role, action, pattern, times, seconds)` makes the next TIMES commands
 on ROLE that match the bash glob PATTERN misbehave (FAULT_KINDS: drop-before, drop-after,
 slow, garbage), `faults(role)` lists the rules, `clear_faults(role=None)` removes them. The
@@ -67,6 +74,8 @@ MaxStartups 100:30:200
 MaxSessions 100
 LoginGraceTime 30
 Subsystem sftp {sftp}
+# root's home as Debian makes it (see lab/sshd.py), not the build machine's
+SetEnv HOME={home}
 ForceCommand {dispatch} {role} {state}
 """
 
@@ -124,6 +133,20 @@ def _listening(addr: str, port: int) -> list[str]:
     return hits
 
 
+DEBIAN_DOTFILES = Path("/usr/share/base-files")
+# Debian 12's base-files dot.bashrc, in case the machine lacks the file: nothing but comments
+DEBIAN_BASHRC = "# ~/.bashrc: executed by bash(1) for non-login shells.\n"
+
+
+def _root_home() -> None:
+    """Root's home on the lab's nodes, with Debian's default dotfiles (base-files)."""
+    paths.SSH_ROOT_HOME.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in ("bashrc", "profile"):
+        source = DEBIAN_DOTFILES / f"dot.{name}"
+        text = source.read_text() if source.is_file() else (DEBIAN_BASHRC if name == "bashrc" else "")
+        (paths.SSH_ROOT_HOME / f".{name}").write_text(text)
+
+
 def _prepare() -> None:
     paths.SSH.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.SSH, 0o700)
@@ -133,6 +156,7 @@ def _prepare() -> None:
     pub = _pub(paths.SSH_CLIENT_KEY).read_text()
     paths.SSH_AUTHORIZED_KEYS.write_text(pub)
     paths.SSH_AUTHORIZED_KEYS.chmod(0o600)
+    _root_home()
     known = []
     for role, addr in HOSTS.items():
         _keygen(_host_key(role), f"lab-{role}")
@@ -146,6 +170,7 @@ def _prepare() -> None:
                 sftp=SFTP_SERVER,
                 dispatch=paths.DISPATCH,
                 state=paths.STATE,
+                home=paths.SSH_ROOT_HOME,
             )
         )
         kind, key = _pub(_host_key(role)).read_text().split()[:2]
