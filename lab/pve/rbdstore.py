@@ -289,6 +289,17 @@ class CephAccess:
         mib = max(1, (int(size_bytes) + 1024 * 1024 - 1) // (1024 * 1024))
         await self.rbd(sid, store, ["resize", "--no-progress", "--size", str(mib), name], f"rbd resize '{name}' error")
 
+    async def image_size(self, sid: str, store: dict[str, Any], name: str) -> int | None:
+        """The image's size in bytes, None when the pool has no such image: `rbd info NAME --format
+        json`, what pve-storage's RBDPlugin volume_size_info asks for one volume (rbd_volume_info)."""
+        try:
+            out = await self.rbd(sid, store, ["info", name, "--format", "json"], "rbd error")
+        except RbdError as exc:
+            if "(2) No such file or directory" in str(exc):
+                return None
+            raise
+        return int(json.loads(out or "{}").get("size", 0))
+
     async def list_images(self, sid: str, store: dict[str, Any]) -> dict[str, int]:
         """{image: size in bytes} of the pool (rbd ls -l).
 

@@ -131,6 +131,18 @@ def test_ssh_pve_nodes_have_their_environment_and_stdin(lab_up):
     assert ssh("pve-node1", "exit 7").returncode == 7
 
 
+def test_ssh_sessions_have_root_home_as_debian_makes_it_not_this_machines(lab_up):
+    """sshd runs each command through root's `bash -c`, which reads ~/.bashrc (Debian's
+    SSH_SOURCE_BASHRC): a node's root home holds base-files' dotfiles, never the build machine's."""
+    debian = sshd.DEBIAN_DOTFILES / "dot.bashrc"
+    for role in sshd.HOSTS:
+        r = ssh(role, 'echo "$HOME"; cat ~/.bashrc')
+        assert r.returncode == 0, r.stderr
+        home, _, bashrc = r.stdout.partition("\n")
+        assert home == str(paths.SSH_ROOT_HOME) != os.path.expanduser("~root")
+        assert bashrc == (debian.read_text() if debian.is_file() else sshd.DEBIAN_BASHRC)
+
+
 def test_ssh_rejects_other_keys_and_checks_host_keys(lab_up, tmp_path):
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)

@@ -473,6 +473,13 @@ def test_vm_disks_are_real_images(lab_env, ceph_pool, vms):
     assert status == "OK", log
     info = json.loads(ceph_pool["sh"]("rbd", *ceph_pool["adm"], "info", "--format", "json", f"{ceph_pool['pool']}/vm-911-disk-1"))
     assert info["size"] == 2 * 1024**3
+    # a volume's attributes come from Ceph at each call (`rbd info` of that image, as PVE asks it)
+    content = "/nodes/pve-node1/storage/lt-good/content/lt-good:vm-911-disk-1"
+    assert api.ok("GET", content)["size"] == 2 * 1024**3
+    ceph_pool["sh"]("rbd", *ceph_pool["adm"], "resize", "--no-progress", "--size", "3072", f"{ceph_pool['pool']}/vm-911-disk-1")
+    assert api.ok("GET", content)["size"] == 3 * 1024**3
+    status, message = api.err("GET", "/nodes/pve-node1/storage/lt-good/content/lt-good:vm-911-disk-9")
+    assert status == 500 and "lt-good:vm-911-disk-9" in message
     volid = api.ok("POST", "/nodes/pve-node1/storage/lt-good/content", vmid=911, filename="vm-911-disk-7", size="1G")
     assert volid == "lt-good:vm-911-disk-7" and "vm-911-disk-7" in rbd_ls(ceph_pool)
     status, _ = api.wait_task(api.ok("DELETE", f"/nodes/pve-node1/storage/lt-good/content/{volid}"))

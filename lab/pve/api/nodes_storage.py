@@ -7,8 +7,10 @@ Content.pm) on the lab's storages:
   cdrom names `local:iso/debian-12.iso` can be made as the lab stack writes it;
 - RBD storages answer from the real Ceph: status (active, total/used/avail from the pool's
   `df`), inactive with rbd's reason when the key or caps are wrong; their content is what the
-  pool holds (`rbd ls`, PVE lists the pool, not a cache); POST .../content makes a real image,
-  DELETE .../content/{volume} removes it.
+  pool holds (`rbd ls -l`, PVE lists the pool, not a cache); GET .../content/{volume} asks Ceph
+  about that one image (`rbd info`: Content.pm `info` -> volume_size_info -> RBDPlugin
+  rbd_volume_info), after the access check, never the whole pool; POST .../content makes a real
+  image, DELETE .../content/{volume} removes it.
 """
 
 from __future__ import annotations
@@ -64,6 +66,23 @@ class NodesStorageApi:
             else:
                 volumes[name] = {"content": "images", "format": "raw", "size": size, "vmid": int(found.group(1)), "ctime": int(time.time())}
 
+    async def _rbd_sync_volume(self, sid: str, volname: str) -> None:
+        """Make one volume what the pool holds: its size, or gone when the image is."""
+        store = self.storages[sid]
+        image = volname.rsplit("/", 1)[-1]  # a linked clone's `base-X-disk-N/vm-Y-disk-M`: the image is the last part (RBDPlugin parse_volname)
+        try:
+            size = await self.ceph_access.image_size(sid, store, image)
+        except RbdError as exc:
+            raise die(str(exc)) from None
+        volumes = store.setdefault("volumes", {})
+        found = re.match(r"^(?:base|vm|subvol)-(\d+)-", image)
+        if size is None:
+            volumes.pop(image, None)
+        elif image in volumes:
+            volumes[image]["size"] = size
+        elif found is not None:
+            volumes[image] = {"content": "images", "format": "raw", "size": size, "vmid": int(found.group(1)), "ctime": int(time.time())}
+
     async def _ns_list(self, v, user):
         rbd = [n for n, s in self.storages.items() if s.get("type") == "rbd"]
         if rbd:
@@ -101,7 +120,10 @@ class NodesStorageApi:
     async def _content_info(self, v, user):
         sid = v.get("storage") or str(v.get("volume", "")).partition(":")[0]
         if self.storages.get(sid, {}).get("type") == "rbd":
-            await self._rbd_sync(sid)
+            # Content.pm checks the volume's access first, then asks Ceph about that image alone
+            sid, volname, volid, _store, vtype, owner, _fmt = self._volume_target(v)
+            self._check_access(user, sid, vtype, owner, volid)
+            await self._rbd_sync_volume(sid, volname)
         return await super()._content_info(v, user)
 
     async def _content_create(self, v, user):
