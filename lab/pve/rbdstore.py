@@ -300,8 +300,13 @@ class CephAccess:
             raise
         return int(json.loads(out or "{}").get("size", 0))
 
+    async def image_names(self, sid: str, store: dict[str, Any]) -> list[str]:
+        """The pool's image names, `rbd ls --format json`: what pve-storage's RBDPlugin
+        find_free_diskname asks before it allocates a disk (names only: no image is opened)."""
+        return [str(name) for name in json.loads(await self.rbd(sid, store, ["ls", "--format", "json"], "rbd error") or "[]")]
+
     async def list_images(self, sid: str, store: dict[str, Any]) -> dict[str, int]:
-        """{image: size in bytes} of the pool (rbd ls -l).
+        """{image: size in bytes} of the pool (rbd ls -l, RBDPlugin rbd_ls: list_images, vdisk_list).
 
         `rbd ls -l` opens every image it lists, and fails with `listing images failed: (2) No such
         file or directory` when one is removed meanwhile (VMs destroyed in parallel). The lab lists

@@ -233,7 +233,7 @@ class NodesQemuApi:
         for sid in self._rbd_targets(v, v.get("storage")):
             await self._rbd_status(sid)
             with contextlib.suppress(PveError):  # the allocation in the task fails with rbd's error, as on PVE
-                await self._rbd_sync(sid)
+                await self._rbd_sync(sid, sizes=False)
         start = str(v.pop("start", "0")).lower() in ("1", "true")
         ha_managed = str(v.pop("ha-managed", "0")).lower() in ("1", "true")
         vmid = int(v["vmid"])
@@ -347,7 +347,7 @@ class NodesQemuApi:
             self._qm_image_store(sid, user)
             if self.storages[sid].get("type") == "rbd":
                 await self._rbd_status(sid)
-                await self._rbd_sync(sid)
+                await self._rbd_sync(sid, sizes=False)
             size = int(float(found.group(2)) * SIZE_UNITS["G"])
             props = dict(props)
             ops: list = []

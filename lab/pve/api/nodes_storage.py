@@ -44,13 +44,20 @@ class NodesStorageApi:
             self.storages[sid]["active"] = status["active"]
         return status
 
-    async def _rbd_sync(self, sid: str) -> None:
-        """Make the storage's volumes what the pool holds (PVE lists the pool, not a cache)."""
+    async def _rbd_sync(self, sid: str, sizes: bool = True) -> None:
+        """Make the storage's volumes what the pool holds (PVE lists the pool, not a cache).
+
+        ``sizes``: as a listing does (`rbd ls -l`, which opens every image); without, the names
+        alone (`rbd ls`), as PVE asks them before it allocates a disk (RBDPlugin alloc_image ->
+        find_free_diskname): a new volume's size is then the allocation's own."""
         store = self.storages.get(sid)
         if store is None or store.get("type") != "rbd":
             return
         try:
-            images = await self.ceph_access.list_images(sid, store)
+            if sizes:
+                images: dict[str, int | None] = dict(await self.ceph_access.list_images(sid, store))
+            else:
+                images = dict.fromkeys(await self.ceph_access.image_names(sid, store))
         except RbdError as exc:
             raise die(str(exc)) from None
         volumes = store.setdefault("volumes", {})
@@ -62,9 +69,10 @@ class NodesStorageApi:
             if found is None:
                 continue
             if name in volumes:
-                volumes[name]["size"] = size
+                if size is not None:
+                    volumes[name]["size"] = size
             else:
-                volumes[name] = {"content": "images", "format": "raw", "size": size, "vmid": int(found.group(1)), "ctime": int(time.time())}
+                volumes[name] = {"content": "images", "format": "raw", "size": size or 0, "vmid": int(found.group(1)), "ctime": int(time.time())}
 
     async def _rbd_sync_volume(self, sid: str, volname: str) -> None:
         """Make one volume what the pool holds: its size, or gone when the image is."""
@@ -131,7 +139,7 @@ class NodesStorageApi:
         if self.storages.get(sid, {}).get("type") != "rbd":
             return await super()._content_create(v, user)
         await self._rbd_status(sid)
-        await self._rbd_sync(sid)
+        await self._rbd_sync(sid, sizes=False)
         volid = await super()._content_create(v, user)
         name = volid.split(":", 1)[1]
         store = self.storages[sid]
