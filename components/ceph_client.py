@@ -7,17 +7,19 @@ clients and widened caps show as drift. Its key is a secret output, never printe
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import ceph_cli
 from components.ceph_cli import Caps, normalise_caps
-from components.config import ClientSpec
 from components.dynamic import OperatorError, PartiallyCreated, SshBacked
 from components.graph import child_options
 from components.ssh import Executor, RemoteError, check
+
+if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider process never loads it
+    from components.config import ClientSpec
 
 
 class ClientProvider(SshBacked, ResourceProvider):

@@ -27,15 +27,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.config import PoolSpec
 from components.dynamic import ExecutorFactory, OperatorError, SshBacked, checks_due, prefetch
 from components.graph import child_options
 from components.ssh import Connection, Executor, RemoteError
+
+if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider process never loads it
+    from components.config import PoolSpec
 
 ID = "ceph-health-gate"
 REASON = "ceph health gate: "  # the script's prefix of every problem it found

@@ -9,16 +9,18 @@ refused while the pool holds images.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import ceph_cli
-from components.config import PoolSpec
 from components.dynamic import OperatorError, PartiallyCreated, SshBacked
 from components.graph import child_options
 from components.ssh import Executor, RemoteError, Result, check
+
+if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider process never loads it
+    from components.config import PoolSpec
 
 COMPARED = ("size", "autoscaleMode", "application")
 NUMBERS = ("pgNum", "size")

@@ -9,15 +9,17 @@ monhost shows as drift. Create and update wait until the storage is active on ev
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.config import StorageSpec
 from components.dynamic import OperatorError, PartiallyCreated
 from components.graph import child_options
 from components.pve_api import api_errors, connect, reason
+
+if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider process never loads it
+    from components.config import StorageSpec
 
 COMPARED = ("pool", "monhost", "username", "content")
 ACTIVE_DEADLINE_S = 90.0
