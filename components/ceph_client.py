@@ -92,7 +92,7 @@ class ClientProvider(SshBacked, ResourceProvider):
             changes.append("connection")
         if not changes and self.gone(id_, news):
             # Deleted by hand, and the state does not know yet: with the client gone, PVE cannot
-            # read the VMs' disks, so a refresh of the VMs fails (rbd: Permission denied) and
+            # read the VMs' disks, so a refresh of the VMs fails (PVE's `rbd info` of the disk) and
             # only `pulumi up --refresh=false` gets here. The update makes it again: a new key.
             return DiffResult(changes=True, replaces=[], stables=["name"])
         return DiffResult(changes=bool(changes), replaces=[], stables=["name", "key"])

@@ -48,7 +48,13 @@ _ERRNO_TEXT = {
 
 
 class RbdError(Exception):
-    """A failed Ceph operation, worded as PVE words it."""
+    """A failed Ceph operation, worded as PVE words it; ``exit_code``: the rbd command's, when it
+    ran; ``enoent``: rbd said the image is not there."""
+
+    def __init__(self, message: str, exit_code: int | None = None, enoent: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.enoent = enoent
 
 
 def clean_env() -> dict[str, str]:
@@ -265,7 +271,7 @@ class CephAccess:
             lines = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
             # librbd's own log lines ("2025-... -1 librbd::...") are noise; PVE shows the last line.
             useful = [ln for ln in lines if ln.startswith("rbd:")] or lines
-            raise RbdError(f"{errmsg}: {useful[-1] if useful else f'exit code {proc.returncode}'}")
+            raise RbdError(f"{errmsg}: {useful[-1] if useful else f'exit code {proc.returncode}'}", exit_code=proc.returncode)
         return out.decode(errors="replace")
 
     async def create_image(self, sid: str, store: dict[str, Any], name: str, size_bytes: int) -> None:
@@ -289,15 +295,23 @@ class CephAccess:
         mib = max(1, (int(size_bytes) + 1024 * 1024 - 1) // (1024 * 1024))
         await self.rbd(sid, store, ["resize", "--no-progress", "--size", str(mib), name], f"rbd resize '{name}' error")
 
-    async def image_size(self, sid: str, store: dict[str, Any], name: str) -> int | None:
-        """The image's size in bytes, None when the pool has no such image: `rbd info NAME --format
-        json`, what pve-storage's RBDPlugin volume_size_info asks for one volume (rbd_volume_info)."""
+    async def image_size(self, sid: str, store: dict[str, Any], name: str) -> int:
+        """The image's size in bytes: `rbd info NAME --format json`, what pve-storage's RBDPlugin
+        volume_size_info asks for one volume (rbd_volume_info). It runs rbd with its stderr
+        ignored (`errfunc => sub { }`), so a failure is PVE::Tools run_command's own words,
+        `command '/usr/bin/rbd ... info NAME --format json' failed: exit code N`, the command as
+        PVE builds it for the storage (RBDPlugin $rbd_cmd, CephConfig ceph_connect_option: the
+        storage's conf and keyring under /etc/pve/priv/ceph); ``enoent`` tells the lab the image is gone."""
+        args = ["info", name, "--format", "json"]
         try:
-            out = await self.rbd(sid, store, ["info", name, "--format", "json"], "rbd error")
+            out = await self.rbd(sid, store, args, "rbd error")
         except RbdError as exc:
-            if "(2) No such file or directory" in str(exc):
-                return None
-            raise
+            cli = self.client(sid, store)
+            priv = f"/etc/pve/priv/ceph/{sid}"
+            connect = ["-c", f"{priv}.conf", "-m", cli["mon_host"], "--auth_supported", "cephx", "-n", f"client.{cli['user']}", "--keyring", f"{priv}.keyring"]
+            command = " ".join(["/usr/bin/rbd", "-p", cli["pool"], *connect, *args])
+            why = f"exit code {exc.exit_code}" if exc.exit_code is not None else str(exc).rpartition(": ")[2]  # got timeout
+            raise RbdError(f"command '{command}' failed: {why}", exit_code=exc.exit_code, enoent="(2) No such file or directory" in str(exc)) from None
         return int(json.loads(out or "{}").get("size", 0))
 
     async def image_names(self, sid: str, store: dict[str, Any]) -> list[str]:

@@ -27,6 +27,18 @@ from lab.pve.api.tasks import AFTER
 from lab.pve.rbdstore import RbdError
 
 
+def _seen(volumes: dict[str, Any], image: str, size: int | None) -> None:
+    """IMAGE is in the pool (SIZE in bytes, None when only its name was asked): a VM's volume is
+    added, or its size brought up to date; an image not named as PVE names volumes is skipped."""
+    found = re.match(r"^(?:base|vm|subvol)-(\d+)-", image)
+    if found is None:
+        return
+    if image not in volumes:
+        volumes[image] = {"content": "images", "format": "raw", "size": size or 0, "vmid": int(found.group(1)), "ctime": int(time.time())}
+    elif size is not None:
+        volumes[image]["size"] = size
+
+
 class NodesStorageApi:
     """Mixin of LabPve: /nodes/{node}/storage and the RBD storages' state."""
 
@@ -65,31 +77,21 @@ class NodesStorageApi:
             if name not in images:
                 del volumes[name]
         for name, size in images.items():
-            found = re.match(r"^(?:base|vm|subvol)-(\d+)-", name)
-            if found is None:
-                continue
-            if name in volumes:
-                if size is not None:
-                    volumes[name]["size"] = size
-            else:
-                volumes[name] = {"content": "images", "format": "raw", "size": size or 0, "vmid": int(found.group(1)), "ctime": int(time.time())}
+            _seen(volumes, name, size)
 
     async def _rbd_sync_volume(self, sid: str, volname: str) -> None:
-        """Make one volume what the pool holds: its size, or gone when the image is."""
+        """Make one volume what the pool holds (its size), or fail as PVE fails when rbd cannot
+        tell (the image gone, the storage's client refused): RbdError's words."""
         store = self.storages[sid]
         image = volname.rsplit("/", 1)[-1]  # a linked clone's `base-X-disk-N/vm-Y-disk-M`: the image is the last part (RBDPlugin parse_volname)
+        volumes = store.setdefault("volumes", {})
         try:
             size = await self.ceph_access.image_size(sid, store, image)
         except RbdError as exc:
+            if exc.enoent:
+                volumes.pop(image, None)
             raise die(str(exc)) from None
-        volumes = store.setdefault("volumes", {})
-        found = re.match(r"^(?:base|vm|subvol)-(\d+)-", image)
-        if size is None:
-            volumes.pop(image, None)
-        elif image in volumes:
-            volumes[image]["size"] = size
-        elif found is not None:
-            volumes[image] = {"content": "images", "format": "raw", "size": size, "vmid": int(found.group(1)), "ctime": int(time.time())}
+        _seen(volumes, image, size)
 
     async def _ns_list(self, v, user):
         rbd = [n for n, s in self.storages.items() if s.get("type") == "rbd"]
