@@ -16,21 +16,23 @@ start=$SECONDS
 LOGS=.test-logs  # every suite's output, kept for the secrets audit at the end (and for a look after a failure)
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 touch "$LOGS/started"  # the Pulumi CLI's own logs ($PULUMI_HOME/logs) written since then are this run's
-echo "== unit and policy tests"
+# phase NAME: a heading with the time since the start, so a run's log is its own phase table
+phase() { echo "== [$((SECONDS - start)) s] $*"; }
+phase "unit and policy tests"
 $PY -m pytest -q --basetemp="$LOGS/tmp-unit" tests/unit tests/policy 2>&1 | tee "$LOGS/unit.log"
-echo "== the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the API through any live node, a VM on a dead node, a VM that is not the stack's)"
+phase "the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the API through any live node, a VM on a dead node, a VM that is not the stack's)"
 (cd tools/proxmoxve && GOFLAGS=-mod=readonly go test ./ 2>&1) | tee "$LOGS/go.log"
-echo "== the language host's own Go tests (tools/langhost: GenerateProgram, the code pulumi import prints)"
+phase "the language host's own Go tests (tools/langhost: GenerateProgram, the code pulumi import prints)"
 (cd tools/langhost && GOFLAGS=-mod=readonly go test ./ 2>&1) | tee -a "$LOGS/go.log"
-echo "== lab tests (real Ceph, sshd)"
+phase "lab tests (real Ceph, sshd)"
 $PY -m pytest -q tests/lab/test_ceph_sshd.py 2>&1 | tee "$LOGS/lab.log"
-echo "== lab up: real Ceph, sshd, the PVE API"
+phase "lab up: real Ceph, sshd, the PVE API"
 $PY -m lab up
-echo "== the lab's PVE API and node shells, the proxmoxve plugin, integration (real engine against the lab), failover drill"
+phase "the lab's PVE API and node shells, the proxmoxve plugin, integration (real engine against the lab), failover drill"
 $PY -m pytest -q --durations=15 --basetemp="$LOGS/tmp" tests/lab --ignore=tests/lab/test_ceph_sshd.py tests/integration tests/drill 2>&1 | tee "$LOGS/integration.log"
-echo "== secrets audit: the test logs, the state of every test stack, the debug-level engine and plugin logs, the Pulumi CLI's logs, the lab's logs"
+phase "secrets audit: the test logs, the state of every test stack, the debug-level engine and plugin logs, the Pulumi CLI's logs, the lab's logs"
 # the CLI's logs of a test stack are encrypted with its passphrase (tests/integration/engine.py) and salt (its state, under $LOGS)
 PULUMI_CONFIG_PASSPHRASE=$($PY -c 'from tests.integration.engine import PASSPHRASE; print(PASSPHRASE)') \
   $PY -m tools.audit_secrets --ledger "$LOGS/cephx-keys" --engine-logs "${PULUMI_HOME:-$HOME/.pulumi}/logs" --since "$LOGS/started" \
   "$LOGS" .lab/pve/server.log .lab/pve/calls.log .lab/logs .lab/faults .lab/ceph/log 2>&1 | tee "$LOGS/audit.log"
-echo "== all suites passed in $((SECONDS - start)) s"
+phase "all suites passed in $((SECONDS - start)) s"
