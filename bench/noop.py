@@ -5,10 +5,11 @@
 
 Runs `pulumi preview -s lab` and `pulumi up --yes -s lab` RUNS times each (the stack changes
 nothing), as the README runs them (the refresh first, in plugins of its own) and with
-`--run-program` (each resource refreshed when the program declares it), and prints the median and the spread
-(min-max), then where one preview's time goes, from the engine's own log (`-v=9`): the engine and
-plugins starting, the refresh (every Read), the program (the language host's Run: Python
-start-up, then each resource's Read, Check and Diff), the shutdown. With --baseline, the same runs of the program at REV (a git worktree, the same stack,
+`--run-program` (each resource refreshed when the program declares it), and prints the median
+and the spread (min-max); then, for each way, where one preview's time goes, from the engine's own
+log (`-v=9`): the engine and plugins starting, the refresh (every Read), the program (the language
+host's Run: Python start-up, then each resource's Check and Diff), the shutdown. With
+--baseline, the same runs of the program at REV (a git worktree, the same stack,
 state and config) in the same session, and the ratio. Figures, not pass/fail (issue #22).
 """
 
@@ -146,7 +147,7 @@ def main() -> None:
     for name, values in now.items():
         print(line(name, values, base.get(name)))
     for title, extra in (("as the README runs it", []), ("--run-program", RUN_PROGRAM)):
-        print(f"\nwhere one no-op preview's time goes ({title}; the engine's log)" + (f"; before: at {args.baseline}" if base else ""))
+        print(f"\nwhere one no-op preview's time goes ({title}; the engine's log)" + (f"; before: at {args.baseline}" if base and not extra else ""))
         for i, (name, seconds) in enumerate(phases(ROOT, env, extra)):
             before = f"   before {base_phases[i][1]:.2f}s" if base and not extra and i < len(base_phases) else ""
             print(f"  {name:<44}{seconds:>6.2f}s{before}")

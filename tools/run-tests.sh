@@ -13,9 +13,6 @@ PY=.venv/bin/python
 trap '$PY -m lab down >/dev/null 2>&1 || true' EXIT
 
 start=$SECONDS
-# The Go tests build with -trimpath as tools/build-toolchain.sh does: the flag is part of every
-# package's build cache key, so without it a cold machine compiles bpg, the bridge and the SDK a
-# second time (138 s + 51 s -> 24 s + 9 s, issue #22).
 LOGS=.test-logs  # every suite's output, kept for the secrets audit at the end (and for a look after a failure)
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 touch "$LOGS/started"  # the Pulumi CLI's own logs ($PULUMI_HOME/logs) written since then are this run's
@@ -23,6 +20,9 @@ touch "$LOGS/started"  # the Pulumi CLI's own logs ($PULUMI_HOME/logs) written s
 phase() { echo "== [$((SECONDS - start)) s] $*"; }
 phase "unit and policy tests"
 $PY -m pytest -q --basetemp="$LOGS/tmp-unit" tests/unit tests/policy 2>&1 | tee "$LOGS/unit.log"
+# The Go tests build with -trimpath as tools/build-toolchain.sh does: the flag is part of every
+# package's build cache key, so without it a cold machine compiles bpg, the bridge and the SDK a
+# second time (138 s + 51 s -> 24 s + 9 s, issue #22).
 phase "the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the API through any live node, a VM on a dead node, a VM that is not the stack's)"
 (cd tools/proxmoxve && GOFLAGS="-mod=readonly -trimpath" go test ./ 2>&1) | tee "$LOGS/go.log"
 phase "the language host's own Go tests (tools/langhost: GenerateProgram, the code pulumi import prints)"
