@@ -23,10 +23,11 @@ $PY -m pytest -q --basetemp="$LOGS/tmp-unit" tests/unit tests/policy 2>&1 | tee 
 # The Go tests build with -trimpath as tools/build-toolchain.sh does: the flag is part of every
 # package's build cache key, so without it a cold machine compiles bpg, the bridge and the SDK a
 # second time (138 s + 51 s -> 24 s + 9 s, issue #22).
+GO_TEST_FLAGS="-mod=readonly -trimpath"
 phase "the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the API through any live node, a VM on a dead node, a VM that is not the stack's)"
-(cd tools/proxmoxve && GOFLAGS="-mod=readonly -trimpath" go test ./ 2>&1) | tee "$LOGS/go.log"
+(cd tools/proxmoxve && GOFLAGS=$GO_TEST_FLAGS go test ./ 2>&1) | tee "$LOGS/go.log"
 phase "the language host's own Go tests (tools/langhost: GenerateProgram, the code pulumi import prints)"
-(cd tools/langhost && GOFLAGS="-mod=readonly -trimpath" go test ./ 2>&1) | tee -a "$LOGS/go.log"
+(cd tools/langhost && GOFLAGS=$GO_TEST_FLAGS go test ./ 2>&1) | tee -a "$LOGS/go.log"
 phase "lab tests (real Ceph, sshd)"
 $PY -m pytest -q tests/lab/test_ceph_sshd.py 2>&1 | tee "$LOGS/lab.log"
 phase "lab up: real Ceph, sshd, the PVE API"
@@ -38,4 +39,4 @@ phase "secrets audit: the test logs, the state of every test stack, the debug-le
 PULUMI_CONFIG_PASSPHRASE=$($PY -c 'from tests.integration.engine import PASSPHRASE; print(PASSPHRASE)') \
   $PY -m tools.audit_secrets --ledger "$LOGS/cephx-keys" --engine-logs "${PULUMI_HOME:-$HOME/.pulumi}/logs" --since "$LOGS/started" \
   "$LOGS" .lab/pve/server.log .lab/pve/calls.log .lab/logs .lab/faults .lab/ceph/log 2>&1 | tee "$LOGS/audit.log"
-phase "all suites passed in $((SECONDS - start)) s"
+phase "all suites passed"
