@@ -49,6 +49,7 @@ type host struct {
 
 	engineAddress string
 	execScript    string
+	warm          warmPool
 }
 
 func main() {
@@ -141,13 +142,17 @@ func (h *host) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.Plugin
 	return &pulumirpc.PluginInfo{Version: version}, nil
 }
 
-func (h *host) GetRequiredPlugins(context.Context, *pulumirpc.GetRequiredPluginsRequest,
+// The engine asks for the program's plugins or packages before its refresh: the program's
+// interpreter starts now, in parallel with the refresh (warm.go).
+func (h *host) GetRequiredPlugins(_ context.Context, req *pulumirpc.GetRequiredPluginsRequest,
 ) (*pulumirpc.GetRequiredPluginsResponse, error) {
+	h.warm.start(req.GetInfo())
 	return &pulumirpc.GetRequiredPluginsResponse{}, nil
 }
 
-func (h *host) GetRequiredPackages(context.Context, *pulumirpc.GetRequiredPackagesRequest,
+func (h *host) GetRequiredPackages(_ context.Context, req *pulumirpc.GetRequiredPackagesRequest,
 ) (*pulumirpc.GetRequiredPackagesResponse, error) {
+	h.warm.start(req.GetInfo())
 	return &pulumirpc.GetRequiredPackagesResponse{}, nil
 }
 
@@ -221,7 +226,7 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		pwd = info.GetProgramDirectory()
 	}
 
-	args := []string{"-u", "-c", quietShutdown, h.execScript,
+	args := []string{h.execScript,
 		"--monitor", req.GetMonitorAddress(),
 		"--engine", h.engineAddress,
 		"--project", req.GetProject(),
@@ -255,26 +260,33 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return nil, err
 	}
 
-	cmd := exec.Command(py, args...)
-	cmd.Dir = pwd
-	stdout, stderr := newShutdownFilter(os.Stdout), newShutdownFilter(os.Stderr)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	// The program ends with its host: the engine stops plugins it no longer needs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	env := os.Environ()
-	env = append(env,
-		"PULUMI_CONFIG="+string(config),
-		"PULUMI_CONFIG_SECRET_KEYS="+string(secretKeys),
-	)
-	if venv != "" {
-		env = append(env,
-			"VIRTUAL_ENV="+venv,
-			"PATH="+filepath.Join(venv, "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var cmd *exec.Cmd
+	var stdout, stderr *shutdownFilter
+	if w := h.warm.take(py); w != nil {
+		cmd, stdout, stderr = w.cmd, w.stdout, w.stderr
+		if err := w.run(args, pwd, map[string]string{
+			"PULUMI_CONFIG":             string(config),
+			"PULUMI_CONFIG_SECRET_KEYS": string(secretKeys),
+		}); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			cmd = nil
+		}
 	}
-	cmd.Env = env
-
-	if err := cmd.Start(); err != nil {
-		return &pulumirpc.RunResponse{Error: fmt.Sprintf("starting %s: %v", py, err)}, nil
+	if cmd == nil {
+		cmd = exec.Command(py, append([]string{"-u", "-c", quietShutdown}, args...)...)
+		cmd.Dir = pwd
+		stdout, stderr = newShutdownFilter(os.Stdout), newShutdownFilter(os.Stderr)
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		// The program ends with its host: the engine stops plugins it no longer needs.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		cmd.Env = append(programEnv(venv),
+			"PULUMI_CONFIG="+string(config),
+			"PULUMI_CONFIG_SECRET_KEYS="+string(secretKeys),
+		)
+		if err := cmd.Start(); err != nil {
+			return &pulumirpc.RunResponse{Error: fmt.Sprintf("starting %s: %v", py, err)}, nil
+		}
 	}
 	err = cmd.Wait()
 	stdout.finish()
