@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import lab
 import lab.sshd
+from lab import stack_config
 
 
 def _print_status(s: dict) -> None:
@@ -127,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("up", help="bring the lab up (idempotent) and write .lab/lab.json")
     sub.add_parser("down", help="stop every lab process and remove .lab/")
+    sub.add_parser("stack-config", help="write Pulumi.lab.yaml (git ignores it) from lab/stack.yaml; make demo does")
     st = sub.add_parser("status", help="Ceph health, daemons, listeners")
     st.add_argument("--json", action="store_true")
     f = sub.add_parser("fault", help="inject a fault into a PVE node")
@@ -186,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lab.up()
         elif a.cmd == "down":
             lab.down()
+        elif a.cmd == "stack-config":
+            print(f"lab stack config: {stack_config.write().name} from lab/stack.yaml")
         elif a.cmd == "status":
             s = lab.status()
             print(json.dumps(s, indent=2)) if a.json else _print_status(s)

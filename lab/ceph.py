@@ -392,7 +392,7 @@ def up(log: Callable[[str], None] = say) -> dict[str, Any]:
     return info()
 
 
-# The lab stack's Ceph identity (Pulumi.lab.yaml ceph.admin.clientId): the documented caps for its
+# The lab stack's Ceph identity (lab/stack.yaml ceph.admin.clientId): the documented caps for its
 # pool and client, its keyring where the admin node's ceph.conf looks ([client] keyring).
 PROGRAM_ID = "pulumi"
 

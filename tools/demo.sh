@@ -29,6 +29,8 @@ export SSL_CERT_FILE
 
 say "stack lab (state in ${PULUMI_BACKEND_URL})"
 mkdir -p .state
+# Pulumi.lab.yaml (ignored by git) from lab/stack.yaml, with the salt and secrets Pulumi keeps there
+$PY -m lab stack-config
 # The stack remembers which lab it was deployed to (its Ceph fsid, a stack tag). A lab taken down
 # and brought up again is a new cluster: new host keys, API token and Ceph, nothing of the old
 # stack left in it. Its state would only fail (host key changed, 401): start the stack afresh.

@@ -50,7 +50,7 @@ TOKEN_ID = "root@pam!pulumi"  # the lab's own set-up (seeding, faults, tests' di
 STACK_TOKEN_ID = "pulumi@pve!ha"  # the stacks' (make demo, the tests' stacks): PulumiCephHA only
 MODES = ("rules", "groups")
 DEFAULT_TIME_SCALE = 0.1
-# ISO images on every node's `local` storage, as after an upload: the one Pulumi.lab.yaml's VM
+# ISO images on every node's `local` storage, as after an upload: the one lab/stack.yaml's VM
 # names (`local:iso/debian-12.iso`), with the size of a Debian 12 netinst image.
 ISOS = {"debian-12.iso": 658505728}
 START_DEADLINE = 30.0

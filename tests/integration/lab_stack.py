@@ -1,7 +1,7 @@
 """A fresh stack of the real program on the lab, driven through the Automation API.
 
 Each test gets its own stack (and its own pool, client, storage and VM ids), in a throwaway
-copy of the project folder whose config starts from Pulumi.lab.yaml.
+copy of the project folder whose config starts from the lab stack's (lab/stack.yaml).
 """
 
 from __future__ import annotations
@@ -17,18 +17,15 @@ import yaml
 from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
 from pulumi import automation as auto
 
-from lab import LabError, sshd
+from lab import LabError, sshd, stack_config
 from tests.integration.engine import ROOT, cli, engine_env, workspace_options
 
 PREFIX = "pve-ceph-ha:"
 
 
 def base_config() -> dict[str, Any]:
-    """The lab stack's config, without its secrets: `make demo` stores the lab stack's API token
-    there, encrypted for that stack; each test stack sets its own."""
-    with open(ROOT / "Pulumi.lab.yaml", encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)["config"]
-    return {k.removeprefix(PREFIX): v for k, v in config.items() if not (isinstance(v, dict) and "secure" in v)}
+    """The lab stack's config (lab/stack.yaml), which holds no secret: each test stack sets its own token."""
+    return {k.removeprefix(PREFIX): v for k, v in stack_config.template()["config"].items()}
 
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"

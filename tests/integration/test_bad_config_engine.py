@@ -6,7 +6,7 @@ no Python traceback anywhere in the output, before any resource operation: the e
 stream (``on_event``) shows no step for any resource but the root ``pulumi:pulumi:Stack``, and
 the program registered nothing else. Nothing with the stack's names appears in the lab.
 
-One stack serves every case: each case writes a fresh copy of the lab config (Pulumi.lab.yaml)
+One stack serves every case: each case writes a fresh copy of the lab config (lab/stack.yaml)
 with the one key broken, and sets or removes the ``proxmoxApiToken`` secret where the case is
 about it. A few cases only the engine can make are added: a whole key that is not a mapping, a
 key the model does not know, and the token stored in plain text.
@@ -120,7 +120,7 @@ def _parts(path: str) -> list[str | int]:
 
 def seed_missing(config: dict[str, Any], path: str) -> None:
     """Copy from the unit tests' valid config the parents of ``path`` the lab config lacks
-    (its HA affinity: Pulumi.lab.yaml defines none), so that only the case's key is wrong."""
+    (its HA affinity: lab/stack.yaml defines none), so that only the case's key is wrong."""
     target: Any = config
     source: Any = valid_raw()
     for part in _parts(path)[:-1]:

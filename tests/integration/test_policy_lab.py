@@ -2,7 +2,7 @@
 policy`` of the real program, with the real plugins, against the lab. Previews only: nothing is
 created in the lab.
 
-- the lab config (Pulumi.lab.yaml, with this test's names) passes: no violation at all;
+- the lab config (lab/stack.yaml, with this test's names) passes: no violation at all;
 - an HA VM with CPU type ``host`` is refused by the config model, and, where the model is
   bypassed (programs/policy_lab), by the pack's mandatory policy;
 - a VM left out of HA with ``ha: false`` is tagged ``no-ha`` by the program and passes; one without
