@@ -14,7 +14,8 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from components import ceph_cli
 from components.ceph_cli import Caps, normalise_caps
-from components.dynamic import OperatorError, PartiallyCreated, SshBacked
+from components.dynamic import SshBacked
+from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 from components.ssh import Executor, RemoteError, check
 
@@ -74,7 +75,7 @@ class ClientProvider(SshBacked, ResourceProvider):
         try:
             seen = self.observe(self.executor(props), name)
         except RemoteError as exc:
-            raise OperatorError(f"cephx client {id_}: {exc}") from None
+            raise failed(f"cephx client {id_}", exc) from None
         if seen is None:
             return ReadResult(id_="", outs={})
         return ReadResult(id_=id_, outs={**props, **seen})
@@ -103,7 +104,7 @@ class ClientProvider(SshBacked, ResourceProvider):
         try:
             return self.observe(self.executor(props), str(props["name"])) is None
         except RemoteError as exc:
-            raise OperatorError(f"cephx client {id_}: {exc}") from None
+            raise failed(f"cephx client {id_}", exc) from None
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         executor = self.executor(news)
@@ -117,7 +118,7 @@ class ClientProvider(SshBacked, ResourceProvider):
             seen = self.observe(executor, name)
             return UpdateResult(outs={**news, **(seen or {})})
         except RemoteError as exc:
-            raise OperatorError(f"cephx client {id_}: {exc}") from None
+            raise failed(f"cephx client {id_}", exc) from None
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         executor = self.executor(props)
@@ -126,7 +127,7 @@ class ClientProvider(SshBacked, ResourceProvider):
             if result.exit_status not in (0, ceph_cli.ENOENT):
                 check(result, f"ceph auth del {id_}")
         except RemoteError as exc:
-            raise OperatorError(f"cephx client {id_}: {exc}") from None
+            raise failed(f"cephx client {id_}", exc) from None
 
 
 class CephClientResource(Resource, module="pveceph", name="CephClient"):

@@ -17,7 +17,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.dynamic import OperatorError, SshBacked
+from components.dynamic import SshBacked
+from components.errors import OperatorError, failed
 from components.graph import child_options
 from components.ssh import Executor, RemoteError, Unreachable
 
@@ -75,7 +76,7 @@ class PackageProvider(SshBacked, ResourceProvider):
                 if version is None:
                     raise OperatorError(f"{node}: apt-get install -y {package} reported success but dpkg-query does not show it installed")
         except RemoteError as exc:
-            raise OperatorError(f"{package} on {node}: {exc}") from None
+            raise failed(f"{package} on {node}", exc) from None
         return {**props, "version": version}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -89,7 +90,7 @@ class PackageProvider(SshBacked, ResourceProvider):
         except Unreachable:
             return ReadResult(id_=id_, outs=props)  # the node is down: its packages are as last seen
         except RemoteError as exc:
-            raise OperatorError(f"{package} on {node}: {exc}") from None
+            raise failed(f"{package} on {node}", exc) from None
         if version is None:
             return ReadResult(id_="", outs={})  # removed by hand: gone from the state, created again by `pulumi up`
         return ReadResult(id_=id_, outs={**props, "version": version})

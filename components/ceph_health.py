@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.dynamic import ExecutorFactory, OperatorError, SshBacked, checks_due, prefetch
+from components.dynamic import ExecutorFactory, SshBacked, checks_due, prefetch
+from components.errors import OperatorError, failed
 from components.graph import child_options
 from components.ssh import Connection, Executor, RemoteError
 
@@ -246,7 +247,7 @@ class HealthGateProvider(SshBacked, ResourceProvider):
             if health is not None and (health.state == HEALTHY or health.peering_s is not None):
                 result = executor.read(argv, stdin=gate_script(), fresh=True)
         except RemoteError as exc:
-            raise OperatorError(f"Ceph health gate (runbook 1-1): {exc}") from None
+            raise failed("Ceph health gate (runbook 1-1)", exc) from None
         report = verdict(where, result.exit_status, result.stdout, result.stderr)
         if health is not None and health.peering_s is not None:
             report += f"{REASON}{health.health}\n"

@@ -15,7 +15,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import ceph_cli
-from components.dynamic import OperatorError, PartiallyCreated, SshBacked
+from components.dynamic import SshBacked
+from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 from components.ssh import Executor, RemoteError, Result, check
 
@@ -117,7 +118,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         try:
             seen = self.observe(self.executor(props), id_)
         except RemoteError as exc:
-            raise OperatorError(f"Ceph pool {id_}: {exc}") from None
+            raise failed(f"Ceph pool {id_}", exc) from None
         if seen is None:
             return ReadResult(id_="", outs={})
         return ReadResult(id_=id_, outs={**props, **seen})
@@ -149,7 +150,7 @@ class PoolProvider(SshBacked, ResourceProvider):
             self.converge(executor, news, seen)
             return UpdateResult(outs=self.state(executor, news))
         except RemoteError as exc:
-            raise OperatorError(f"Ceph pool {id_}: {exc}") from None
+            raise failed(f"Ceph pool {id_}", exc) from None
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         if not props.get("allowDeletion"):
@@ -169,7 +170,7 @@ class PoolProvider(SshBacked, ResourceProvider):
                 reason = (result.stderr.strip() or result.stdout.strip())[-300:]
                 raise OperatorError(f"ceph osd pool delete {id_} failed: {reason} (the monitors need mon_allow_pool_delete = true)")
         except RemoteError as exc:
-            raise OperatorError(f"Ceph pool {id_}: {exc}") from None
+            raise failed(f"Ceph pool {id_}", exc) from None
 
 
 class RbdPoolResource(Resource, module="pveceph", name="RbdPool"):

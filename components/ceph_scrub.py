@@ -23,7 +23,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import ceph_cli
-from components.dynamic import OperatorError, PartiallyCreated, SshBacked
+from components.dynamic import SshBacked
+from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 from components.ssh import Executor, RemoteError, Result, check, render
 
@@ -110,7 +111,7 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
             executor = self.executor(props)
             seen, holder = self.observe(executor), self.holder(executor)  # one question to the monitors
         except RemoteError as exc:
-            raise OperatorError(f"scrub window: {exc}") from None
+            raise failed("scrub window", exc) from None
         return ReadResult(id_=id_, outs={**props, **seen, "setBy": holder})
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -142,7 +143,7 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
             self.apply(executor, wanted, seen, owner)
             return UpdateResult(outs={**news, **self.observe(executor), "setBy": owner})
         except RemoteError as exc:
-            raise OperatorError(f"scrub window: {exc}") from None
+            raise failed("scrub window", exc) from None
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         executor = self.executor(props)
@@ -156,7 +157,7 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
             if holder:
                 check(executor.run(ceph_cli.config_key_rm(OWNER_KEY)), render(ceph_cli.config_key_rm(OWNER_KEY)))
         except RemoteError as exc:
-            raise OperatorError(f"scrub window: {exc}") from None
+            raise failed("scrub window", exc) from None
 
 
 class ScrubWindowResource(Resource, module="pveceph", name="ScrubWindow"):

@@ -34,7 +34,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.dynamic import OperatorError, SshBacked, checks_due, prefetch
+from components.dynamic import SshBacked, checks_due, prefetch
+from components.errors import OperatorError
 from components.graph import child_options
 from components.ssh import RemoteError, Result, Unreachable
 

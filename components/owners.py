@@ -40,7 +40,8 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import pve_rights
-from components.dynamic import OperatorError, has_unknowns
+from components.dynamic import has_unknowns
+from components.errors import OperatorError, failed
 from components.graph import child_options
 
 ID = "owners"
@@ -166,7 +167,7 @@ def rights_problem(api: Any, rights: dict[str, Any], only: tuple[str, ...] = ())
     try:
         effective = api("access/permissions").get()
     except api_errors() as exc:
-        raise OperatorError(f"rights: GET /access/permissions failed: {reason(exc)}") from None
+        raise failed("rights: GET /access/permissions failed", reason(exc)) from None
     if not isinstance(effective, dict):
         return None  # not PVE's answer: the calls themselves will say
     vms = [pve_rights.VmRights(int(v["id"]), v["name"], v["bridge"], v.get("iso") or None, bool(v["ha"])) for v in rights.get("vms") or []]
@@ -197,7 +198,7 @@ class OwnersProvider(ResourceProvider):
                     if name in ("hagroup", "harule") and not_on_this_version(exc):
                         cluster[name] = []  # nothing of that kind can exist; the HA preflight names the version
                         continue
-                    raise OperatorError(f"owners: GET /{KINDS[name].path} failed: {reason(exc)}") from None
+                    raise failed(f"owners: GET /{KINDS[name].path} failed", reason(exc)) from None
             found = problems(wanted, cluster, props["owner"], lambda: read_state(props["stack"], props["workDir"])) if wanted else []
             if found:
                 raise OperatorError("owners: " + "; ".join(found) + "; nothing was changed")

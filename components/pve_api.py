@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from components.dynamic import OperatorError
+from components.errors import OperatorError, failed
 
 # proxmoxer and requests are imported where they are used (the provider process): the program
 # itself never calls the API, and its start-up stays fast.
@@ -109,7 +109,7 @@ def connect(api: dict[str, Any], timeout: float = 30) -> Any:
             timeout=timeout,
         )
     except Exception as exc:  # proxmoxer raises plain exceptions for bad URLs and TLS errors
-        raise OperatorError(f"Proxmox VE API {url.geturl()}: {type(exc).__name__}: {exc}") from None
+        raise failed(f"Proxmox VE API {url.geturl()}: {type(exc).__name__}", exc) from None
 
 
 def reason(exc: Exception) -> str:

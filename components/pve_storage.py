@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.dynamic import OperatorError, PartiallyCreated
+from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 from components.pve_api import api_errors, connect, reason
 
@@ -66,7 +66,7 @@ class StorageProvider(ResourceProvider):
         except api_errors() as exc:
             if _missing(exc):
                 return None
-            raise OperatorError(f"GET /storage/{storage_id}: {reason(exc)}") from None
+            raise failed(f"GET /storage/{storage_id}", reason(exc)) from None
         # proxmoxer turns a 200 that is not JSON (a proxy's HTML page) into {"errors": b"..."}:
         # that is not a storage, and must never read as one that exists.
         if not isinstance(entry, dict) or "errors" in entry or not entry.get("type"):
@@ -224,7 +224,7 @@ class StorageProvider(ResourceProvider):
         try:
             api.storage(id_).put(**self.params(news))
         except api_errors() as exc:
-            raise OperatorError(f"PUT /storage/{id_}: {reason(exc)}") from None
+            raise failed(f"PUT /storage/{id_}", reason(exc)) from None
         active = self.wait_active(api, id_, news["nodes"])
         seen = self.observe(api, id_) or {}
         return UpdateResult(outs=self.outs(news, seen, active))
@@ -235,7 +235,7 @@ class StorageProvider(ResourceProvider):
             api.storage(id_).delete()
         except api_errors() as exc:
             if not _missing(exc):
-                raise OperatorError(f"DELETE /storage/{id_}: {reason(exc)}") from None
+                raise failed(f"DELETE /storage/{id_}", reason(exc)) from None
 
 
 class RbdStorageResource(Resource, module="pveceph", name="RbdStorage"):

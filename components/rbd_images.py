@@ -17,7 +17,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import ceph_cli
-from components.dynamic import OperatorError, SshBacked
+from components.dynamic import SshBacked
+from components.errors import OperatorError, failed
 from components.graph import child_options
 from components.ssh import Executor, RemoteError, check
 
@@ -45,7 +46,7 @@ class ImagesProvider(SshBacked, ResourceProvider):
         try:
             images = self.observe(self.executor(props), props)
         except RemoteError as exc:
-            raise OperatorError(f"runbook 3-2, rbd ls {props['pool']}: {exc}") from None
+            raise failed(f"runbook 3-2, rbd ls {props['pool']}", exc) from None
         missing = [vm for vm, found in images.items() if not found]
         if missing:
             raise OperatorError(
@@ -61,7 +62,7 @@ class ImagesProvider(SshBacked, ResourceProvider):
         try:
             images = self.observe(self.executor(props), props)
         except RemoteError as exc:
-            raise OperatorError(f"runbook 3-2, rbd ls {props['pool']}: {exc}") from None
+            raise failed(f"runbook 3-2, rbd ls {props['pool']}", exc) from None
         return ReadResult(id_=id_, outs={**props, "images": images})
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:

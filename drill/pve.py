@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components import pve_api
-from components.dynamic import OperatorError
+from components.errors import OperatorError
 from drill.sources import Cluster
 
 

@@ -19,7 +19,7 @@ from components import ceph_cli, ceph_common, ha_preflight, pve_rights
 from components.ceph_cli import Caps, normalise_caps
 from components.ceph_health import PEERING, STATUS_ARGV, CephHealth, Clock, SystemClock, settle
 from components.config import BestPractice, StackConfig
-from components.dynamic import OperatorError
+from components.errors import OperatorError
 from components.ha_vm import sid
 from components.ssh import RemoteError, Result, Unreachable, render
 from verify.probe import ADMIN, ApiError, Once, Probe

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from components import pve_api
-from components.dynamic import OperatorError
+from components.errors import OperatorError
 from components.ssh import Connection, RemoteError, Result, SshExecutor, render
 from verify.target import Target
 

@@ -1,5 +1,5 @@
-"""HA VMs on the lab for the drill, made through the lab's PVE API (the Pulumi program's plugins
-cannot be built in this workplace): a pool and a `profile rbd` cephx client on the lab's real
+"""HA VMs on the lab for the drill, made through the lab's PVE API, without the Pulumi program
+(`make drill` needs no stack; `make demo` then `python -m drill --stack lab` drills the program's VMs): a pool and a `profile rbd` cephx client on the lab's real
 Ceph (over SSH to the ceph-admin role), an RBD storage with that key, VMs with scsi0 on it,
 registered as HA resources and started.
 

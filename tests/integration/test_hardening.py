@@ -29,8 +29,8 @@ same checksum after it.
     garbage answer must never read as "the pool is gone");
 13. PVE API faults on a converged stack: the refresh's read hangs, then the update's PUT is refused.
 
-The full-program cases (VMs and their disks, HA resources) wait for the ``command`` and
-``proxmoxve`` provider plugins, which cannot be built in this workplace.
+The full program's cases (VMs and their disks, HA resources, with the ``proxmoxve`` plugin)
+are in test_hardening_vms.py.
 """
 
 from __future__ import annotations

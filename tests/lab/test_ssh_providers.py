@@ -58,7 +58,7 @@ def test_the_health_gate_passes_on_the_healthy_lab(state: dict[str, Any]) -> Non
 
 def test_the_health_gate_refuses_a_pool_ceph_has_no_room_for_with_real_cephs_numbers(state: dict[str, Any]) -> None:
     from components.ceph_health import HealthGateProvider
-    from components.dynamic import OperatorError
+    from components.errors import OperatorError
 
     with pytest.raises(OperatorError, match=r"pool labcheck-pool: pg_num 32768 x size 3 .* would exceed mon_max_pg_per_osd .* lower ceph.pool.pgNum"):
         # the Check of an up: the program's inputs (the gate runs there, on every preview and up)
@@ -80,7 +80,7 @@ def test_the_ha_preflight_reads_the_labs_cluster(state: dict[str, Any]) -> None:
 
 
 def test_the_ha_preflight_refuses_the_wrong_mode_for_the_labs_version(state: dict[str, Any]) -> None:
-    from components.dynamic import OperatorError
+    from components.errors import OperatorError
     from components.ha_preflight import PreflightProvider
 
     if "pve" not in state:

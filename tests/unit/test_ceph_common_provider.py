@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.ceph_common import PackageProvider, parse_query
-from components.dynamic import OperatorError
+from components.errors import OperatorError
 from tests.unit.fake_nodes import CEPH_VERSION, FakeCluster
 
 INSTALL = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "ceph-common"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from components.ceph_cli import Caps
 from components.ceph_client import ClientProvider
 from components.ceph_pool import PoolProvider
-from components.dynamic import OperatorError, PartiallyCreated
+from components.errors import OperatorError, PartiallyCreated
 from components.ssh import Result
 from tests.unit.fake_ceph import FakeCeph
 
@@ -252,61 +251,3 @@ def test_client_garbage_answer_never_echoes_output(ceph: FakeCeph, monkeypatch: 
     with pytest.raises(OperatorError) as info:
         ClientProvider(ceph.executor).create(client_props())
     assert "AQDsecret" not in str(info.value)
-
-
-def test_operator_errors_reach_the_engine_without_a_traceback() -> None:
-    """Inside Pulumi's provider server, an OperatorError is reported as its message alone."""
-    import sys
-
-    from components import dynamic
-
-    try:
-        raise OperatorError("pool exists; set adopt.pool")
-    except OperatorError:
-        assert dynamic._Traceback().format_exc() == "pool exists; set adopt.pool"
-    try:
-        raise KeyError("bug")
-    except KeyError:
-        assert "Traceback" in dynamic._Traceback().format_exc()
-    assert sys.modules["traceback"].format_exc is not dynamic._Traceback.format_exc
-
-
-def test_a_partial_create_reaches_the_engine_as_created_but_not_initialised() -> None:
-    """The server's error wrapper calls format_exc() next to its gRPC ``context``: the details ride along."""
-    from google.rpc import status_pb2
-    from pulumi.runtime.proto import provider_pb2
-
-    from components import dynamic
-
-    class Context:
-        metadata: tuple[tuple[str, bytes], ...] = ()
-
-        def set_trailing_metadata(self, metadata: tuple[tuple[str, bytes], ...]) -> None:
-            self.metadata = metadata
-
-    def wrapper(context: Context) -> str:  # stands in for pulumi.dynamic's _abort_with_traceback
-        try:
-            raise PartiallyCreated("storage x is not active on pve-node3", "storage", "x", {"storageId": "x", "__provider": "cGlja2xl"})
-        except PartiallyCreated:
-            return dynamic._Traceback().format_exc()
-
-    said = "storage x is not active on pve-node3. The storage is recorded in the state; the next `pulumi up` checks it and finishes it"
-    context = Context()
-    assert wrapper(context) == said
-    ((name, raw),) = context.metadata
-    status = status_pb2.Status.FromString(raw)
-    failed = provider_pb2.ErrorResourceInitFailed()
-    assert name == "grpc-status-details-bin" and status.code == 2 and status.details[0].Unpack(failed)
-    assert (failed.id, list(failed.reasons)) == ("x", [said])
-    assert failed.properties["__provider"] == "cGlja2xl" and failed.refresh_before_update
-
-
-def test_the_dynamic_provider_server_still_reports_errors_the_way_the_hook_expects() -> None:
-    """components.dynamic relies on pulumi.dynamic's error wrapper: format_exc() called next to ``context``."""
-    from importlib.util import find_spec
-
-    spec = find_spec("pulumi.dynamic.__main__")
-    assert spec is not None and spec.origin is not None
-    source = Path(spec.origin).read_text(encoding="utf-8")
-    assert "def wrapper(self, request, context):" in source
-    assert "context.abort(grpc.StatusCode.UNKNOWN, traceback.format_exc())" in source

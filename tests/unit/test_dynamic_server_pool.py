@@ -1,4 +1,4 @@
-"""The dynamic provider server takes more than 4 calls at once (components.dynamic.widen_server_pool,
+"""The dynamic provider server takes more than 4 calls at once (components.provider_server.widen_server_pool,
 issue #22): the SDK's pool is 4 wide, and our reads wait on SSH."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from concurrent import futures
 from importlib import util
 from pathlib import Path
 
-from components.dynamic import SERVER_WORKERS, widen_server_pool
+from components.provider_server import SERVER_WORKERS, widen_server_pool
 
 
 def test_a_pool_of_4_runs_the_calls_side_by_side_once_widened() -> None:

@@ -8,7 +8,7 @@ import pytest
 from pulumi.runtime import rpc
 
 from components import ha_preflight
-from components.dynamic import OperatorError
+from components.errors import OperatorError
 from components.ha_preflight import PreflightProvider, mode_problem, parse_ha_status
 from tests.unit.fake_nodes import PVE8, PVE9, FakeCluster
 

@@ -12,7 +12,7 @@ import pytest
 from pulumi.runtime import rpc
 
 from components.ceph_health import HealthGateProvider, gate_script, verdict
-from components.dynamic import OperatorError
+from components.errors import OperatorError
 from components.ssh import Result
 from tests.unit.fake_ceph import HEALTHY, PEERING, FakeCeph, FakeClock, ceph_status, fake_monitors
 

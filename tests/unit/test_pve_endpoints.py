@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from components import pve_api
-from components.dynamic import OperatorError
+from components.errors import OperatorError
 
 NODES = ["127.10.20.11", "127.10.20.12", "127.10.20.13"]
 

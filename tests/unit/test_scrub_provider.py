@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.ceph_scrub import ScrubWindowProvider
-from components.dynamic import OperatorError, PartiallyCreated
+from components.errors import OperatorError, PartiallyCreated
 from tests.unit.fake_ceph import FakeCeph
 
 CONNECTION = {"host": "127.10.10.101", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components.dynamic import OperatorError, PartiallyCreated
+from components.errors import OperatorError, PartiallyCreated
 from components.pve_api import api_props
 from components.pve_storage import StorageProvider
 

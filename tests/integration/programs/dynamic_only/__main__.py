@@ -1,10 +1,9 @@
 """The program's dynamic resources alone: the pool (1-2/1-3), the cephx client (2-1) and the RBD
 storage (2-3), wired as components/stack.py wires them, from the same stack config.
 
-This is what the real engine can run in this workplace: the ``command`` and ``proxmoxve`` plugins
-cannot be built here (tools/versions.env says why), while these three need only the Python
-language host. They are also the three resources whose drift, adoption and destroy safety the
-program implements itself.
+These three need only the Python language host, no ``proxmoxve`` plugin, so the tests of
+their faults run fast and alone. They are the three resources whose drift, adoption and
+destroy safety the program implements itself (the full program is __main__.py).
 """
 
 import pulumi
