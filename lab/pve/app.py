@@ -1,5 +1,5 @@
 """The lab's Proxmox VE API: `LabPve`, fakepve (pinned) composed with the lab's API modules
-(api/, one per subtree of PVE's API), its model (ha.py, rbdstore.py, vmproc.py) and PVE's
+(api/, one per subtree of PVE's API), its model (ha/, rbdstore.py, vmproc.py) and PVE's
 routing (router.py). Lab only: fakepve is AGPL-3.0 and the product never imports it.
 
 One process serves the 3-node cluster: every node's API on its own address (a powered-off node's
@@ -316,7 +316,7 @@ class LabPve(
 
     async def unit_action(self, node: str, action: str, units: list[str], wait: float = 60.0) -> dict[str, Any]:
         """`systemctl start|stop|restart|try-restart UNIT...` run on NODE: the units' states change
-        (units.py); pve-ha-lrm and pve-ha-crm go through the HA manager (ha.py), since their stop
+        (units.py); pve-ha-lrm and pve-ha-crm go through the HA manager (ha/), since their stop
         and start are what PVE's HA stack sees. Like systemctl, it returns once each job is done:
         a stopping LRM is `deactivating` until its services are frozen (up to WAIT real seconds,
         then the answer says `deactivating`). ValueError for an unknown action, LookupError for

@@ -8,7 +8,7 @@ A powered-off node shows every unit inactive whatever was recorded; powering it 
 (`restore` after `poweroff`) is a boot: every unit active again, with new pids and a new `since`.
 
 What a unit's state means for the cluster is modelled where it matters: pve-ha-lrm and
-pve-ha-crm in ha.py (a stopped LRM freezes its services and stops updating its status; a stopped
+pve-ha-crm in ha/ (a stopped LRM freezes its services and stops updating its status; a stopped
 CRM is never master). Stopping any other unit changes only what systemctl shows: the lab does not
 model, e.g., that a stopped pveproxy no longer serves the API, nor what watchdog-mux's stop
 means for fencing (see README.md).

@@ -167,7 +167,7 @@ class VmProcesses:
     def lab_steal_vm(self, vm, target: str) -> None:
         """steal_service (Env/PVE2.pm: the config file renamed to TARGET's directory, its old
         node fenced). The config, its `lock` included, moves unchanged: the CRM cleared the locks
-        it may beforehand (ha.py fence_recovery_cleanup)."""
+        it may beforehand (ha/crm.py fence_recovery_cleanup)."""
         if vm is None:
             return
         if vm.status == "running":

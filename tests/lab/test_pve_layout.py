@@ -109,7 +109,7 @@ def test_lab_pve_has_no_import_cycle():
 
 def test_model_modules_never_import_the_api_or_the_app():
     edges = graph()
-    for model in MODEL:
+    for model in [name for name in edges if name in MODEL or name.startswith("lab.pve.ha.")]:
         bad = sorted(m for m in edges[model] if m.startswith("lab.pve.api") or m in ("lab.pve.app", "lab.pve.server", "lab.pve.control_app"))
         assert not bad, f"{model} imports {bad}"
 

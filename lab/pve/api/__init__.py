@@ -13,5 +13,5 @@ extends or overrides fakepve's handlers for that subtree, naming the PVE source 
     /storage                    storage.py            pve-storage src/PVE/API2/Storage/Config.pm
 
 Paths, 501s and the call log are the router's (../router.py). API modules import the model
-(../ha.py, ../rbdstore.py) and tasks.py, never the app or each other otherwise.
+(../ha/, ../rbdstore.py) and tasks.py, never the app or each other otherwise.
 """

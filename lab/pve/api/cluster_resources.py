@@ -2,7 +2,7 @@
 VM, node and storage per node), kept current by the lab:
 
 - a VM's `node` is where its config lives now: after an HA recovery the HA manager moved it
-  (steal_service, ha.py/vmproc.py lab_steal_vm), so every read sees the node the HA manager put
+  (steal_service, ha/crm.py, vmproc.py lab_steal_vm), so every read sees the node the HA manager put
   it on -- bpg's provider re-reads a VM's node from here on every read (proxmox/cluster
   GetVMNodeName) and must follow a failover;
 - `hastate` for HA-managed VMs (the HA manager's verbose state);

@@ -16,7 +16,7 @@ qemu-server src/PVE/API2/Qemu.pm) with what the lab adds to match PVE on externa
   PVE::HA::Config::vm_is_ha_managed);
 - PUT .../resize resizes the RBD image (Qemu.pm resize_vm); POST .../migrate moves the VM (an
   HA-managed one through the HA manager: `Requesting HA migration for VM <vmid> to node <node>`);
-- the LRM's `qm start|stop|migrate` (ha.py) run as the same tasks (qmstart, qmstop, qmigrate);
+- the LRM's `qm start|stop|migrate` (ha/lrm.py) run as the same tasks (qmstart, qmstop, qmigrate);
 - permissions as Qemu.pm checks them: the privilege of each config key (`$check_vm_modify_config_perm`
   and its option tables), the bridge of each NIC (QemuServer.pm check_bridge_access, pve-guest-common
   GuestHelpers.pm check_vnet_access: `SDN.Use` on /sdn/zones/localnetwork/<bridge>[/<tag>]), and

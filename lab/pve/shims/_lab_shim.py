@@ -4,7 +4,7 @@ directory first on PATH for SSH sessions to a node's address and sets PVE_LAB_NO
 commands ask the lab PVE's control channel (control.py, standard library only) for that node's view.
 
 Units: `systemctl start|stop|restart|try-restart UNIT` changes that node's unit in the lab PVE
-(units.py; a stopped pve-ha-lrm or pve-ha-crm is what PVE's HA stack sees, ha.py), and
+(units.py; a stopped pve-ha-lrm or pve-ha-crm is what PVE's HA stack sees, ha/), and
 is-active/status show it; a powered-off node's units are all inactive, powering it on again starts
 them all.
 
@@ -71,7 +71,7 @@ def control() -> Control:
 def systemctl(args: list[str]) -> int:
     """systemctl as systemd 252 (Debian 12) answers it, for the node's UNITS: is-active,
     is-enabled, status, and start/stop/restart/try-restart, which change the unit's state in the
-    lab PVE (units.py; pve-ha-lrm and pve-ha-crm through its HA manager, ha.py) and return once
+    lab PVE (units.py; pve-ha-lrm and pve-ha-crm through its HA manager, ha/) and return once
     the job is done, as systemctl does. reload, enable, disable, reload-or-restart answer as
     systemctl would and change nothing."""
     opts = [a for a in args if a.startswith("-")]
