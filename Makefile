@@ -48,4 +48,4 @@ verify: setup
 # Runbook 7 on the lab: vm:101 (seeded through the lab's API unless the lab stack made it), its node
 # failed through the lab's control channel, the recovery watched and timed, the node restored.
 drill: setup
-	@$(PY) -m tests.drill.seed && $(PY) -m drill --lab-file .lab/lab.json --vm 101 --method lab --yes --restore
+	@$(PY) -m lab.testing.seed && $(PY) -m drill --lab-file .lab/lab.json --vm 101 --method lab --yes --restore

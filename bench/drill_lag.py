@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.drill.observe import Observer  # noqa: E402
-from tests.drill.seed import LAB_JSON, LabAccess, ensure_ha_vm, ensure_storage, remove_vm, wait_ha_state  # noqa: E402
+from lab.testing.observe import Observer  # noqa: E402
+from lab.testing.seed import LAB_JSON, LabAccess, ensure_ha_vm, ensure_storage, remove_vm, wait_ha_state  # noqa: E402
 
 
 def one_run(lab_access: LabAccess, vmid: int, fault: str) -> dict:

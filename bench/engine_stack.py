@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import lab  # noqa: E402
 import lab.ceph  # noqa: E402
 import lab.pve  # noqa: E402
-from tests.integration.lab_stack import LabStack, forget, remove_vms  # noqa: E402
+from lab.testing.stack import LabStack, forget, remove_vms  # noqa: E402
 
 FIRST_VM = 600
 NODES = ("pve-node1", "pve-node2", "pve-node3")

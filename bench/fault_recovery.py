@@ -33,9 +33,9 @@ from pulumi import automation as auto  # noqa: E402
 import lab  # noqa: E402
 import lab.ceph  # noqa: E402
 from lab.pve.control import Control  # noqa: E402
-from tests.integration.lab_stack import PROGRAMS, LabStack, drill_failover, forget, forget_stack, names, node_powered_off, ssh_fault  # noqa: E402
-from tests.integration.shared_lab import settled  # noqa: E402
-from tests.integration.test_hardening_vms import VmStack  # noqa: E402
+from lab.testing.shared import settled  # noqa: E402
+from lab.testing.stack import PROGRAMS, LabStack, drill_failover, forget, forget_stack, names, node_powered_off, ssh_fault  # noqa: E402
+from lab.testing.vms import VmStack  # noqa: E402
 
 FAULTS: dict[str, Callable[[str], Any]] = {
     "SSH dropped after pool create": lambda p: ssh_fault("drop-after", f"ceph osd pool create {p}-pool *"),

@@ -17,8 +17,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from components.ceph_cli import command_name
-
 if TYPE_CHECKING:  # paramiko is imported where it is used: the program itself never opens SSH
     import paramiko
 
@@ -337,6 +335,8 @@ class SshExecutor:
     def _run(self, argv: list[str], stdin: str | None, timeout: float | None, shared: bool = False) -> Result:
         """Run ``argv``; a connection that drops before the command's exit status arrives is a :class:`RemoteError`."""
         import paramiko
+
+        from components.ceph_cli import command_name  # here, not at the top: ceph_cli builds commands for an Executor
 
         command = render(argv)
         what = command_name(argv)

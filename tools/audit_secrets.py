@@ -7,7 +7,7 @@ Run by tools/run-tests.sh after the suites, while the lab is still up:
 
 The secrets: the PVE API token secret and root password, every line of the SSH private key's
 body that is its own (not the header every key of its type shares), every cephx key Ceph holds now (client.admin, the daemons, the clients the tests left) and
-every client key the tests deleted (their ledger, written by tests/integration/lab_stack.forget).
+every client key the tests deleted (their ledger, written by lab/testing/stack.py forget).
 
 The places, each a kind of its own in what the audit prints:
 

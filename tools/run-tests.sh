@@ -35,8 +35,8 @@ $PY -m lab up
 phase "the lab's PVE API and node shells, the proxmoxve plugin, integration (real engine against the lab), failover drill"
 $PY -m pytest -q --durations=15 --basetemp="$LOGS/tmp" tests/lab --ignore=tests/lab/test_ceph_sshd.py tests/integration tests/drill 2>&1 | tee "$LOGS/integration.log"
 phase "secrets audit: the test logs, the state of every test stack, the debug-level engine and plugin logs, the Pulumi CLI's logs, the lab's logs"
-# the CLI's logs of a test stack are encrypted with its passphrase (tests/integration/engine.py) and salt (its state, under $LOGS)
-PULUMI_CONFIG_PASSPHRASE=$($PY -c 'from tests.integration.engine import PASSPHRASE; print(PASSPHRASE)') \
+# the CLI's logs of a test stack are encrypted with its passphrase (lab/testing/engine.py) and salt (its state, under $LOGS)
+PULUMI_CONFIG_PASSPHRASE=$($PY -c 'from lab.testing.engine import PASSPHRASE; print(PASSPHRASE)') \
   $PY -m tools.audit_secrets --ledger "$LOGS/cephx-keys" --engine-logs "${PULUMI_HOME:-$HOME/.pulumi}/logs" --since "$LOGS/started" \
   "$LOGS" .lab/pve/server.log .lab/pve/calls.log .lab/logs .lab/faults .lab/ceph/log 2>&1 | tee "$LOGS/audit.log"
 phase "all suites passed"

@@ -5,31 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
-from tests.drill.seed import LabAccess, drop_storage, ensure_ha_vm, ensure_storage, remove_vm
-
-
-@pytest.fixture(scope="session")
-def lab_state() -> Iterator[dict[str, Any]]:
-    import lab
-
-    was_up = lab.paths.LAB_JSON.exists()
-    state = lab.up(log=lambda _line: None)
-    if "pve" not in state or not state["pve"].get("ceph_backed"):
-        pytest.fail("the lab came up without its Ceph-backed PVE API (lab/pve): the drill's tests need it")
-    yield state
-    if not was_up:
-        lab.down(log=lambda _line: None)
-
-
-@pytest.fixture(scope="session")
-def lab_access(lab_state: dict[str, Any]) -> LabAccess:
-    access = LabAccess(lab_state)
-    access.restore_all()
-    return access
+from lab.testing.seed import LabAccess, drop_storage, ensure_ha_vm, ensure_storage, remove_vm
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from drill import report as reports
-from tests.drill.observe import Observer
-from tests.drill.seed import LAB_JSON, ROOT, LabAccess, wait_ha_state
+from lab.paths import ROOT
+from lab.testing.observe import Observer
+from lab.testing.seed import LAB_JSON, LabAccess, wait_ha_state
 
 pytestmark = pytest.mark.timeout(600)
 DEADLINE = "120"

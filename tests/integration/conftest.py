@@ -10,35 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 import lab
 import lab.pve
-from lab.pve.control import Control
 
 PLUGIN = "Go-http-client"  # the proxmoxve plugin's User-Agent in the lab's call log
-
-
-@pytest.fixture(scope="session")
-def lab_state() -> Iterator[dict[str, Any]]:
-    was_up = lab.paths.LAB_JSON.exists()
-    state = lab.up(log=lambda _line: None)
-    if "pve" not in state:
-        pytest.fail("the lab came up without its PVE API (lab/pve): the integration tests need it")
-    yield state
-    if not was_up:
-        lab.down(log=lambda _line: None)
-
-
-@pytest.fixture
-def control() -> Iterator[Control]:
-    """The lab API's fault channel; every injected failure is cleared afterwards, whatever happened."""
-    channel = Control()
-    channel.clear_failures()
-    yield channel
-    channel.clear_failures()
 
 
 @pytest.fixture(autouse=True)

@@ -32,11 +32,9 @@ import yaml
 from pulumi import automation as auto
 
 from components import config as cfg
-from tests.integration.lab_stack import PREFIX, LabStack, base_config, client_caps, forget, names, pool_exists, storages
+from lab.testing.stack import PREFIX, LabStack, base_config, client_caps, forget, names, pool_exists, storages
+from tests.corpus import API_PAYLOADS, DELETE, INVALID, PAYLOADS, set_path
 from tests.unit.helpers import TOKEN, valid_raw
-from tests.unit.test_config import DELETE, INVALID
-from tests.unit.test_config import _set as set_path
-from tests.unit.test_shell_payloads import API_PAYLOADS, PAYLOADS
 
 STACK = "badeng"  # its pool, client and storage: badeng-pool, client.badeng, badeng-rbd
 ROOT_TYPE = "pulumi:pulumi:Stack"

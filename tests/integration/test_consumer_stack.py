@@ -17,10 +17,10 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.drill.seed import LabAccess
-from tests.integration.engine import ROOT, workspace_options
-from tests.integration.lab_stack import LabStack, admin, changes, names, remember_key, storages
-from tests.integration.shared_lab import own_corner, unmodelled
+from lab.testing.engine import ROOT, workspace_options
+from lab.testing.seed import LabAccess
+from lab.testing.shared import own_corner, unmodelled
+from lab.testing.stack import LabStack, admin, changes, names, remember_key, storages
 
 PREFIX = "cons"
 POOL, STORAGE = f"{PREFIX}-pool", f"{PREFIX}-rbd"

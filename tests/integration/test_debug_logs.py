@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.engine import PASSPHRASE, ROOT, cli
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, forget, names
-from tests.integration.shared_lab import settled
+from lab.testing.engine import PASSPHRASE, ROOT, cli
+from lab.testing.shared import settled
+from lab.testing.stack import PROGRAMS, LabStack, admin, forget, names
 from tools import audit_secrets
 
 NAME = "dbglog"  # its pool, client and storage: dbglog-pool, client.dbglog, dbglog-rbd

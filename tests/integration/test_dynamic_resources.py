@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from pulumi import automation as auto
 
-from tests.integration.engine import cli
-from tests.integration.lab_stack import (
+from lab.testing.engine import cli
+from lab.testing.stack import (
     PROGRAMS,
     LabStack,
     admin,

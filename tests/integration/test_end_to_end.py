@@ -20,7 +20,7 @@ from pulumi import automation as auto
 import lab
 from components.ha_preflight import parse_ha_status
 from lab import LabError, wait_for
-from tests.integration.lab_stack import (
+from lab.testing.stack import (
     LabStack,
     admin,
     api,

@@ -21,9 +21,9 @@ import pytest
 from pulumi import automation as auto
 
 from lab.pve.control import Control
-from tests.drill.seed import LabAccess, remove_vm
-from tests.integration.lab_stack import LabStack, admin, changes, forget, names, storages
-from tests.integration.shared_lab import settled, unmodelled
+from lab.testing.seed import LabAccess, remove_vm
+from lab.testing.shared import settled, unmodelled
+from lab.testing.stack import LabStack, admin, changes, forget, names, storages
 
 NODES = {"pve-node1": 2, "pve-node2": 1}
 # (prefix, VM id) per case: the stack's pool/client/storage names, its affinity and its VM

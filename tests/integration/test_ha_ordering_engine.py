@@ -21,7 +21,7 @@ import pytest
 
 from lab import wait_for
 from lab.pve.control import Control, ControlError
-from tests.integration.lab_stack import LabStack, api, forget_stack, names
+from lab.testing.stack import LabStack, api, forget_stack, names
 
 VM = 261
 SID = f"vm:{VM}"

@@ -38,8 +38,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
-import signal
 import ssl
 import subprocess
 import threading
@@ -55,8 +53,8 @@ import lab.ceph
 from components import ceph_cli
 from lab import sshd
 from lab.pve.control import Control
-from tests.integration.engine import cli
-from tests.integration.lab_stack import (
+from lab.testing.engine import cli
+from lab.testing.stack import (
     PROGRAMS,
     ROOT,
     LabStack,
@@ -65,6 +63,8 @@ from tests.integration.lab_stack import (
     changes,
     client_caps,
     forget,
+    monitors_paused,
+    monitors_stopped,
     names,
     node_powered_off,
     pool_detail,
@@ -159,36 +159,6 @@ class Marker:
 
     def intact(self) -> bool:
         return self.checksum() == self.digest
-
-
-@contextlib.contextmanager
-def monitors_paused() -> Iterator[None]:
-    """Ceph stops answering: its three monitors are frozen (SIGSTOP), as a hung or unreachable cluster looks to a client."""
-    pids = [pid for name in lab.ceph.daemon_names() if name.startswith("ceph-mon.") and (pid := lab.running(name))]
-    assert len(pids) == 3, pids
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
-        lab.wait_for("Ceph answering again", lambda: "HEALTH" in admin("ceph health"), deadline=60)
-
-
-@contextlib.contextmanager
-def monitors_stopped() -> Iterator[None]:
-    """Ceph is down: its three monitors are stopped (connections refused); `lab up` starts them again on their stores."""
-    names = [name for name in lab.ceph.daemon_names() if name.startswith("ceph-mon.")]
-    for name in names:
-        pid = lab.running(name)
-        assert pid is not None, name
-        os.kill(pid, signal.SIGTERM)
-    lab.wait_for("the monitors to stop", lambda: not any(lab.running(name) for name in names), deadline=30)
-    try:
-        yield
-    finally:
-        lab.ceph.up(log=lambda _line: None)
 
 
 def nothing_in_ceph(prefix: str) -> bool:

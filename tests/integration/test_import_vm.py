@@ -30,10 +30,10 @@ from typing import Any
 import pytest
 
 from lab.pve.control import Control
-from tests.drill.seed import LabAccess, remove_vm
-from tests.integration.engine import cli, engine_env
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, changes, names, project_copy, remember_key
-from tests.integration.shared_lab import own_corner, plan, unmodelled
+from lab.testing.engine import cli, engine_env
+from lab.testing.seed import LabAccess, remove_vm
+from lab.testing.shared import own_corner, plan, unmodelled
+from lab.testing.stack import PROGRAMS, LabStack, admin, changes, names, project_copy, remember_key
 
 PREFIX = "imp"
 POOL, STORAGE = f"{PREFIX}-pool", f"{PREFIX}-rbd"

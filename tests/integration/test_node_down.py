@@ -31,8 +31,8 @@ from pulumi import automation as auto
 
 import lab
 from lab import wait_for
-from tests.integration.engine import cli
-from tests.integration.lab_stack import LabStack, api, changes, forget_stack, names, node_online
+from lab.testing.engine import cli
+from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online
 
 VM, ADDED, ON_DEAD, HAND = 241, 242, 243, 244
 VM_TYPE = "proxmoxve:index/vmLegacy:VmLegacy"

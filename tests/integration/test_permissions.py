@@ -27,8 +27,8 @@ import pytest
 from pulumi import automation as auto
 
 from components import ceph_rights, pve_rights
-from tests.integration.lab_stack import LabStack, admin, api, changes, leftovers, names, program_identity, remember_secret
-from tests.integration.shared_lab import own_corner
+from lab.testing.shared import own_corner
+from lab.testing.stack import LabStack, admin, api, changes, leftovers, names, program_identity, remember_secret
 
 PREFIX, VMID = "perm", 430
 POOL, STORAGE, CLIENT = f"{PREFIX}-pool", f"{PREFIX}-rbd", PREFIX

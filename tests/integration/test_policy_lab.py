@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from pulumi import automation as auto
 
-from tests.drill.seed import LabAccess
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, names, program_identity, storages
-from tests.integration.shared_lab import settled
+from lab.testing.seed import LabAccess
+from lab.testing.shared import settled
+from lab.testing.stack import PROGRAMS, LabStack, admin, names, program_identity, storages
 from tests.policy.engine import preview_with_policy
 
 PREFIX = "pol"

@@ -21,7 +21,7 @@ import pulumi_proxmoxve
 import pytest
 from pulumi._types import input_type_py_to_pulumi_names
 
-from tests.integration.engine import cli, engine_env, versions
+from lab.testing.engine import cli, engine_env, versions
 
 VERSIONS = versions()
 SDK = Path(pulumi_proxmoxve.__file__).parent

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from pulumi import automation as auto
 
-from tests.drill.seed import LabAccess, ensure_storage
-from tests.integration.engine import cli, engine_env, workspace_options
-from tests.integration.lab_stack import changes
+from lab.testing.engine import cli, engine_env, workspace_options
+from lab.testing.seed import LabAccess, ensure_storage
+from lab.testing.stack import changes
 from tests.policy.engine import throwaway_project
 
 STORAGE, POOL, CLIENT, VMID = "smoke-rbd", "smoke-pool", "smoke", 301

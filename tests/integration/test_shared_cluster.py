@@ -37,11 +37,11 @@ from pulumi import automation as auto
 import lab
 from components.ceph_scrub import OWNER_KEY
 from components.owners import owner_tag
-from tests.drill.seed import LabAccess
-from tests.integration.engine import cli, engine_env
-from tests.integration.lab_stack import PROGRAMS, LabStack, admin, api, base_config, changes, forget_stack, names, pool_exists, project_copy, storages
-from tests.integration.shared_lab import settled
-from tests.integration.test_hardening_vms import MARKER, DiskMarker
+from lab.testing.engine import cli, engine_env
+from lab.testing.seed import LabAccess
+from lab.testing.shared import settled
+from lab.testing.stack import PROGRAMS, LabStack, admin, api, base_config, changes, forget_stack, names, pool_exists, project_copy, storages
+from lab.testing.vms import MARKER, DiskMarker
 
 A, B, OLD = "sca", "scb", "sco"
 HAND, REUSED, SHARED_A, OWN_B, RULED, LEGACY = 520, 521, 522, 523, 524, 525
@@ -180,7 +180,7 @@ def test_1_a_vm_made_by_hand_at_a_configured_id_is_refused_and_left_as_it_is(
         assert config_of(access, HAND)["digest"] == before["digest"]
         assert disk_digest(f"{A}-pool", HAND) == digest
     finally:
-        from tests.drill.seed import remove_vm
+        from lab.testing.seed import remove_vm
 
         remove_vm(access, HAND)
         stack.reconfigure(with_vms(A))
@@ -190,7 +190,7 @@ def test_1_a_vm_made_by_hand_at_a_configured_id_is_refused_and_left_as_it_is(
 
 
 def test_2_an_id_reused_after_a_deletion_outside_is_refused_and_destroy_leaves_it(stacks: Callable[..., LabStack], access: LabAccess) -> None:
-    from tests.drill.seed import remove_vm
+    from lab.testing.seed import remove_vm
 
     stack = stacks(A, with_vms(A, vm(REUSED)))
     stack.up()
@@ -225,7 +225,7 @@ def test_3_an_ha_rule_of_the_same_name_made_by_hand_is_refused(stacks: Callable[
         assert rules["sc-hand"]["resources"] == f"vm:{RULED}" and access.vm_node(OWN_B) is None
         assert config_of(access, RULED)["digest"] == other["digest"]
     finally:
-        from tests.drill.seed import remove_vm
+        from lab.testing.seed import remove_vm
 
         api().cluster.ha.rules("sc-hand").delete()
         remove_vm(access, RULED)
@@ -268,7 +268,7 @@ def test_5_a_stack_from_before_the_tags_is_tagged_in_place_by_its_first_up(stack
     before = config_of(access, LEGACY)
     assert "pulumi-stack." not in str(before.get("tags", "")) and scrub_owner() == ""
 
-    from tests.integration.engine import ROOT
+    from lab.testing.engine import ROOT
 
     (old.work / "__main__.py").unlink()
     (old.work / "__main__.py").symlink_to(ROOT / "__main__.py")

@@ -29,10 +29,10 @@ import pytest
 from pulumi import automation as auto
 
 from lab import rgw
-from tests.drill.seed import LabAccess
-from tests.integration.engine import TOOLS, cli, workspace_options
-from tests.integration.lab_stack import LabStack, api, changes, forget_stack, names, project_copy
-from tests.integration.shared_lab import settled
+from lab.testing.engine import TOOLS, cli, workspace_options
+from lab.testing.seed import LabAccess
+from lab.testing.shared import settled
+from lab.testing.stack import LabStack, api, changes, forget_stack, names, project_copy
 
 PREFIX, MOVED = "rgws", "rgwm"
 VM, SECOND = 530, 531
@@ -214,7 +214,7 @@ def test_3_rgw_restarted_in_the_middle_of_an_up_then_the_rerun_converges(in_rgw:
 
 
 def api_images(prefix: str) -> list[str]:
-    from tests.integration.lab_stack import admin
+    from lab.testing.stack import admin
 
     return admin(f"rbd ls {prefix}-pool").split()
 
@@ -239,7 +239,7 @@ def test_4_a_teams_state_moved_from_a_folder_to_rgw(access: LabAccess, lab_state
         in_rgw = timed_previews(moved)
         print(f"\n  no-op preview of one stack (median of 3): state in a local folder {in_folder:.2f} s, in RGW {in_rgw:.2f} s")
         assert moved.destroy().summary.result == "succeeded"
-        from tests.integration.lab_stack import pool_exists, storages
+        from lab.testing.stack import pool_exists, storages
 
         assert f"{MOVED}-rbd" not in storages() and pool_exists(f"{MOVED}-pool")  # the pool is retained
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from tests.integration.engine import ROOT, cli, engine_env, versions, workspace_options
+from lab.testing.engine import ROOT, cli, engine_env, versions, workspace_options
 
 VERSIONS = versions()
 

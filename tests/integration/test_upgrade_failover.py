@@ -17,8 +17,8 @@ import pytest
 
 import lab
 from lab import wait_for
-from tests.integration.engine import ROOT
-from tests.integration.lab_stack import PROGRAMS, LabStack, changes, forget_stack, names, node_online
+from lab.testing.engine import ROOT
+from lab.testing.stack import PROGRAMS, LabStack, changes, forget_stack, names, node_online
 
 VM = 251
 

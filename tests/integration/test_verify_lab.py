@@ -21,7 +21,7 @@ import pytest
 import lab
 from lab import wait_for
 from lab.pve.control import Control
-from tests.integration.lab_stack import LabStack, admin, api, forget_stack, names, node_online, node_shell
+from lab.testing.stack import LabStack, admin, api, forget_stack, names, node_online, node_shell
 
 PREFIX, VM = "vfy", 481
 POOL, STORAGE, CLIENT, SID = f"{PREFIX}-pool", f"{PREFIX}-rbd", PREFIX, f"vm:{VM}"

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from tests.integration.engine import ROOT, engine_env, pulumi_binary
+from lab.testing.engine import ROOT, engine_env, pulumi_binary
 
 POLICY_DIR = ROOT / "policy"
 TIMEOUT_S = 600
@@ -49,7 +49,7 @@ def preview_with_policy(stack_dir: Path, stack: str, env: dict[str, str]) -> tup
     """``pulumi preview`` of ``stack`` in ``stack_dir`` with the policy pack; (succeeded, output).
 
     A mandatory violation fails the preview; advisory ones are printed. ``env`` is the engine's
-    environment (``tests.integration.engine.engine_env``): toolchain, backend, passphrase.
+    environment (``lab.testing.engine.engine_env``): toolchain, backend, passphrase.
     """
     code, output = run(env, "preview", "--stack", stack, "--policy-pack", policy_pack(env), "--non-interactive", "--diff", cwd=stack_dir)
     return code == 0, output

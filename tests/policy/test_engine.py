@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pveceph_policy.pack import CEPHX_CAPS, DISK_SETTINGS, HA_CPU_TYPE, HA_DISKS_ON_RBD, HA_MAX_RESTART, RBD_CONTENT, VMS_HA_MANAGED
 
-from tests.integration.engine import versions
+from lab.testing.engine import versions
 from tests.policy import engine
 from tests.policy.stacks import DYNAMIC, Spec, client, cpu, disk, good_stack, ha, storage, vm
 

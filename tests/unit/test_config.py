@@ -8,27 +8,9 @@ import pytest
 import yaml
 
 from components import config as cfg
+from tests.corpus import INVALID
+from tests.corpus import set_path as _set
 from tests.unit.helpers import TOKEN, valid_raw
-
-
-def _set(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """Set ``a.b[0].c`` in raw config; ``value=DELETE`` removes the key."""
-    parts: list[str | int] = []
-    for piece in path.replace("]", "").split("."):
-        name, *indexes = piece.split("[")
-        parts.append(name)
-        parts.extend(int(i) for i in indexes)
-    target: Any = raw
-    for part in parts[:-1]:
-        target = target.setdefault(part, {}) if isinstance(target, dict) else target[part]
-    if value is DELETE:
-        del target[parts[-1]]
-    else:
-        target[parts[-1]] = value
-    return raw
-
-
-DELETE = object()
 
 
 def errors_for(raw: dict[str, Any]) -> str:
@@ -66,61 +48,6 @@ def test_dev_stack_file_matches_the_runbook() -> None:
     assert (config.ceph.pool.name, config.ceph.pool.pg_num) == ("rbd-pool", 256)
     assert [n.name for n in config.proxmox.nodes] == ["pve-node1", "pve-node2", "pve-node3", "pve-node4"]
     assert (config.vms[0].id, config.vms[0].node, config.storage.id) == (101, "pve-node1", "ceph-rbd")
-
-
-# (key path to break, bad value, the key the message must name, a word of the rule)
-INVALID: list[tuple[str, Any, str, str]] = [
-    ("ceph.pool.pgNum", 200, "ceph.pool.pgNum", "power of two"),
-    ("ceph.pool.pgNum", 0, "ceph.pool.pgNum", ">="),
-    ("ceph.pool.pgNum", 65536, "ceph.pool.pgNum", "<="),
-    ("ceph.pool.pgNum", "many", "ceph.pool.pgNum", "whole number"),
-    ("ceph.pool.size", 0, "ceph.pool.size", ">="),
-    ("ceph.pool.autoscaleMode", "maybe", "ceph.pool.autoscaleMode", "one of"),
-    ("ceph.pool.name", "Rbd Pool", "ceph.pool.name", "a-z"),
-    ("ceph.pool.name", "", "ceph.pool.name", "a-z"),
-    ("ceph.pool.name", "-rbd", "ceph.pool.name", "a-z"),
-    ("ceph.client.name", "client.proxmox", "ceph.client.name", "client."),
-    ("ceph.client.caps", "admin", "ceph.client.caps", "one of"),
-    ("ceph.monitors", [], "ceph.monitors", "empty"),
-    ("ceph.monitors", ["10.10.10.101", "10.10.10.101"], "ceph.monitors", "once"),
-    ("ceph.monitors[0]", "10.10.10.300", "ceph.monitors[0]", "IP address"),
-    ("ceph.admin.host", "ceph admin", "ceph.admin.host", "IP address"),
-    ("ceph.admin.port", 70000, "ceph.admin.port", "<="),
-    ("ceph.admin.user", "Root User", "ceph.admin.user", "user name"),
-    ("ceph.admin", DELETE, "ceph.admin", "required"),
-    ("ceph.scrubWindow.beginHour", 24, "ceph.scrubWindow.beginHour", "<="),
-    ("ceph.scrubWindow.endHour", 22, "ceph.scrubWindow", "differ"),
-    ("ceph.pool.pgnum", 64, "ceph.pool.pgnum", "not a known key"),
-    ("proxmox.endpoint", "http://10.10.10.11:8006", "proxmox.endpoint", "https"),
-    ("proxmox.nodes", [], "proxmox.nodes", "empty"),
-    ("proxmox.nodes[0].name", "PVE_node1", "proxmox.nodes[0].name", "node name"),
-    ("proxmox.nodes[1].name", "pve-node1", "proxmox.nodes", "unique"),
-    ("proxmox.nodes[0].address", "10.10.10.11;reboot", "proxmox.nodes[0].address", "IP address"),
-    ("proxmox.verifyTls", "sometimes", "proxmox.verifyTls", "true or false"),
-    ("storage.id", "Ceph RBD", "storage.id", "storage id"),
-    ("storage.content", ["rootdir"], "storage.content", "images"),
-    ("storage.content", ["backup"], "storage.content", "one of"),
-    ("vms[0].id", 99, "vms[0].id", ">="),
-    ("vms[0].id", 1_000_000_000, "vms[0].id", "<="),
-    ("vms[0].name", "VM 101", "vms[0].name", "DNS name"),
-    ("vms[0].node", "pve-node9", "vms[0].node", "proxmox.nodes"),
-    ("vms[0].cpuType", "host", "vms[0].cpuType", "host"),
-    ("vms[0].iso", "debian.iso", "vms[0].iso", "ISO volume"),
-    ("vms[0].bridge", "br 0", "vms[0].bridge", "bridge"),
-    ("vms[0].memoryMb", 8, "vms[0].memoryMb", ">="),
-    ("vms[0].diskGb", 0, "vms[0].diskGb", ">="),
-    ("vms[0].affinity", "nowhere", "vms[0].affinity", "ha.affinities"),
-    ("ha.mode", "both", "ha.mode", "one of"),
-    ("ha.maxRestart", -1, "ha.maxRestart", ">="),
-    ("ha.maxRelocate", 11, "ha.maxRelocate", "<="),
-    ("ha.state", "running", "ha.state", "one of"),
-    ("ha.affinities[0].nodes", {"pve-node7": 1}, "ha.affinities[0].nodes.pve-node7", "proxmox.nodes"),
-    ("ha.affinities[0].name", "X", "ha.affinities[0].name", "a-z"),
-    ("adopt.pool", "yes please", "adopt.pool", "true or false"),
-    ("allowPoolDeletion", "perhaps", "allowPoolDeletion", "true or false"),
-    ("proxmoxApiToken", "root@pam:password", "proxmoxApiToken", "API token"),
-    ("proxmoxApiToken", DELETE, "proxmoxApiToken", "required"),
-]
 
 
 @pytest.mark.parametrize(("path", "value", "key", "rule"), INVALID, ids=[f"{p}={v!r}"[:60] for p, v, _, _ in INVALID])

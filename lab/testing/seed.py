@@ -3,9 +3,9 @@
 Ceph (over SSH to the ceph-admin role), an RBD storage with that key, VMs with scsi0 on it,
 registered as HA resources and started.
 
-    python -m tests.drill.seed [--vm 101]     # what `make drill` runs before the drill
+    python -m lab.testing.seed [--vm 101]     # what `make drill` runs before the drill
 
-Lab and test code: it imports `lab`; the product (drill/) never does.
+Lab and test code (lab/testing): the product (drill/) never imports it.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from typing import Any
 from components import pve_api
 from components.ssh import Connection, SshExecutor, check
 from lab import wait_for
+from lab.paths import LAB_JSON
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB_JSON = ROOT / ".lab" / "lab.json"
 STORAGE, POOL, CLIENT = "drill-rbd", "drill-pool", "drill"
 
 
@@ -143,7 +142,7 @@ def remove_vm(lab: LabAccess, vmid: int, deadline: float = 180) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.drill.seed", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="python -m lab.testing.seed", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--vm", type=int, default=101)
     args = p.parse_args(argv)
     import lab

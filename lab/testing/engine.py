@@ -8,7 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from lab.paths import ROOT
+
 TOOLS = ROOT / ".tools"
 PASSPHRASE = "lab-only-passphrase"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,10 @@ import yaml
 from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
 from pulumi import automation as auto
 
+import lab
+import lab.ceph
 from lab import LabError, sshd, stack_config
-from tests.integration.engine import ROOT, cli, engine_env, workspace_options
+from lab.testing.engine import ROOT, cli, engine_env, workspace_options
 
 PREFIX = "pve-ceph-ha:"
 
@@ -28,7 +32,7 @@ def base_config() -> dict[str, Any]:
     return {k.removeprefix(PREFIX): v for k, v in stack_config.template()["config"].items()}
 
 
-PROGRAMS = Path(__file__).resolve().parent / "programs"
+PROGRAMS = ROOT / "tests" / "integration" / "programs"  # the test programs (data, never imported)
 
 
 def project_copy(where: Path, program: Path = ROOT / "__main__.py") -> Path:
@@ -239,7 +243,7 @@ def admin(command: str) -> str:
 def api() -> Any:
     """The PVE API of a node that is on (a test may have powered one off)."""
     import lab
-    from tests.drill.seed import LabAccess
+    from lab.testing.seed import LabAccess
 
     return LabAccess(lab.load()).any_api()
 
@@ -271,7 +275,7 @@ def node_shell(node: str, command: str) -> str:
 def remove_vms(vm_ids: list[int]) -> None:
     """Delete VMs (and their HA resources) through the API, as an operator would; absent ones are skipped."""
     import lab
-    from tests.drill.seed import LabAccess, remove_vm
+    from lab.testing.seed import LabAccess, remove_vm
 
     access = LabAccess(lab.load())
     for vm_id in vm_ids:
@@ -392,3 +396,33 @@ def ssh_fault(action: str, pattern: str, **options: Any) -> Iterator[None]:
         yield
     finally:
         sshd.clear_faults(sshd.ADMIN_ROLE)
+
+
+@contextlib.contextmanager
+def monitors_paused() -> Iterator[None]:
+    """Ceph stops answering: its three monitors are frozen (SIGSTOP), as a hung or unreachable cluster looks to a client."""
+    pids = [pid for name in lab.ceph.daemon_names() if name.startswith("ceph-mon.") and (pid := lab.running(name))]
+    assert len(pids) == 3, pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        lab.wait_for("Ceph answering again", lambda: "HEALTH" in admin("ceph health"), deadline=60)
+
+
+@contextlib.contextmanager
+def monitors_stopped() -> Iterator[None]:
+    """Ceph is down: its three monitors are stopped (connections refused); `lab up` starts them again on their stores."""
+    names = [name for name in lab.ceph.daemon_names() if name.startswith("ceph-mon.")]
+    for name in names:
+        pid = lab.running(name)
+        assert pid is not None, name
+        os.kill(pid, signal.SIGTERM)
+    lab.wait_for("the monitors to stop", lambda: not any(lab.running(name) for name in names), deadline=30)
+    try:
+        yield
+    finally:
+        lab.ceph.up(log=lambda _line: None)
