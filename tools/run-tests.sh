@@ -29,11 +29,11 @@ phase "the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the
 phase "the language host's own Go tests (tools/langhost: GenerateProgram, the code pulumi import prints)"
 (cd tools/langhost && GOFLAGS=$GO_TEST_FLAGS go test ./ 2>&1) | tee -a "$LOGS/go.log"
 phase "lab tests (real Ceph, sshd)"
-$PY -m pytest -q tests/lab/test_ceph_sshd.py 2>&1 | tee "$LOGS/lab.log"
+$PY -m pytest -q lab/tests/test_ceph_sshd.py 2>&1 | tee "$LOGS/lab.log"
 phase "lab up: real Ceph, sshd, the PVE API"
 $PY -m lab up
 phase "the lab's PVE API and node shells, the proxmoxve plugin, integration (real engine against the lab), failover drill"
-$PY -m pytest -q --durations=15 --basetemp="$LOGS/tmp" tests/lab --ignore=tests/lab/test_ceph_sshd.py tests/integration tests/drill 2>&1 | tee "$LOGS/integration.log"
+$PY -m pytest -q --durations=15 --basetemp="$LOGS/tmp" lab/tests --ignore=lab/tests/test_ceph_sshd.py tests/integration tests/drill 2>&1 | tee "$LOGS/integration.log"
 phase "secrets audit: the test logs, the state of every test stack, the debug-level engine and plugin logs, the Pulumi CLI's logs, the lab's logs"
 # the CLI's logs of a test stack are encrypted with its passphrase (lab/testing/engine.py) and salt (its state, under $LOGS)
 PULUMI_CONFIG_PASSPHRASE=$($PY -c 'from lab.testing.engine import PASSPHRASE; print(PASSPHRASE)') \

@@ -1,7 +1,7 @@
 """The coupling of lab.pve to fakepve, pinned: the version, and the source of every fakepve
 method the lab overrides or relies on (its `_routes_<x>` extension point, the hard-coded
 handlers it overrides, the internals it calls). A fakepve upgrade that changes any of them
-fails tests/lab/test_pve.py (and the server refuses to start) instead of silently changing
+fails lab/tests/test_pve.py (and the server refuses to start) instead of silently changing
 what the lab emulates. After reviewing a change, re-pin with:
 
     .venv/bin/python -m lab.pve.server --pin-fakepve

@@ -2,7 +2,7 @@
 
 It checks that every command it is given survives the remote shell's word splitting unchanged
 (i.e. it was quoted) and records them, so tests can assert the exact runbook commands. The
-real-Ceph tests of the same providers run against the lab (tests/lab, tests/integration).
+real-Ceph tests of the same providers run against the lab (lab/tests, tests/integration).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Like :mod:`tests.unit.fake_ceph`, every command must survive the remote shell's word splitting
 unchanged (it was quoted) and is recorded. The answers follow the real tools' formats (and the
 lab's shims, lab/pve/shims); a node that is down refuses the connection as a powered-off host does.
-The same providers run against the lab's nodes in tests/lab and tests/integration.
+The same providers run against the lab's nodes in lab/tests and tests/integration.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def sources(*, tests: bool) -> list[Path]:
     found = []
     for path in sorted(ROOT.rglob("*.py")):
         parts = path.relative_to(ROOT).parts
-        if SKIP & set(parts) or (parts[0] == "tests") != tests:
+        if SKIP & set(parts) or ("tests" in parts) != tests:
             continue
         found.append(path)
     return found

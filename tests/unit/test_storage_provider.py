@@ -1,7 +1,7 @@
 """RbdStorage's create/read/diff/update/delete against fakepve served over HTTPS on loopback.
 
 fakepve stands in for the PVE API only here (unit level); the lab's PVE API checks the key
-against the real Ceph (tests/lab, tests/integration).
+against the real Ceph (lab/tests, tests/integration).
 """
 
 from __future__ import annotations

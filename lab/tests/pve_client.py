@@ -1,4 +1,4 @@
-"""A small client of the lab's PVE API for the lab tests (tests/lab/test_pve*.py), and the
+"""A small client of the lab's PVE API for the lab tests (lab/tests/test_pve*.py), and the
 helpers they share: polling with a deadline, HA service and VM placement look-ups, the lab's
 Ceph. The fixtures that use them are in conftest.py."""
 

@@ -2,7 +2,7 @@
 and `down` leaving no process and no listener behind.
 
 Owns the lab for the session: it tears down whatever lab runs first (bring-up from nothing).
-Run: .venv/bin/python -m pytest tests/lab -x
+Run: .venv/bin/python -m pytest lab/tests -x
 """
 
 from __future__ import annotations
