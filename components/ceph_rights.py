@@ -1,4 +1,4 @@
-"""The smallest Ceph identity for the runbook's Ceph steps (README, Permissions): the caps of the
+"""The smallest Ceph identity for the runbook's Ceph steps (docs/permissions.md): the caps of the
 cephx client the program's Ceph commands run as (``ceph.admin.clientId``), instead of client.admin.
 
 Each command the program sends has one cap clause that allows it (:data:`COMMANDS`), narrowed with
@@ -96,7 +96,7 @@ def denied_hint(what: str) -> str:
     words = shlex.split(what) if what else []
     clause = cap_for(words)
     grant = f"its caps need {clause}" if clause else "its caps do not allow it"
-    return f"; the program's Ceph identity (ceph.admin.clientId) was refused: {grant} (README, Permissions: `ceph auth caps client.<id> mon '...' osd '...'`)"
+    return f"; the program's Ceph identity (ceph.admin.clientId) was refused: {grant} (docs/permissions.md: `ceph auth caps client.<id> mon '...' osd '...'`)"
 
 
 def setup_commands(ceph_id: str, caps: dict[str, str], ssh_user: str, keyring: str = "") -> list[str]:

@@ -104,7 +104,7 @@ class CephAdminSpec(SshEndpoint):
     client_id: ClientName = Field(
         default="admin",
         description="cephx id the program's Ceph commands use (`ceph --id <id>`, keyring /etc/ceph/ceph.client.<id>.keyring); "
-        "`admin` is the admin keyring, least privilege is a client with the caps of README, Permissions",
+        "`admin` is the admin keyring, least privilege is a client with the caps of docs/permissions.md",
     )
 
 
@@ -378,7 +378,7 @@ def _rule(error: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
-        return "is not a known key; check the spelling against the config reference in README.md"
+        return "is not a known key; check the spelling against the config reference, docs/configuration.md"
     bounds = {"greater_than_equal": ("ge", ">="), "less_than_equal": ("le", "<="), "greater_than": ("gt", ">"), "less_than": ("lt", "<")}
     if kind in bounds:
         name, word = bounds[kind]

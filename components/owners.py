@@ -16,7 +16,7 @@ when:
   included: the tag went in with the create call);
 - or the stack's state holds it, recorded with the owner tag it carries now: an object made
   before the tags existed (none recorded, none carried) or one the operator took over with
-  ``pulumi import`` (README, "Sharing a cluster"). The state is read (``pulumi stack export``)
+  ``pulumi import`` (docs/operations.md, "Sharing a cluster"). The state is read (``pulumi stack export``)
   only when some object does not carry the stack's tag.
 
 Anything else (made by hand, another stack's, an id reused after a deletion outside) stops the
@@ -137,7 +137,7 @@ def problems(
             whose += f"; this stack recorded {held[key] or 'no tag'} for it: the stack's was deleted outside and the name reused"
         out.append(
             f"{want['entry']}: {kind.describe(name, found)} is not this stack's: {whose}. "
-            f"Give the entry another {'id' if want['kind'] == 'vm' else 'name'}, or take it over on purpose with `pulumi import` (README, Sharing a cluster)"
+            f"Give the entry another {'id' if want['kind'] == 'vm' else 'name'}, or take it over on purpose with `pulumi import` (docs/operations.md, Sharing a cluster)"
         )
     return out
 

@@ -1,5 +1,5 @@
 """The PVE rights the program needs, checked before anything is changed, and the ``pveum``
-commands that grant them (README, Permissions).
+commands that grant them (docs/permissions.md).
 
 One role, ``PulumiCephHA``, holds every privilege the program's API calls need (:data:`ROLE_PRIVILEGES`,
 each with the calls that need it, from PVE's API schema and qemu-server's checks). It is granted
@@ -166,8 +166,8 @@ def refused_hint(message: str) -> str:
         return ""
     path, privilege = found.group(1), found.group(2).split("|")[0]
     if privilege not in ROLE_PRIVILEGES:
-        return f" (the role {ROLE} does not grant {privilege}: README, Permissions)"
-    return f"; grant it: pveum role modify {ROLE} --append 1 --privs {privilege}, or the ACL on {path} (README, Permissions)"
+        return f" (the role {ROLE} does not grant {privilege}: docs/permissions.md)"
+    return f"; grant it: pveum role modify {ROLE} --append 1 --privs {privilege}, or the ACL on {path} (docs/permissions.md)"
 
 
 def missing(effective: Effective, needs: Iterable[Need]) -> list[Need]:
@@ -187,7 +187,7 @@ def describe_missing(lacking: Sequence[Need], token_id: str, effective: Effectiv
     return "; ".join(lines)
 
 
-# The per-cluster forms of the narrow ACLs (README, Permissions): every VM, every local bridge.
+# The per-cluster forms of the narrow ACLs (docs/permissions.md): every VM, every local bridge.
 CLUSTER_WIDE = ("/vms", "/sdn/zones/localnetwork")
 
 

@@ -1,4 +1,4 @@
-"""python -m drill: see drill/cli.py and the README's "Failover drill" section."""
+"""python -m drill: see drill/cli.py and the docs/operations.md, "Failover drill"."""
 
 import sys
 

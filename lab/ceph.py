@@ -386,7 +386,7 @@ def up(log: Callable[[str], None] = say) -> dict[str, Any]:
         _parallel([config_db, *(osd(i) for i in OSDS)])
     with step("HEALTH_OK, all PGs active+clean", log):
         s = wait_healthy()
-    with step(f"client.{PROGRAM_ID}: the lab stack's Ceph identity (README, Permissions)", log):
+    with step(f"client.{PROGRAM_ID}: the lab stack's Ceph identity (docs/permissions.md)", log):
         program_identity()
     log(f"  ceph: {s['health']['status']}, {s['pgmap']['num_pgs']} PGs active+clean, {time.monotonic() - t0:.1f}s")
     return info()

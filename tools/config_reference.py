@@ -1,9 +1,9 @@
-"""Generate the README's config reference from the config model (the one source of truth).
+"""Generate the config reference (docs/configuration.md) from the config model (the one source of truth).
 
     python tools/config_reference.py           # print the reference
-    python tools/config_reference.py --write   # replace it in README.md
+    python tools/config_reference.py --write   # replace it in docs/configuration.md
 
-tests/unit/test_docs.py fails when README.md's copy is stale.
+tests/unit/test_docs.py fails when that copy is stale.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def reference() -> str:
     return "\n".join(lines)
 
 
-def write(readme: Path = ROOT / "README.md") -> None:
+def write(readme: Path = ROOT / "docs" / "configuration.md") -> None:
     text = readme.read_text(encoding="utf-8")
     start, end = text.index(BEGIN), text.index(END) + len(END)
     readme.write_text(text[:start] + reference() + text[end:], encoding="utf-8")

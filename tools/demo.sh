@@ -46,7 +46,7 @@ else
   pulumi stack init lab
 fi
 pulumi stack tag set lab:fsid "$fsid" -s lab
-# The lab's token for stacks (PulumiCephHA on the documented paths, README Permissions), as a
+# The lab's token for stacks (PulumiCephHA on the documented paths, docs/permissions.md), as a
 # secret, through stdin: never on a command line.
 lab_value "['pve']['stack_token_id'] + '=' + d['pve']['stack_token_secret']" | pulumi config set --secret proxmoxApiToken -s lab
 

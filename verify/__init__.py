@@ -1,2 +1,2 @@
 """python -m verify: the runbook's checks (steps 1-5, and the best practices of 8) against a deployed
-stack, read-only. See verify/cli.py and the README's "Verify a deployment" section."""
+stack, read-only. See verify/cli.py and the docs/operations.md, "Verify a deployment"."""

@@ -1,4 +1,4 @@
-"""python -m verify: see verify/cli.py and the README's "Verify a deployment" section."""
+"""python -m verify: see verify/cli.py and the docs/operations.md, "Verify a deployment"."""
 
 import sys
 

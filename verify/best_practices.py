@@ -148,7 +148,7 @@ def _vm_rights(ctx: Context) -> list[pve_rights.VmRights]:
     return [pve_rights.VmRights(vm.id, vm.name, vm.bridge, vm.iso, vm.ha) for vm in ctx.config.vms]
 
 
-@check("pve-rights", "8", f"the API token holds the role {pve_rights.ROLE} on its paths and no more (README, Permissions)", best_practice="leastPrivilege")
+@check("pve-rights", "8", f"the API token holds the role {pve_rights.ROLE} on its paths and no more (docs/permissions.md)", best_practice="leastPrivilege")
 def pve_rights_held(ctx: Context, f: Finding) -> None:
     """GET /access/permissions (the token's own, read-only): what the program needs and lacks, and what it holds beyond the role."""
     effective = ctx.api("access/permissions")

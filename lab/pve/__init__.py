@@ -21,7 +21,7 @@ Configuration by environment (start() keywords win):
 
 The control channel (control.py) steers it at run time; the shims (shims/) are the PVE
 nodes' commands over SSH. This module imports nothing heavy: the server runs in its own
-process (`python -m lab.pve.server`). Layout: README.md.
+process (`python -m lab.pve.server`). Layout: lab/pve/README.md.
 """
 
 from __future__ import annotations
@@ -124,13 +124,13 @@ def _api_call(url: str, ca_file: str, token: str, method: str, path: str, fields
         return json.loads(resp.read() or b"{}").get("data")
 
 
-# The per-cluster form of the documented ACLs (README, Permissions; components/pve_rights.py):
+# The per-cluster form of the documented ACLs (docs/permissions.md; components/pve_rights.py):
 # the lab serves many stacks, whose VMs come and go (PVE drops a /vms/<id> ACL with its VM).
 STACK_ACLS = (("/", 0), ("/storage", 1), ("/vms", 1), ("/sdn/zones/localnetwork", 1))
 
 
 def grant_stack_token(url: str, ca_file: str, root_token: str) -> str:
-    """What `pveum` does for an operator (README, Permissions), through the API with the lab's root
+    """What `pveum` does for an operator (docs/permissions.md), through the API with the lab's root
     token: the role PulumiCephHA, the user pulumi@pve, its privilege-separated token and the ACLs for
     both. A fresh server has none of them (its state lives in memory), so this runs once per
     server start; returns the token's secret."""

@@ -11,7 +11,7 @@ What a unit's state means for the cluster is modelled where it matters: pve-ha-l
 pve-ha-crm in ha/ (a stopped LRM freezes its services and stops updating its status; a stopped
 CRM is never master). Stopping any other unit changes only what systemctl shows: the lab does not
 model, e.g., that a stopped pveproxy no longer serves the API, nor what watchdog-mux's stop
-means for fencing (see README.md).
+means for fencing (see docs/how-it-works.md).
 """
 
 from __future__ import annotations

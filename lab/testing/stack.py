@@ -319,14 +319,14 @@ LEDGER = ROOT / ".test-logs" / "cephx-keys"
 
 @contextlib.contextmanager
 def program_identity(lab_state: dict[str, Any], ceph_id: str, pool: str, client: str, pool_deletion: bool = False) -> Iterator[dict[str, str]]:
-    """A cephx client with the caps README, Permissions documents for a stack's POOL and CLIENT
+    """A cephx client with the caps docs/permissions.md documents for a stack's POOL and CLIENT
     (components/ceph_rights.py), its keyring where the admin node's ceph.conf looks; removed after.
     Yields its caps."""
     from components import ceph_rights
 
     documented = ceph_rights.program_caps(pool, client, scrub_window=True, pool_deletion=pool_deletion)
     keyring = Path(lab_state["ceph"]["conf"]).parent / f"ceph.client.{ceph_id}.keyring"
-    make = ceph_rights.setup_commands(ceph_id, documented, "root", str(keyring))[0]  # README, Permissions
+    make = ceph_rights.setup_commands(ceph_id, documented, "root", str(keyring))[0]  # docs/permissions.md
     admin(f"ceph auth rm client.{ceph_id} >/dev/null 2>&1; {make}")
     remember_key(ceph_id)
     try:

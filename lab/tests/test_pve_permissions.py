@@ -1,6 +1,6 @@
 """The lab enforces PVE's permission model for every non-root token (lab/pve/api/access.py:
 pve-access-control's roles, ACLs and privilege-separated tokens; qemu-server's checks), with
-PVE's wording, and `lab up` made the documented role, user and token (README, Permissions)."""
+PVE's wording, and `lab up` made the documented role, user and token (docs/permissions.md)."""
 
 from __future__ import annotations
 

@@ -247,7 +247,7 @@ def pve_token_not_root(owners: Res) -> list[str]:
         return []
     return [
         f"the stack's API token {token} is a root@pam token: it holds every right on the cluster. "
-        f"Give the stack a privilege-separated token with the role PulumiCephHA on its paths (README, Permissions)."
+        f"Give the stack a privilege-separated token with the role PulumiCephHA on its paths (docs/permissions.md)."
     ]
 
 
@@ -261,5 +261,5 @@ def ceph_identity_not_admin(owners: Res) -> list[str]:
         return []
     return [
         "the program's Ceph commands run with the admin keyring (client.admin): every cap on the cluster. "
-        "Give them a client with only the caps they need and set ceph.admin.clientId (README, Permissions)."
+        "Give them a client with only the caps they need and set ceph.admin.clientId (docs/permissions.md)."
     ]

@@ -98,13 +98,13 @@ POLICIES: list[Policy] = [
     ),
     resource_policy(
         PVE_TOKEN,
-        "The stack's PVE API token is not a root@pam token: a privilege-separated token with the role PulumiCephHA (README, Permissions).",
+        "The stack's PVE API token is not a root@pam token: a privilege-separated token with the role PulumiCephHA (docs/permissions.md).",
         ADVISORY,
         checks.pve_token_not_root,
     ),
     resource_policy(
         CEPH_IDENTITY,
-        "The program's Ceph commands do not run as client.admin: ceph.admin.clientId names a client with the documented caps (README, Permissions).",
+        "The program's Ceph commands do not run as client.admin: ceph.admin.clientId names a client with the documented caps (docs/permissions.md).",
         ADVISORY,
         checks.ceph_identity_not_admin,
     ),

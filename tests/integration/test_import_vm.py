@@ -167,7 +167,7 @@ def test_1_import_reads_the_vm_made_by_hand_and_names_what_the_program_would_cha
 
 def import_file(resources: list[dict[str, Any]], where: Path) -> Path:
     """The HaVm component (created) and the VM (read from PVE), parented and provided as the program
-    does: the file README.md shows, for this stack (URNs as `pulumi stack --show-urns` prints them)."""
+    does: the file docs/operations.md shows, for this stack (URNs as `pulumi stack --show-urns` prints them)."""
     top = next(r["urn"] for r in resources if r["type"] == "pveceph:index:PveCephHa")
     provider = next(r["urn"] for r in resources if r["type"] == "pulumi:providers:proxmoxve")
     assert (top, provider) == (

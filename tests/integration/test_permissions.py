@@ -1,8 +1,8 @@
 """#23: least privilege, proven with the real engine and plugin against the lab with PVE's
 permission model enforced (lab/pve/api/access.py) and the lab's real Ceph checking caps.
 
-One small stack (its own pool, client, storage and VM 430) runs with the identities of README,
-Permissions, made here the way an operator makes them:
+One small stack (its own pool, client, storage and VM 430) runs with the identities of docs/permissions.md,
+made here the way an operator makes them:
 - PVE: the role PulumiCephHA, a user and its privilege-separated token, the narrow ACLs
   (components/pve_rights.py: `/` not propagated, `/storage`, `/vms/430`, the bridge's SDN zone);
 - Ceph: client.permceph with the caps components/ceph_rights.py gives for the stack's names,
@@ -66,7 +66,7 @@ def stack(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
     root = api()
     # Ceph: the identity and its keyring where the admin node's ceph.conf looks for it
     with own_corner(lab_state, PREFIX, [VMID]), program_identity(lab_state, CEPH_ID, POOL, CLIENT, pool_deletion=True) as documented:
-        # PVE: the user, its token and the narrow ACLs (README, Permissions)
+        # PVE: the user, its token and the narrow ACLs (docs/permissions.md)
         if USER not in {u["userid"] for u in root.access.users.get()}:
             root.access.users.post(userid=USER)
         if TOKEN_NAME in {t["tokenid"] for u in root.access.users.get() if u["userid"] == USER for t in u.get("tokens", [])}:

@@ -11,7 +11,7 @@ from tests.unit.helpers import deploy, valid_raw
 
 
 def least(raw: dict[str, Any]) -> dict[str, Any]:
-    """RAW with the identities of README, Permissions: a privilege-separated token, a Ceph client of its own."""
+    """RAW with the identities of docs/permissions.md: a privilege-separated token, a Ceph client of its own."""
     raw["proxmoxApiToken"] = "pulumi@pve!ha=" + raw["proxmoxApiToken"].split("=", 1)[1]
     raw["ceph"]["admin"]["clientId"] = "pulumi"
     return raw

@@ -1,4 +1,4 @@
-"""The GitHub workflows: actionlint passes, and they do what README's "Pull-request previews and deploys" says."""
+"""The GitHub workflows: actionlint passes, and they do what docs/operations.md's "Pull-request previews and deploys" says."""
 
 from __future__ import annotations
 

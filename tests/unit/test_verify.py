@@ -141,7 +141,7 @@ def healthy() -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
     for node in NODES:
         api[f"nodes/{node}/storage/ceph-rbd/status"] = {"active": 1, "enabled": 1, "shared": 1, "type": "rbd"}
     role = dict.fromkeys(pve_rights.ROLE_PRIVILEGES, 1)
-    # GET /access/permissions of a token with the documented ACLs (README, Permissions)
+    # GET /access/permissions of a token with the documented ACLs (docs/permissions.md)
     api["access/permissions"] = {"/": dict.fromkeys(pve_rights.ROLE_PRIVILEGES, 0), "/storage": role, "/vms/101": role, "/vms/102": role}
     api["access/permissions"]["/sdn/zones/localnetwork/vmbr0"] = role
     return ssh, api
