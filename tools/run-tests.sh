@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# make test: every suite, in the order that keeps the lab honest.
-#   1. unit + policy (no engine, no lab), the bridge's Go tests: seconds
-#   2. the lab's own tests (bring-up from nothing, Ceph, sshd; they own the lab while they run)
-#   3. the PVE API emulation, the toolchain smoke test, the integration tests and the drill, against one lab
+# make test: every suite, in the order that keeps the lab honest. Tests say what they need with
+# pytest marks (pyproject.toml): `lab` (the running lab) and `engine` (the Pulumi CLI and plugins).
+#   1. the unmarked tests (no lab, no engine: run without the toolchain on PATH), the Go tests: seconds
+#   2. the lab's bring-up test (from nothing: Ceph, sshd; it owns the lab while it runs)
+#   3. every `lab` or `engine` test against one lab: the PVE API emulation, the integration tests, the drill
 # The lab is stopped at the end whatever happens.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,8 +19,8 @@ rm -rf "$LOGS" && mkdir -p "$LOGS"
 touch "$LOGS/started"  # the Pulumi CLI's own logs ($PULUMI_HOME/logs) written since then are this run's
 # phase NAME: a heading with the time since the start, so a run's log is its own phase table
 phase() { echo "== [$((SECONDS - start)) s] $*"; }
-phase "unit and policy tests"
-$PY -m pytest -q --basetemp="$LOGS/tmp-unit" tests/unit tests/policy 2>&1 | tee "$LOGS/unit.log"
+phase "unit tests: neither lab nor engine (the Pulumi CLI and plugins off PATH)"
+PATH=${PATH//"$ROOT/.tools/bin:"/} $PY -m pytest -q -m "not lab and not engine" --basetemp="$LOGS/tmp-unit" tests lab/tests 2>&1 | tee "$LOGS/unit.log"
 # The Go tests build with -trimpath as tools/build-toolchain.sh does: the flag is part of every
 # package's build cache key, so without it a cold machine compiles bpg, the bridge and the SDK a
 # second time (138 s + 51 s -> 24 s + 9 s, issue #22).
@@ -32,8 +33,8 @@ phase "lab tests (real Ceph, sshd)"
 $PY -m pytest -q lab/tests/test_ceph_sshd.py 2>&1 | tee "$LOGS/lab.log"
 phase "lab up: real Ceph, sshd, the PVE API"
 $PY -m lab up
-phase "the lab's PVE API and node shells, the proxmoxve plugin, integration (real engine against the lab), failover drill"
-$PY -m pytest -q --durations=15 --basetemp="$LOGS/tmp" lab/tests --ignore=lab/tests/test_ceph_sshd.py tests/integration tests/drill 2>&1 | tee "$LOGS/integration.log"
+phase "lab and engine tests: the lab's PVE API and node shells, the proxmoxve plugin, the real engine against the lab, the failover drill"
+$PY -m pytest -q -m "lab or engine" --durations=15 --basetemp="$LOGS/tmp" lab/tests --ignore=lab/tests/test_ceph_sshd.py tests 2>&1 | tee "$LOGS/integration.log"
 phase "secrets audit: the test logs, the state of every test stack, the debug-level engine and plugin logs, the Pulumi CLI's logs, the lab's logs"
 # the CLI's logs of a test stack are encrypted with its passphrase (lab/testing/engine.py) and salt (its state, under $LOGS)
 PULUMI_CONFIG_PASSPHRASE=$($PY -c 'from lab.testing.engine import PASSPHRASE; print(PASSPHRASE)') \

@@ -15,6 +15,9 @@ import pytest
 from components.ceph_health import PROBLEM, classify, status_problems
 from lab import LabError, ceph, paths, wait_for
 
+# needs the running lab (tools/run-tests.sh selects by these marks)
+pytestmark = pytest.mark.lab
+
 POOL = "hung-osd-pool"
 
 

@@ -15,7 +15,11 @@ from pve_client import Api, poll, recovery_deadline, service, time_scale
 
 from lab.pve.control import Control
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("pve_restore")]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.timeout(300),
+    pytest.mark.usefixtures("pve_restore"),
+]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 
 
 def vm_status(ctl: Control, vmid: int) -> str:

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from pve_client import Api, poll, service
+
+# needs the running lab (tools/run-tests.sh selects by these marks)
+pytestmark = pytest.mark.lab
 
 NODE = "pve-node1"
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 import lab  # noqa: E402
 from lab import sshd  # noqa: E402
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 
 NODE = "pve-node3"  # the node these tests remove the package from
 OTHERS = ("pve-node1", "pve-node2")

@@ -23,7 +23,11 @@ from lab.pve.control import Control, ControlError
 SHIMS = ROOT / "lab" / "pve" / "shims"
 DATE = r"\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}"
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("pve_restore", "units_restored")]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.timeout(300),
+    pytest.mark.usefixtures("pve_restore", "units_restored"),
+]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 
 
 @pytest.fixture

@@ -30,7 +30,11 @@ from lab.pve.control import Control
 
 SHIMS = ROOT / "lab" / "pve" / "shims"
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("pve_restore")]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.timeout(600),
+    pytest.mark.usefixtures("pve_restore"),
+]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 
 
 # ---------------------------------------------------------------------- fakepve coupling

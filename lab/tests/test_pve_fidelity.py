@@ -21,7 +21,11 @@ from pve_client import Api, make_rbd_storage, poll, rbd_ls, recovery_deadline, s
 import lab.pve as labpve
 from lab.pve import calllog
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("pve_restore")]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.timeout(600),
+    pytest.mark.usefixtures("pve_restore"),
+]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 
 GO_CLIENT = "Go-http-client/1.1"  # what bpg's client sends (it sets no User-Agent of its own)
 

@@ -11,7 +11,11 @@ from pve_client import Api
 
 from components import pve_rights
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("pve_restore")]
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.timeout(300),
+    pytest.mark.usefixtures("pve_restore"),
+]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 
 
 class As(Api):

@@ -32,7 +32,7 @@ from lab import paths, sshd  # noqa: E402
 ROLE = sshd.ADMIN_ROLE
 RUN = uuid.uuid4().hex[:8]
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 
 
 @dataclass

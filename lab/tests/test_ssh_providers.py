@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 import lab  # noqa: E402
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 NODES = ["pve-node1", "pve-node2", "pve-node3"]
 
 

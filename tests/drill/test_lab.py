@@ -19,7 +19,7 @@ from lab.paths import ROOT
 from lab.testing.observe import Observer
 from lab.testing.seed import LAB_JSON, LabAccess, wait_ha_state
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]  # lab: needs the running lab (tools/run-tests.sh selects by marks)
 DEADLINE = "120"
 
 

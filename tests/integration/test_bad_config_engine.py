@@ -36,6 +36,9 @@ from lab.testing.stack import PREFIX, LabStack, base_config, client_caps, forget
 from tests.corpus import API_PAYLOADS, DELETE, INVALID, PAYLOADS, set_path
 from tests.unit.helpers import TOKEN, valid_raw
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 STACK = "badeng"  # its pool, client and storage: badeng-pool, client.badeng, badeng-rbd
 ROOT_TYPE = "pulumi:pulumi:Stack"
 TOKEN_KEY = "proxmoxApiToken"

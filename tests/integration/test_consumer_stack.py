@@ -22,6 +22,9 @@ from lab.testing.seed import LabAccess
 from lab.testing.shared import own_corner, unmodelled
 from lab.testing.stack import LabStack, admin, changes, names, remember_key, storages
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 PREFIX = "cons"
 POOL, STORAGE = f"{PREFIX}-pool", f"{PREFIX}-rbd"
 PRODUCER_VM, CONSUMER_VM = 401, 402

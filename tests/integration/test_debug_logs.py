@@ -29,6 +29,9 @@ from lab.testing.shared import settled
 from lab.testing.stack import PROGRAMS, LabStack, admin, forget, names
 from tools import audit_secrets
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 NAME = "dbglog"  # its pool, client and storage: dbglog-pool, client.dbglog, dbglog-rbd
 LOGS = ROOT / ".test-logs" / "debug-logs"
 DEBUG = ("--logtostderr", "-v=9", "--logflow", "--debug", "--color=never")

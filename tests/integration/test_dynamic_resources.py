@@ -33,6 +33,9 @@ from lab.testing.stack import (
     storages,
 )
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
 
 

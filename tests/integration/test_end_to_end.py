@@ -34,6 +34,9 @@ from lab.testing.stack import (
     remove_vms,
 )
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 POOL, STORAGE, CLIENT, VM = "e2e-pool", "e2e-rbd", "e2e", 201
 SID = f"vm:{VM}"
 

@@ -25,6 +25,9 @@ from lab.testing.seed import LabAccess, remove_vm
 from lab.testing.shared import settled, unmodelled
 from lab.testing.stack import LabStack, admin, changes, forget, names, storages
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 NODES = {"pve-node1": 2, "pve-node2": 1}
 # (prefix, VM id) per case: the stack's pool/client/storage names, its affinity and its VM
 RULES, GROUPS, GROUPS_ON_PVE9, RULES_ON_PVE8 = ("hamr", 430), ("hamg", 431), ("hamx", 432), ("hamy", 433)

@@ -23,6 +23,9 @@ from lab import wait_for
 from lab.pve.control import Control, ControlError
 from lab.testing.stack import LabStack, api, forget_stack, names
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 VM = 261
 SID = f"vm:{VM}"
 

@@ -73,6 +73,9 @@ from lab.testing.stack import (
     two_ups_at_once,
 )
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 PROGRAM = PROGRAMS / "dynamic_only" / "__main__.py"
 HardStack = Callable[[str], LabStack]
 

@@ -54,6 +54,9 @@ from lab.testing.stack import (
 )
 from lab.testing.vms import VM_TYPE, DiskMarker, VmStack, vm_node, vm_status
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 
 @pytest.fixture
 def fresh(lab_state: dict[str, Any], tmp_path: Path) -> Iterator[Callable[..., VmStack]]:

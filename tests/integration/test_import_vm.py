@@ -35,6 +35,9 @@ from lab.testing.seed import LabAccess, remove_vm
 from lab.testing.shared import own_corner, plan, unmodelled
 from lab.testing.stack import PROGRAMS, LabStack, admin, changes, names, project_copy, remember_key
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 PREFIX = "imp"
 POOL, STORAGE = f"{PREFIX}-pool", f"{PREFIX}-rbd"
 VMID, NODE = 410, "pve-node1"

@@ -34,6 +34,9 @@ from lab import wait_for
 from lab.testing.engine import cli
 from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 VM, ADDED, ON_DEAD, HAND = 241, 242, 243, 244
 VM_TYPE = "proxmoxve:index/vmLegacy:VmLegacy"
 

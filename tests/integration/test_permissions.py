@@ -30,6 +30,9 @@ from components import ceph_rights, pve_rights
 from lab.testing.shared import own_corner
 from lab.testing.stack import LabStack, admin, api, changes, leftovers, names, program_identity, remember_secret
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 PREFIX, VMID = "perm", 430
 POOL, STORAGE, CLIENT = f"{PREFIX}-pool", f"{PREFIX}-rbd", PREFIX
 USER, TOKEN_NAME, CEPH_ID = "perm@pve", "ha", "permceph"

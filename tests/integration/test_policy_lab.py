@@ -24,6 +24,9 @@ from lab.testing.shared import settled
 from lab.testing.stack import PROGRAMS, LabStack, admin, names, program_identity, storages
 from tests.policy.engine import preview_with_policy
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 PREFIX = "pol"
 VM, EXTRA_VM = 420, 421
 POLICY_PROGRAM = PROGRAMS / "policy_lab" / "__main__.py"

@@ -23,6 +23,9 @@ from pulumi._types import input_type_py_to_pulumi_names
 
 from lab.testing.engine import cli, engine_env, versions
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 VERSIONS = versions()
 SDK = Path(pulumi_proxmoxve.__file__).parent
 PROVIDER_TOKEN = "pulumi:providers:proxmoxve"

@@ -20,6 +20,9 @@ from lab.testing.seed import LabAccess, ensure_storage
 from lab.testing.stack import changes
 from tests.policy.engine import throwaway_project
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 STORAGE, POOL, CLIENT, VMID = "smoke-rbd", "smoke-pool", "smoke", 301
 
 PROGRAM = """

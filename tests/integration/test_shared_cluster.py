@@ -43,6 +43,9 @@ from lab.testing.shared import settled
 from lab.testing.stack import PROGRAMS, LabStack, admin, api, base_config, changes, forget_stack, names, pool_exists, project_copy, storages
 from lab.testing.vms import MARKER, DiskMarker
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 A, B, OLD = "sca", "scb", "sco"
 HAND, REUSED, SHARED_A, OWN_B, RULED, LEGACY = 520, 521, 522, 523, 524, 525
 ALL_IDS = [HAND, REUSED, SHARED_A, OWN_B, RULED, LEGACY]

@@ -34,6 +34,9 @@ from lab.testing.seed import LabAccess
 from lab.testing.shared import settled
 from lab.testing.stack import LabStack, api, changes, forget_stack, names, project_copy
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 PREFIX, MOVED = "rgws", "rgwm"
 VM, SECOND = 530, 531
 VM_TYPE = "proxmoxve:index/vmLegacy:VmLegacy"

@@ -17,6 +17,9 @@ from pulumi import automation as auto
 
 from lab.testing.engine import ROOT, cli, engine_env, versions, workspace_options
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 VERSIONS = versions()
 
 

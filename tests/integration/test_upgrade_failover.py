@@ -20,6 +20,9 @@ from lab import wait_for
 from lab.testing.engine import ROOT
 from lab.testing.stack import PROGRAMS, LabStack, changes, forget_stack, names, node_online
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 VM = 251
 
 

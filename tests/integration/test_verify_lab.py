@@ -23,6 +23,9 @@ from lab import wait_for
 from lab.pve.control import Control
 from lab.testing.stack import LabStack, admin, api, forget_stack, names, node_online, node_shell
 
+# needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = [pytest.mark.lab, pytest.mark.engine]
+
 PREFIX, VM = "vfy", 481
 POOL, STORAGE, CLIENT, SID = f"{PREFIX}-pool", f"{PREFIX}-rbd", PREFIX, f"vm:{VM}"
 CHECKS = 18

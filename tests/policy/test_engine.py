@@ -17,6 +17,9 @@ from lab.testing.engine import versions
 from tests.policy import engine
 from tests.policy.stacks import DYNAMIC, Spec, client, cpu, disk, good_stack, ha, storage, vm
 
+# needs the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
+pytestmark = pytest.mark.engine
+
 MANDATORY = (HA_DISKS_ON_RBD, HA_CPU_TYPE, CEPHX_CAPS, HA_MAX_RESTART, RBD_CONTENT)
 ADVISORY = (DISK_SETTINGS, VMS_HA_MANAGED)
 PROXMOXVE_VERSION = versions()["PROXMOXVE_VERSION"]
