@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components import ceph_cli
-from components.ceph_cli import Caps, normalise_caps
+from clients import ceph_cli
+from clients.ceph_cli import Caps, normalise_caps
+from clients.ssh import Executor, RemoteError, check
 from components.dynamic import SshBacked
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
-from components.ssh import Executor, RemoteError, check
 
 if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider process never loads it
     from components.config import ClientSpec

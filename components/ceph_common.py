@@ -17,10 +17,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from clients.ssh import Executor, RemoteError, Unreachable
 from components.dynamic import SshBacked
 from components.errors import OperatorError, failed
 from components.graph import child_options
-from components.ssh import Executor, RemoteError, Unreachable
 
 PACKAGE = "ceph-common"
 INSTALLED = "install ok installed"  # dpkg's ${Status} of a package that is installed and configured

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from clients.ssh import Connection, Executor, RemoteError
 from components.dynamic import ExecutorFactory, SshBacked, checks_due, prefetch
 from components.errors import OperatorError, failed
 from components.graph import child_options
-from components.ssh import Connection, Executor, RemoteError
 
 if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider process never loads it
     from components.config import PoolSpec

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components import ceph_cli
+from clients import ceph_cli
+from clients.ssh import Executor, RemoteError, Result, check, render
 from components.dynamic import SshBacked
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
-from components.ssh import Executor, RemoteError, Result, check, render
 
 if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider process never loads it
     from components.config import ScrubWindow

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from clients.ssh import MEMO, Connection, Executor, SshExecutor
 from components import provider_server
-from components.ssh import MEMO, Connection, Executor, SshExecutor
 
 _server = provider_server.server_module()
 if _server is not None:

@@ -34,10 +34,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from clients.ssh import RemoteError, Result, Unreachable
 from components.dynamic import SshBacked, checks_due, prefetch
 from components.errors import OperatorError
 from components.graph import child_options
-from components.ssh import RemoteError, Result, Unreachable
 
 ID = "ha-preflight"
 SERVICES = ("pve-ha-lrm", "pve-ha-crm")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
+from clients.pve import cluster_ha
 from components.config import AffinitySpec, HaSpec, VmSpec
 from components.graph import child_options
 from components.owners import owned_comment
@@ -41,7 +42,7 @@ def vm_ignore_changes(vm: VmSpec) -> list[str]:
 
 
 def sid(vm: VmSpec) -> str:
-    return f"vm:{vm.id}"
+    return cluster_ha.sid(vm.id)
 
 
 class HaVm(pulumi.ComponentResource):

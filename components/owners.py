@@ -162,7 +162,7 @@ def not_on_this_version(exc: Exception) -> bool:
 
 def rights_problem(api: Any, rights: dict[str, Any], only: tuple[str, ...] = ()) -> str | None:
     """The token's missing rights for RIGHTS (tokenId, storageId, vms), or None; ONLY: of these privileges."""
-    from components.pve_api import api_errors, reason
+    from clients.pve.api import api_errors, reason
 
     try:
         effective = api("access/permissions").get()
@@ -182,7 +182,7 @@ class OwnersProvider(ResourceProvider):
         wanted = props.get("objects") or []
         rights = props.get("rights")
         if wanted or rights:
-            from components.pve_api import api_errors, connect, reason
+            from clients.pve.api import api_errors, connect, reason
 
             api = connect(props["api"])
             if rights:
@@ -228,7 +228,7 @@ class OwnersProvider(ResourceProvider):
         # fall back on) and a node may be down; a refresh that cannot ask leaves it to Check.
         rights = props.get("rights")
         if rights and props.get("api"):
-            from components.pve_api import connect
+            from clients.pve.api import connect
 
             try:
                 problem = rights_problem(connect(props["api"]), rights, only=pve_rights.READ_PRIVILEGES)

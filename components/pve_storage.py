@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from clients.pve.api import api_errors, connect, reason
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
-from components.pve_api import api_errors, connect, reason
 
 if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider process never loads it
     from components.config import StorageSpec

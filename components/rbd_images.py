@@ -16,11 +16,11 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components import ceph_cli
+from clients import ceph_cli
+from clients.ssh import Executor, RemoteError, check
 from components.dynamic import SshBacked
 from components.errors import OperatorError, failed
 from components.graph import child_options
-from components.ssh import Executor, RemoteError, check
 
 
 def vm_images(images: list[str], pool: str, vm_ids: list[int]) -> dict[str, list[str]]:

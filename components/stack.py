@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
+from clients.pve.api import api_props
 from components.ceph_client import CephClient
 from components.ceph_common import CephCommonPackage
 from components.ceph_health import CephHealthGate
@@ -26,7 +27,6 @@ from components.credentials import Credentials
 from components.ha_preflight import HaPreflight
 from components.ha_vm import HaVm, ha_group, ha_rule, sid
 from components.owners import Owners, owner_tag
-from components.pve_api import api_props
 from components.pve_storage import RbdStorage
 from components.rbd_images import VmImages
 

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.ssh import Connection, RemoteError, SshExecutor
+from clients.ssh import Connection, RemoteError, SshExecutor
 from drill.plan import Plan
 from drill.sources import Cluster
 
@@ -75,7 +75,7 @@ def _run(executor: SshExecutor, argv: list[str], what: str, stdin: str | None = 
 
 
 def _session_lost(message: str) -> bool:
-    """The session broke after the command started (components.ssh's words), not before."""
+    """The session broke after the command started (clients.ssh's words), not before."""
     return "connection dropped" in message or "did not finish" in message
 
 

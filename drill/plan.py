@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from clients.pve import nodes_qemu
 from drill.pve import ApiError, Pve
 from drill.sources import Cluster, Vm
 
-DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide|efidisk|tpmstate)\d+$")
 # PVE marks these storage types shared by design (PVE::Storage::Plugin's shared types)
 SHARED_TYPES = {"rbd", "cephfs", "nfs", "cifs", "glusterfs", "iscsi", "iscsidirect", "zfs", "pbs"}
 
@@ -52,10 +52,8 @@ class Plan:
 def _disks(config: dict[str, Any]) -> dict[str, str]:
     """Disk key -> storage id (or the path) of every disk; CD-ROMs are not disks."""
     disks = {}
-    for key, value in config.items():
-        if not DISK_KEY.match(key) or "media=cdrom" in str(value):
-            continue
-        volume = str(value).split(",", 1)[0]
+    for key, value in nodes_qemu.disks(config).items():
+        volume = value.split(",", 1)[0]
         disks[key] = volume.split(":", 1)[0] if ":" in volume else volume
     return dict(sorted(disks.items()))
 

@@ -1,10 +1,10 @@
-"""The few PVE API reads the drill needs, on one node's API (proxmoxer, token, CA: components.pve_api)."""
+"""The few PVE API reads the drill needs, on one node's API (proxmoxer, token, CA: clients.pve.api)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from components import pve_api
+from clients.pve import api as pve_api
 from components.errors import OperatorError
 from drill.sources import Cluster
 

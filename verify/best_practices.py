@@ -6,8 +6,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from components import ceph_cli, pve_rights
-from components.ssh import RemoteError
+from clients import ceph_cli
+from clients.ssh import RemoteError
+from components import pve_rights
 from verify.finding import (
     ADMIN,
     QEMU_DEFAULT_CPU,

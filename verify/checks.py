@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from components import ceph_cli, ceph_common, ha_preflight
-from components.ceph_cli import Caps, normalise_caps
+from clients import ceph_cli
+from clients.ceph_cli import Caps, normalise_caps
+from clients.pve import nodes_qemu
+from clients.pve.cluster_ha import sid
+from clients.ssh import RemoteError
+from components import ceph_common, ha_preflight
 from components.ceph_health import PEERING
 from components.errors import OperatorError
-from components.ha_vm import sid
-from components.ssh import RemoteError
 from verify.finding import (
     CHECKS,
-    DISK_KEY,
     CannotRun,
     Context,
     Finding,
@@ -192,11 +193,7 @@ def storage(ctx: Context, f: Finding) -> None:
 
 def _disks(conf: dict[str, Any], storage: str) -> list[str]:
     """The images of a VM config's disks on ``storage``: ``scsi0: ceph-rbd:vm-101-disk-0,cache=...``."""
-    out = []
-    for key, value in conf.items():
-        if DISK_KEY.match(key) and isinstance(value, str) and value.startswith(f"{storage}:"):
-            out.append(value.split(",", 1)[0].split(":", 1)[1])
-    return sorted(out)
+    return [volume.split(":", 1)[1] for volume in nodes_qemu.volumes_on(conf, storage)]
 
 
 @check("images", "3-2", lambda c: f"rbd ls {c.pool}: every VM's disks in the pool")
@@ -293,7 +290,7 @@ def ha_resources(ctx: Context, f: Finding) -> None:
     resources = {str(r["sid"]): r for r in ctx.api("cluster/ha/resources")}
     seen = []
     for vm in ctx.ha_vms:
-        name = sid(vm)
+        name = sid(vm.id)
         if name not in resources:
             f.problems.append(f"{name} is not an HA resource")
             continue

@@ -6,21 +6,18 @@ runbook's order (:func:`check`). The checks: verify/checks.py (runbook 1-5), ver
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clients.ssh import RemoteError, Result, Unreachable, render
 from components import ha_preflight
 from components.ceph_health import STATUS_ARGV, CephHealth, Clock, SystemClock, settle
 from components.config import BestPractice, StackConfig
-from components.ssh import RemoteError, Result, Unreachable, render
 from verify.probe import ADMIN, ApiError, Once, Probe
 
 # qemu-server's default CPU model when a VM's config has no `cpu` (PVE::QemuServer::CPUConfig)
 QEMU_DEFAULT_CPU = "kvm64"
-# PVE's disk keys in a VM config (PVE::QemuServer::Drive): scsi0, virtio1, sata2, ide3, efidisk0, tpmstate0
-DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide|efidisk|tpmstate|unused)\d+$")
 WATCHDOG = "watchdog-mux"
 
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from components import pve_api
+from clients.pve import api as pve_api
+from clients.ssh import Connection, RemoteError, Result, SshExecutor, render
 from components.errors import OperatorError
-from components.ssh import Connection, RemoteError, Result, SshExecutor, render
 from verify.target import Target
 
 ADMIN = "ceph-admin"  # the Ceph admin node, as a host name of the probe

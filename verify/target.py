@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clients.stack import SourceError, pulumi_cli, read_json, read_stack_config, token
 from components import config as stack_config
 from components import credentials
 from components.config import PROJECT, ConfigError, StackConfig
 from components.credentials import Credentials
-from drill.sources import SourceError, pulumi_cli, read_json, read_stack_config, token
 
 
 class TargetError(Exception):

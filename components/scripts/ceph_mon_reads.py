@@ -1,7 +1,7 @@
 """Read-only monitor commands on the Ceph admin node, asked in one go (issue #22).
 
 Run as ``python3 - ceph-mon-reads COMMAND... [--id ID]`` with this file on stdin, each COMMAND a monitor
-command as JSON (components.ceph_cli.mon_command builds them from the `ceph` CLI words they stand
+command as JSON (clients.ceph_cli.mon_command builds them from the `ceph` CLI words they stand
 for). It connects as the `ceph` CLI does (``$CEPH_CONF`` or /etc/ceph/ceph.conf, client.admin or client.ID)
 through librados, which the CLI itself is built on (ceph-common depends on python3-rados), and
 prints one JSON list: for each command what the monitors answered, ``ret`` (0 or -errno), ``out``

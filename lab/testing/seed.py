@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from components import pve_api
-from components.ssh import Connection, SshExecutor, check
+from clients.pve import api as pve_api
+from clients.ssh import Connection, SshExecutor, check
 from lab import wait_for
 from lab.paths import LAB_JSON
 

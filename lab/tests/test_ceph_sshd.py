@@ -203,10 +203,10 @@ def test_node_sshd_stopped_from_its_own_session(lab_up):
 
 
 def test_a_runs_reads_share_one_connection_per_host_made_again_after_the_sshd_restarts(lab_up, monkeypatch):
-    """The provider process's kept connection (issue #22, components/ssh.py KeptConnections), against
+    """The provider process's kept connection (issue #22, clients/ssh.py KeptConnections), against
     a real sshd: two reads, one login; a write, a login of its own; the node's sshd restarted (its
     sessions go with it), the next read logs in again and answers."""
-    from components import ssh as remote
+    from clients import ssh as remote
 
     memo = remote.RunMemo()
     memo.enabled = True

@@ -50,7 +50,7 @@ from pulumi import automation as auto
 
 import lab
 import lab.ceph
-from components import ceph_cli
+from clients import ceph_cli
 from lab import sshd
 from lab.pve.control import Control
 from lab.testing.engine import cli
@@ -181,7 +181,7 @@ def test_1_api_500_on_post_storage_fails_naming_the_call_then_converges(hard: Ha
 
 def test_2_api_timeout_on_get_storage_fails_naming_the_call_then_converges(hard: HardStack, control: Control) -> None:
     stack = hard("hardhang")
-    # the providers' API client gives up after 30 s (components.pve_api.connect)
+    # the providers' API client gives up after 30 s (clients.pve.api.connect)
     control.fail("GET", "/storage/hardhang-rbd", hang=35, times=1)
     message = failed_up(stack)
     assert "GET /storage/hardhang-rbd: ReadTimeout" in message and "timed out" in message, message[-3000:]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components import ceph_cli
-from components.ssh import Connection, RemoteError, Result, render
+from clients import ceph_cli
+from clients.ssh import Connection, RemoteError, Result, render
 
 HEALTHY = "health: HEALTH_OK\nmon: 3 daemons, quorum a,b,c\nosd: 3 osds: 3 up, 3 in\nceph health gate: passed; room for pool rbd-pool (96 of 750 PG replicas)\n"
 CONFIG_DEFAULTS = {"osd_scrub_begin_hour": "0", "osd_scrub_end_hour": "0"}  # Ceph's: scrub at any hour

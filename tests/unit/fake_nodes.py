@@ -12,7 +12,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-from components.ssh import Connection, RemoteError, Result, Unreachable, render
+from clients.ssh import Connection, RemoteError, Result, Unreachable, render
 
 PVE8 = "pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-9-pve)"
 PVE9 = "pve-manager/9.0.10/c3c7c6d5b2a3e4f1 (running kernel: 6.14.11-2-pve)"

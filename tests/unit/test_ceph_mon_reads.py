@@ -1,4 +1,4 @@
-"""Read-only monitor commands in one SSH command (components.ceph_cli.mon_reads and the admin
+"""Read-only monitor commands in one SSH command (clients.ceph_cli.mon_reads and the admin
 node's script components/scripts/ceph_mon_reads.py; issue #22): each answered as the `ceph` CLI
 answers it, garbage never read as "not there"."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from components import ceph_cli
-from components.ssh import Result
+from clients import ceph_cli
+from clients.ssh import Result
 from tests.unit.fake_ceph import FakeCeph, fake_monitors
 
 READS = [ceph_cli.pool_list_detail(), ceph_cli.auth_get("proxmox"), ceph_cli.config_get("osd", "osd_scrub_begin_hour"), ceph_cli.config_key_get("k")]

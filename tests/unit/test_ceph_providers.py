@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from components.ceph_cli import Caps
+from clients.ceph_cli import Caps
+from clients.ssh import Result
 from components.ceph_client import ClientProvider
 from components.ceph_pool import PoolProvider
 from components.errors import OperatorError, PartiallyCreated
-from components.ssh import Result
 from tests.unit.fake_ceph import FakeCeph
 
 CONNECTION = {"host": "127.10.10.101", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}
@@ -245,7 +245,7 @@ def test_client_delete_removes_it_and_tolerates_it_gone(ceph: FakeCeph) -> None:
 
 
 def test_client_garbage_answer_never_echoes_output(ceph: FakeCeph, monkeypatch: pytest.MonkeyPatch) -> None:
-    from components.ssh import Result
+    from clients.ssh import Result
 
     monkeypatch.setattr(ceph, "answer", lambda argv: Result(0, "[client.proxmox]\n\tkey = AQDsecret==\n", ""))
     with pytest.raises(OperatorError) as info:

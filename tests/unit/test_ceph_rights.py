@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from components import ceph_cli, ceph_rights
-from components.ssh import RemoteError, Result, as_ceph_id, check
+from clients import ceph_cli
+from clients.ssh import RemoteError, Result, as_ceph_id, check
+from components import ceph_rights
 
 
 def test_the_caps_name_the_stacks_pool_client_and_scrub_options():

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pulumi.runtime import rpc
 
+from clients.ssh import Result
 from components.ceph_health import HealthGateProvider, gate_script, verdict
 from components.errors import OperatorError
-from components.ssh import Result
 from tests.unit.fake_ceph import HEALTHY, PEERING, FakeCeph, FakeClock, ceph_status, fake_monitors
 
 CONNECTION = {"host": "127.10.10.101", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}

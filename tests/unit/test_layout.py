@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP = {".venv", ".tools", ".lab", ".state", ".test-logs", "node_modules", ".git"}
-PACKAGES = ("components", "verify", "drill", "lab", "bench", "tools", "policy", "examples")
+PACKAGES = ("clients", "components", "verify", "drill", "lab", "bench", "tools", "policy", "examples")
 MAX_LINES = 600
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCANNED = ("components", "drill", "verify", "lab", "bench", "policy", "tools", "tests", "__main__.py")
+SCANNED = ("clients", "components", "drill", "verify", "lab", "bench", "policy", "tools", "tests", "__main__.py")
 
 
 def python_files() -> list[Path]:

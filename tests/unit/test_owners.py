@@ -153,7 +153,7 @@ def test_the_rights_check_names_what_is_missing_and_reads_only_what_a_refresh_ne
 
 
 def test_the_refresh_leaves_the_rights_to_check_when_it_cannot_ask(monkeypatch: pytest.MonkeyPatch) -> None:
-    from components import pve_api
+    from clients.pve import api as pve_api
     from components.errors import OperatorError
     from components.owners import OwnersProvider
 

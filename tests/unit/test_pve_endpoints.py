@@ -1,4 +1,4 @@
-"""The PVE API through any live node (components.pve_api): which candidate is picked, the bound on
+"""The PVE API through any live node (clients.pve.api): which candidate is picked, the bound on
 a dead one, the one remembered, and the error when every node is down."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from components import pve_api
+from clients.pve import api as pve_api
 from components.errors import OperatorError
 
 NODES = ["127.10.20.11", "127.10.20.12", "127.10.20.13"]

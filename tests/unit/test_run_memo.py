@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from clients.ssh import Connection, KeptConnections, Result, RunMemo, SshExecutor
 from components import dynamic
-from components.ssh import Connection, KeptConnections, Result, RunMemo, SshExecutor
 
 
 class Counting(SshExecutor):
@@ -34,7 +34,7 @@ class Counting(SshExecutor):
 def memo(monkeypatch: pytest.MonkeyPatch) -> RunMemo:
     memo = RunMemo()
     memo.enabled = True
-    monkeypatch.setattr("components.ssh.MEMO", memo)
+    monkeypatch.setattr("clients.ssh.MEMO", memo)
     return memo
 
 
@@ -233,7 +233,7 @@ class Dialing(SshExecutor):
 
 @pytest.fixture
 def kept(memo: RunMemo, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("components.ssh.KEPT", KeptConnections())
+    monkeypatch.setattr("clients.ssh.KEPT", KeptConnections())
 
 
 def test_reads_go_over_one_kept_connection(memo: RunMemo, kept: None) -> None:

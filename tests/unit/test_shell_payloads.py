@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from components import ceph_cli, ceph_common, ceph_health
+from clients import ceph_cli
+from clients.ceph_cli import Caps
+from clients.ssh import render
+from components import ceph_common, ceph_health
 from components import config as cfg
-from components.ceph_cli import Caps
-from components.ssh import render
 from tests.corpus import API_PAYLOADS, PAYLOADS
 from tests.corpus import set_path as _set
 from tests.unit.helpers import valid_raw

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from clients.pve.api import api_props
 from components.errors import OperatorError, PartiallyCreated
-from components.pve_api import api_props
 from components.pve_storage import StorageProvider
 
 TOKEN_ID, TOKEN_SECRET = "root@pam!pulumi", "5e5e5e5e-1111-2222-3333-444444444444"

@@ -16,9 +16,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from clients.ssh import RemoteError, Result, Unreachable, render
 from components import pve_rights
 from components.config import validate
-from components.ssh import RemoteError, Result, Unreachable, render
 from tests.unit.fake_ceph import FakeClock
 from verify import checks, cli, report
 from verify.checks import Context, Finding

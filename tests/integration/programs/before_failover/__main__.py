@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pulumi_proxmoxve
 
-import components.pve_api as pve_api
 import components.stack as stack
+from clients.pve import api as pve_api
 
 _provider = pulumi_proxmoxve.Provider
 _api_props = pve_api.api_props

@@ -8,10 +8,10 @@ destroy safety the program implements itself (the full program is __main__.py).
 
 import pulumi
 
+from clients.pve.api import api_props
 from components import config, credentials
 from components.ceph_client import CephClient
 from components.ceph_pool import CephRbdPool
-from components.pve_api import api_props
 from components.pve_storage import RbdStorage
 
 try:

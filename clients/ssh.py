@@ -336,7 +336,7 @@ class SshExecutor:
         """Run ``argv``; a connection that drops before the command's exit status arrives is a :class:`RemoteError`."""
         import paramiko
 
-        from components.ceph_cli import command_name  # here, not at the top: ceph_cli builds commands for an Executor
+        from clients.ceph_cli import command_name  # here, not at the top: ceph_cli builds commands for an Executor
 
         command = render(argv)
         what = command_name(argv)

@@ -1,6 +1,6 @@
 """The Ceph CLI commands the program runs, as argv lists in the runbook's own words.
 
-Each function returns the argv; :func:`components.ssh.render` quotes it for the remote shell.
+Each function returns the argv; :func:`clients.ssh.render` quotes it for the remote shell.
 Keeping them here lets the tests check the exact commands and their quoting.
 """
 
@@ -13,7 +13,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from components.ssh import Executor, Result
+    from clients.ssh import Executor, Result
 
 ENOENT = 2  # the ceph CLI's exit status for a pool or entity that does not exist
 
@@ -164,7 +164,7 @@ def mon_reads(executor: Executor, reads: list[list[str]], *, fresh: bool = False
     that same result, so each caller reports it naming its own command as before (garbage stays
     garbage: never "the pool is gone").
     """
-    from components.ssh import Result
+    from clients.ssh import Result
 
     result = executor.read(["python3", "-", MON_READS, *(mon_command(argv) for argv in reads)], stdin=mon_reads_script(), fresh=fresh)
     if result.exit_status != 0:
