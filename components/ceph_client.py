@@ -7,7 +7,8 @@ clients and widened caps show as drift. Its key is a secret output, never printe
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -23,6 +24,21 @@ if TYPE_CHECKING:  # the config model (pydantic) is the program's; the provider 
     from components.config import ClientSpec
 
 
+class ClientInputs(TypedDict):
+    """The Client resource's inputs: CephClient writes them, ClientProvider reads them, the tests build them.
+    The keys are the state's: renaming one changes every deployed stack."""
+
+    connection: Any  # the Ceph admin node's SSH connection (clients/ssh.py Connection.props), a secret
+    name: str
+    caps: Any  # {"mon": ..., "osd": ...}: the pool's caps, known once the pool is
+    adopt: bool
+
+
+def client_inputs(props: Mapping[str, Any]) -> ClientInputs:
+    """The typed view of a call's inputs: the SDK hands the provider the state's keys as a plain dict."""
+    return cast(ClientInputs, props)
+
+
 class ClientProvider(SshBacked, ResourceProvider):
     def observe(self, executor: Executor, name: str) -> dict[str, Any] | None:
         """The client's caps and key as Ceph has them, or None. Its output is secret: never shown."""
@@ -36,11 +52,12 @@ class ClientProvider(SshBacked, ResourceProvider):
         except (ValueError, KeyError, TypeError):
             raise OperatorError(f"ceph auth get client.{name}: the answer was not the expected JSON (not shown: it holds a key)") from None
 
-    def set_caps(self, executor: Executor, props: dict[str, Any]) -> None:
+    def set_caps(self, executor: Executor, props: ClientInputs) -> None:
         caps = Caps(**props["caps"])
         check(executor.run(ceph_cli.auth_caps(props["name"], caps)), f"ceph auth caps client.{props['name']}")
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        props = client_inputs(raw)
         executor = self.executor(props)
         name = props["name"]
         asked = False  # once `ceph auth get-or-create` has been sent, the client may exist
@@ -70,7 +87,8 @@ class ClientProvider(SshBacked, ResourceProvider):
                 raise PartiallyCreated(message, "client", f"client.{name}", props) from None
             raise OperatorError(message) from None
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = client_inputs(raw)
         name = id_.removeprefix("client.")
         try:
             seen = self.observe(self.executor(props), name)
@@ -80,7 +98,8 @@ class ClientProvider(SshBacked, ResourceProvider):
             return ReadResult(id_="", outs={})
         return ReadResult(id_=id_, outs={**props, **seen})
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = client_inputs(old), client_inputs(new)
         if olds.get("name") != news.get("name"):
             return DiffResult(changes=True, replaces=["name"], delete_before_replace=False)
         changes = []
@@ -98,7 +117,7 @@ class ClientProvider(SshBacked, ResourceProvider):
             return DiffResult(changes=True, replaces=[], stables=["name"])
         return DiffResult(changes=bool(changes), replaces=[], stables=["name", "key"])
 
-    def gone(self, id_: str, props: dict[str, Any]) -> bool:
+    def gone(self, id_: str, props: ClientInputs) -> bool:
         if not isinstance(props.get("connection"), dict) or not props.get("name"):
             return False  # not known yet (preview of a new stack)
         try:
@@ -106,7 +125,8 @@ class ClientProvider(SshBacked, ResourceProvider):
         except RemoteError as exc:
             raise failed(f"cephx client {id_}", exc) from None
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        news = client_inputs(new)
         executor = self.executor(news)
         name = news["name"]
         try:
@@ -120,7 +140,8 @@ class ClientProvider(SshBacked, ResourceProvider):
         except RemoteError as exc:
             raise failed(f"cephx client {id_}", exc) from None
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
+        props = client_inputs(raw)
         executor = self.executor(props)
         try:
             result = executor.run(ceph_cli.auth_del(props["name"]))
@@ -133,7 +154,7 @@ class ClientProvider(SshBacked, ResourceProvider):
 class CephClientResource(Resource, module="pveceph", name="CephClient"):
     key: pulumi.Output[str]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: ClientInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["connection", "key"])
         super().__init__(ClientProvider(), name, {"key": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
 
@@ -156,7 +177,7 @@ class CephClient(pulumi.ComponentResource):
     ):
         super().__init__("pveceph:ceph:Client", name, None, opts)
         caps = pulumi.Output.from_input(pool_name).apply(lambda pool: Caps.for_profile(spec.caps, pool).as_dict())
-        props = {"connection": connection, "name": spec.name, "caps": caps, "adopt": adopt}
+        props = ClientInputs(connection=connection, name=spec.name, caps=caps, adopt=adopt)
         self.client = CephClientResource(f"{name}-client", props, child_options(self, opts))
         self.client_name = pulumi.Output.from_input(spec.name)
         self.key = pulumi.Output.secret(self.client.key)

@@ -9,7 +9,8 @@ refused while the pool holds images.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -27,11 +28,6 @@ COMPARED = ("size", "autoscaleMode", "application")
 NUMBERS = ("pgNum", "size")
 
 
-def _typed(props: dict[str, Any]) -> dict[str, Any]:
-    """Pulumi hands a dynamic provider every number as a float: ``32.0`` must reach Ceph as ``32``."""
-    return {**props, **{k: int(props[k]) for k in NUMBERS if isinstance(props.get(k), float)}}
-
-
 def _json(answer: Result, what: str) -> Any:
     """A read's JSON answer, or an error naming WHAT."""
     result = check(answer, what)
@@ -39,6 +35,26 @@ def _json(answer: Result, what: str) -> Any:
         return json.loads(result.stdout)
     except ValueError:
         raise OperatorError(f"{what}: Ceph did not answer with JSON: {result.stdout.strip()[:200]!r}") from None
+
+
+class PoolInputs(TypedDict):
+    """The RbdPool resource's inputs: CephRbdPool writes them, PoolProvider reads them, the tests build them.
+    The keys are the state's: renaming one changes every deployed stack."""
+
+    connection: Any  # the Ceph admin node's SSH connection (clients/ssh.py Connection.props), a secret
+    name: str
+    pgNum: int
+    size: int
+    autoscaleMode: str
+    application: str
+    adopt: bool
+    allowDeletion: bool
+
+
+def pool_inputs(props: Mapping[str, Any]) -> PoolInputs:
+    """The typed view of a call's inputs, the state's keys in a plain dict; Pulumi hands a dynamic
+    provider every number as a float: ``32.0`` must reach Ceph as ``32``."""
+    return cast(PoolInputs, {**props, **{k: int(props[k]) for k in NUMBERS if isinstance(props.get(k), float)}})
 
 
 class PoolProvider(SshBacked, ResourceProvider):
@@ -66,7 +82,7 @@ class PoolProvider(SshBacked, ResourceProvider):
             raise OperatorError(f"ceph osd pool ls detail: unexpected entry for pool {name}: {str(found)[:200]!r}") from None
 
     # -- writing -------------------------------------------------------------------------
-    def converge(self, executor: Executor, props: dict[str, Any], seen: dict[str, Any]) -> None:
+    def converge(self, executor: Executor, props: PoolInputs, seen: dict[str, Any]) -> None:
         name = props["name"]
         if seen["autoscaleMode"] != props["autoscaleMode"]:
             check(executor.run(ceph_cli.pool_set(name, "pg_autoscale_mode", props["autoscaleMode"])), f"ceph osd pool set {name} pg_autoscale_mode")
@@ -77,14 +93,14 @@ class PoolProvider(SshBacked, ResourceProvider):
         if seen["application"] != "rbd":
             check(executor.run(ceph_cli.rbd_pool_init(name)), f"rbd pool init {name}")
 
-    def state(self, executor: Executor, props: dict[str, Any]) -> dict[str, Any]:
+    def state(self, executor: Executor, props: PoolInputs) -> dict[str, Any]:
         seen = self.observe(executor, props["name"])
         if seen is None:
             raise OperatorError(f"Ceph pool {props['name']} disappeared while it was being configured")
         return {**props, **seen}
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        props = _typed(props)
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        props = pool_inputs(raw)
         executor = self.executor(props)
         name = props["name"]
         asked = False  # once `ceph osd pool create` has been sent, the pool may exist
@@ -114,7 +130,8 @@ class PoolProvider(SshBacked, ResourceProvider):
                 raise PartiallyCreated(message, "pool", name, props) from None
             raise OperatorError(message) from None
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = pool_inputs(raw)
         try:
             seen = self.observe(self.executor(props), id_)
         except RemoteError as exc:
@@ -123,8 +140,8 @@ class PoolProvider(SshBacked, ResourceProvider):
             return ReadResult(id_="", outs={})
         return ReadResult(id_=id_, outs={**props, **seen})
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        olds, news = _typed(olds), _typed(news)
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = pool_inputs(old), pool_inputs(new)
         if olds.get("name") != news.get("name"):
             return DiffResult(changes=True, replaces=["name"], delete_before_replace=False)
         changes = [key for key in COMPARED if key != "application" and olds.get(key) != news.get(key)]
@@ -140,8 +157,8 @@ class PoolProvider(SshBacked, ResourceProvider):
             changes.append("connection")
         return DiffResult(changes=bool(changes), replaces=[], stables=["name"])
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        news = _typed(news)
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        news = pool_inputs(new)
         executor = self.executor(news)
         try:
             seen = self.observe(executor, id_)
@@ -152,7 +169,8 @@ class PoolProvider(SshBacked, ResourceProvider):
         except RemoteError as exc:
             raise failed(f"Ceph pool {id_}", exc) from None
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
+        props = pool_inputs(raw)
         if not props.get("allowDeletion"):
             return  # retained: data is never destroyed by default
         executor = self.executor(props)
@@ -176,9 +194,9 @@ class PoolProvider(SshBacked, ResourceProvider):
 class RbdPoolResource(Resource, module="pveceph", name="RbdPool"):
     name: pulumi.Output[str]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: PoolInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["connection"])
-        super().__init__(PoolProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret))
+        super().__init__(PoolProvider(), name, dict(props), pulumi.ResourceOptions.merge(opts, secret))
 
 
 class CephRbdPool(pulumi.ComponentResource):
@@ -197,16 +215,16 @@ class CephRbdPool(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("pveceph:ceph:RbdPool", name, None, opts)
-        props = {
-            "connection": connection,
-            "name": spec.name,
-            "pgNum": spec.pg_num,
-            "size": spec.size,
-            "autoscaleMode": spec.autoscale_mode,
-            "application": "rbd",
-            "adopt": adopt,
-            "allowDeletion": allow_deletion,
-        }
+        props = PoolInputs(
+            connection=connection,
+            name=spec.name,
+            pgNum=spec.pg_num,
+            size=spec.size,
+            autoscaleMode=spec.autoscale_mode,
+            application="rbd",
+            adopt=adopt,
+            allowDeletion=allow_deletion,
+        )
         # Retained on delete by the provider itself unless allowDeletion; `retain_on_delete` would
         # also keep it when the operator explicitly asked for deletion.
         self.pool = RbdPoolResource(f"{name}-pool", props, child_options(self, opts))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from clients.ssh import MEMO, Connection, Executor, SshExecutor
@@ -57,7 +57,7 @@ class SshBacked:
         # A test passes a recording executor; in Pulumi the default builds a real SSH session.
         self._executor_factory = executor_factory
 
-    def executor(self, props: dict[str, Any]) -> Executor:
+    def executor(self, props: Mapping[str, Any]) -> Executor:
         return self.executor_for(props["connection"])
 
     def executor_for(self, connection: dict[str, Any]) -> Executor:

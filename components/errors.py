@@ -8,6 +8,7 @@ what was asked, of what, the client's own words, then the fix; never a secret.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -25,10 +26,10 @@ class PartiallyCreated(OperatorError):
     at least, so that refresh and update can reach the object).
     """
 
-    def __init__(self, message: str, what: str, id_: str, outs: dict[str, Any]) -> None:
+    def __init__(self, message: str, what: str, id_: str, outs: Mapping[str, Any]) -> None:
         super().__init__(f"{message.rstrip('.')}. The {what} is recorded in the state; the next `pulumi up` checks it and finishes it")
         self.id_ = id_
-        self.outs = outs
+        self.outs = dict(outs)
 
 
 def failed(action: str, why: object, fix: str = "") -> OperatorError:

@@ -9,7 +9,8 @@ monhost shows as drift. Create and update wait until the storage is active on ev
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -51,12 +52,32 @@ def _missing(exc: Exception) -> bool:
     return getattr(exc, "status_code", None) in (404, 500) and ("does not exist" in text or "no such" in text or "not found" in text)
 
 
+class StorageInputs(TypedDict):
+    """The RbdStorage resource's inputs: RbdStorage writes them, StorageProvider reads them, the tests build them.
+    The keys are the state's: renaming one changes every deployed stack."""
+
+    api: Any  # clients/pve/api.py api_props: the endpoint, its fallback nodes, the token (a secret)
+    storageId: str
+    pool: Any  # the pool's name, known once the pool is
+    monhost: str
+    username: Any
+    key: Any  # the cephx key, a secret
+    content: str
+    nodes: list[str]
+    adopt: bool
+
+
+def storage_inputs(props: Mapping[str, Any]) -> StorageInputs:
+    """The typed view of a call's inputs: the SDK hands the provider the state's keys as a plain dict."""
+    return cast(StorageInputs, props)
+
+
 class StorageProvider(ResourceProvider):
     def __init__(self, api_factory: Any = None, poll_interval: float = 1.0) -> None:
         self._api_factory = api_factory
         self._poll_interval = poll_interval
 
-    def api(self, props: dict[str, Any]) -> Any:
+    def api(self, props: StorageInputs) -> Any:
         return (self._api_factory or connect)(props["api"])
 
     # -- reading -------------------------------------------------------------------------
@@ -154,7 +175,7 @@ class StorageProvider(ResourceProvider):
         return list(nodes)
 
     # -- writing -------------------------------------------------------------------------
-    def params(self, props: dict[str, Any]) -> dict[str, Any]:
+    def params(self, props: StorageInputs) -> dict[str, Any]:
         return {
             "pool": props["pool"],
             "monhost": props["monhost"],
@@ -164,10 +185,11 @@ class StorageProvider(ResourceProvider):
             "krbd": 0,
         }
 
-    def outs(self, props: dict[str, Any], seen: dict[str, Any], active: list[str]) -> dict[str, Any]:
+    def outs(self, props: StorageInputs, seen: dict[str, Any], active: list[str]) -> dict[str, Any]:
         return {**props, **{k: seen[k] for k in COMPARED}, "activeNodes": active, "inactiveNodes": []}
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        props = storage_inputs(raw)
         api = self.api(props)
         storage_id = props["storageId"]
         seen = self.observe(api, storage_id)
@@ -198,7 +220,8 @@ class StorageProvider(ResourceProvider):
             raise OperatorError(f"PVE storage {storage_id} was created but cannot be read back")
         return CreateResult(id_=storage_id, outs=self.outs(props, seen, active))
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = storage_inputs(raw)
         api = self.api(props)
         seen = self.observe(api, id_)
         if seen is None:
@@ -206,7 +229,8 @@ class StorageProvider(ResourceProvider):
         inactive = self.inactive_nodes(api, id_, list(props.get("nodes") or []))
         return ReadResult(id_=id_, outs={**props, **{k: seen[k] for k in COMPARED}, "inactiveNodes": inactive})
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = storage_inputs(old), storage_inputs(new)
         if olds.get("storageId") != news.get("storageId"):
             return DiffResult(changes=True, replaces=["storageId"], delete_before_replace=True)
         changes = [key for key in (*COMPARED, "key", "nodes", "adopt") if olds.get(key) != news.get(key)]
@@ -217,7 +241,8 @@ class StorageProvider(ResourceProvider):
             changes.append("api")
         return DiffResult(changes=bool(changes), replaces=[], stables=["storageId"])
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        news = storage_inputs(new)
         api = self.api(news)
         if self.observe(api, id_) is None:
             raise OperatorError(f"PVE storage {id_} no longer exists; run `pulumi refresh` and `pulumi up` to create it again")
@@ -229,7 +254,8 @@ class StorageProvider(ResourceProvider):
         seen = self.observe(api, id_) or {}
         return UpdateResult(outs=self.outs(news, seen, active))
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
+        props = storage_inputs(raw)
         api = self.api(props)
         try:
             api.storage(id_).delete()
@@ -242,7 +268,7 @@ class RbdStorageResource(Resource, module="pveceph", name="RbdStorage"):
     storageId: pulumi.Output[str]
     activeNodes: pulumi.Output[list[str]]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: StorageInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["api", "key"])
         super().__init__(StorageProvider(), name, {"activeNodes": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
 
@@ -267,17 +293,17 @@ class RbdStorage(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("pveceph:proxmox:RbdStorage", name, None, opts)
-        props = {
-            "api": api,
-            "storageId": spec.id,
-            "pool": pool_name,
-            "monhost": " ".join(monitors),
-            "username": username,
-            "key": pulumi.Output.secret(key),
-            "content": ",".join(spec.content),
-            "nodes": nodes,
-            "adopt": adopt,
-        }
+        props = StorageInputs(
+            api=api,
+            storageId=spec.id,
+            pool=pool_name,
+            monhost=" ".join(monitors),
+            username=username,
+            key=pulumi.Output.secret(key),
+            content=",".join(spec.content),
+            nodes=nodes,
+            adopt=adopt,
+        )
         self.storage = RbdStorageResource(f"{name}-storage", props, child_options(self, opts))
         self.storage_id = self.storage.storageId
         self.register_outputs({"storage_id": self.storage_id})

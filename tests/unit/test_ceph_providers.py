@@ -8,8 +8,8 @@ import pytest
 
 from clients.ceph_cli import Caps
 from clients.ssh import Result
-from components.ceph_client import ClientProvider
-from components.ceph_pool import PoolProvider
+from components.ceph_client import ClientInputs, ClientProvider
+from components.ceph_pool import PoolInputs, PoolProvider
 from components.errors import OperatorError, PartiallyCreated
 from tests.unit.fake_ceph import FakeCeph
 
@@ -22,22 +22,13 @@ def ceph() -> FakeCeph:
 
 
 def pool_props(**overrides: Any) -> dict[str, Any]:
-    props = {
-        "connection": CONNECTION,
-        "name": "rbd-pool",
-        "pgNum": 32,
-        "size": 3,
-        "autoscaleMode": "off",
-        "application": "rbd",
-        "adopt": False,
-        "allowDeletion": False,
-    }
+    props = PoolInputs(connection=CONNECTION, name="rbd-pool", pgNum=32, size=3, autoscaleMode="off", application="rbd", adopt=False, allowDeletion=False)
     return {**props, **overrides}
 
 
 def client_props(**overrides: Any) -> dict[str, Any]:
     caps = Caps.for_profile("profile-rbd", "rbd-pool").as_dict()
-    return {"connection": CONNECTION, "name": "proxmox", "caps": caps, "adopt": False, "key": None, **overrides}
+    return {**ClientInputs(connection=CONNECTION, name="proxmox", caps=caps, adopt=False), "key": None, **overrides}
 
 
 # -- pool ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from clients.pve.api import api_props
 from components.errors import OperatorError, PartiallyCreated
-from components.pve_storage import StorageProvider
+from components.pve_storage import StorageInputs, StorageProvider
 
 TOKEN_ID, TOKEN_SECRET = "root@pam!pulumi", "5e5e5e5e-1111-2222-3333-444444444444"
 
@@ -25,17 +25,19 @@ def pve(fakepve: Any) -> Any:
 
 @pytest.fixture
 def props(pve: Any, fakepve_cafile: str) -> dict[str, Any]:
-    return {
-        "api": api_props(pve.url, f"{TOKEN_ID}={TOKEN_SECRET}", True, fakepve_cafile),
-        "storageId": "ceph-rbd",
-        "pool": "rbd-pool",
-        "monhost": "127.10.10.101 127.10.10.102 127.10.10.103",
-        "username": "proxmox",
-        "key": "AQDxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx==",
-        "content": "images",
-        "nodes": sorted(pve.nodes),
-        "adopt": False,
-    }
+    return dict(
+        StorageInputs(
+            api=api_props(pve.url, f"{TOKEN_ID}={TOKEN_SECRET}", True, fakepve_cafile),
+            storageId="ceph-rbd",
+            pool="rbd-pool",
+            monhost="127.10.10.101 127.10.10.102 127.10.10.103",
+            username="proxmox",
+            key="AQDxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx==",
+            content="images",
+            nodes=sorted(pve.nodes),
+            adopt=False,
+        )
+    )
 
 
 def provider() -> StorageProvider:
