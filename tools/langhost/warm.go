@@ -21,23 +21,32 @@ import (
 // the lab stack (`-v=9` timestamps). So the host starts the interpreter then, imports the SDK
 // and the installed `pulumi_*` packages, and keeps it waiting on its standard input; Run hands it
 // the program's arguments, working directory and config, and it runs the program as a cold
-// start would (issue #22). Nothing of the program itself is imported before Run: its own
-// modules, and any module that reads the config, load after the config is in place.
+// start would (issue #22). Nothing of the program itself is imported before Run, but the modules
+// its Pulumi.yaml names in the runtime option `preload` (a list of module names; upstream's host
+// ignores options it does not know): they must not read the stack's config when imported, as the
+// config is only in place once Run hands it over. A module that fails to import is dropped, for
+// the program's own import to raise the error where it would cold.
 //
 // The waiting interpreter is started with the environment Run gives the program, less the two
 // config variables, which Run sends with the arguments. If Run never comes (`pulumi about`,
 // a failed refresh), the interpreter ends with the host (Pdeathsig) or when its input closes.
 // A host that runs a second program, or another interpreter, starts that one cold.
 const warmStart = `import json, os, sys
+def _preload(name):
+    before = set(sys.modules)
+    try:
+        __import__(name)
+    except BaseException:
+        for loaded in set(sys.modules) - before:
+            sys.modules.pop(loaded, None)
 try:
     import pkgutil, site
     import pulumi, pulumi.dynamic, pulumi.log, pulumi.runtime
     for module in pkgutil.iter_modules(site.getsitepackages()):
         if module.ispkg and module.name.startswith("pulumi_"):
-            try:
-                __import__(module.name)
-            except Exception:
-                sys.modules.pop(module.name, None)
+            _preload(module.name)
+    for name in PRELOAD:
+        _preload(name)
 except Exception:
     pass
 line = sys.stdin.readline()
@@ -76,7 +85,11 @@ func (p *warmPool) start(info *pulumirpc.ProgramInfo) {
 	}
 	p.started = true
 	py, venv := pythonCommand(info)
-	script := fmt.Sprintf("QUIET_SHUTDOWN = %q\n%s", quietShutdown, warmStart)
+	preload, err := json.Marshal(preloadModules(info))
+	if err != nil {
+		return
+	}
+	script := fmt.Sprintf("QUIET_SHUTDOWN = %q\nPRELOAD = %s\n%s", quietShutdown, preload, warmStart)
 	cmd := exec.Command(py, "-u", "-c", script)
 	cmd.Dir = info.GetProgramDirectory()
 	cmd.Env = programEnv(venv)
@@ -130,4 +143,20 @@ func programEnv(venv string) []string {
 			"PATH="+filepath.Join(venv, "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
 	return env
+}
+
+// preloadModules is the runtime option `preload` of Pulumi.yaml: the program's module names that
+// the waiting interpreter imports ahead of Run (strings only; anything else is left out).
+func preloadModules(info *pulumirpc.ProgramInfo) []string {
+	modules := []string{}
+	if info.GetOptions() == nil {
+		return modules
+	}
+	list, _ := info.GetOptions().AsMap()["preload"].([]any)
+	for _, item := range list {
+		if name, ok := item.(string); ok && name != "" {
+			modules = append(modules, name)
+		}
+	}
+	return modules
 }

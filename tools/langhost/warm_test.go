@@ -21,6 +21,10 @@ type seen struct {
 	Venv    string   `json:"venv"`
 	Path0   string   `json:"path0"`
 	SDK     bool     `json:"sdk"`
+	// the preloaded module: imported before Run, so before the config was in its environment
+	Preloaded       bool `json:"preloaded"`
+	PreloadedConfig bool `json:"preloaded_config"`
+	Broken          bool `json:"broken"`
 }
 
 // standIn replaces the SDK's exec script: it records what the program would see, then exits
@@ -29,7 +33,9 @@ const standIn = `import json, os, sys
 with open(os.environ["WARM_TEST_OUT"], "w") as out:
     json.dump({"argv": sys.argv, "cwd": os.getcwd(), "config": os.environ.get("PULUMI_CONFIG"),
                "secrets": os.environ.get("PULUMI_CONFIG_SECRET_KEYS"), "venv": os.environ.get("VIRTUAL_ENV"),
-               "path0": sys.path[0], "sdk": "pulumi.runtime" in sys.modules}, out)
+               "path0": sys.path[0], "sdk": "pulumi.runtime" in sys.modules,
+               "preloaded": "early" in sys.modules, "broken": "broken" in sys.modules,
+               "preloaded_config": getattr(sys.modules.get("early"), "CONFIG", None) is not None}, out)
 sys.exit(int(os.environ.get("WARM_TEST_EXIT", "0")))
 `
 
@@ -47,10 +53,18 @@ func runOnce(t *testing.T, warm bool, exit string) (seen, *pulumirpc.RunResponse
 	if err := os.WriteFile(script, []byte(standIn), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	for name, source := range map[string]string{
+		"early.py":  "import os\nCONFIG = os.environ.get('PULUMI_CONFIG')\n",
+		"broken.py": "raise RuntimeError('a module that fails to import')\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(source), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out := filepath.Join(dir, "seen.json")
 	t.Setenv("WARM_TEST_OUT", out)
 	t.Setenv("WARM_TEST_EXIT", exit)
-	options, err := structpb.NewStruct(map[string]any{"virtualenv": venv})
+	options, err := structpb.NewStruct(map[string]any{"virtualenv": venv, "preload": []any{"early", "broken", 42}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +111,12 @@ func TestWarmStartRunsAsCold(t *testing.T) {
 		}
 	}
 	cold.Cwd, warm.Cwd = "", ""
+	// warm, the `preload` modules were imported before Run, the config not yet in place; one that
+	// fails to import is left for the program to import (and fail) itself
+	if !warm.Preloaded || warm.PreloadedConfig || warm.Broken || cold.Preloaded {
+		t.Errorf("preload: warm %+v, cold %+v", warm, cold)
+	}
+	warm.Preloaded = false
 	if !reflect.DeepEqual(cold, warm) {
 		t.Errorf("warm start differs from cold:\ncold %+v\nwarm %+v", cold, warm)
 	}
