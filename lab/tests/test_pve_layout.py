@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing.imports import find_cycle
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lab" / "pve"
 # Model modules: the cluster's state and machinery, which the API modules drive.
@@ -67,32 +69,6 @@ def graph() -> dict[str, set[str]]:
     names = module_names()
     known = set(names)
     return {name: imports_of(name, known) for name in names}
-
-
-def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(edges.get(node, ())):
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt not in state:
-                cycle = visit(nxt)
-                if cycle:
-                    return cycle
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(edges):
-        if node not in state:
-            cycle = visit(node)
-            if cycle:
-                return cycle
-    return None
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from lab.testing.imports import find_cycle
+
 ROOT = Path(__file__).resolve().parents[2]
 SKIP = {".venv", ".tools", ".lab", ".state", ".test-logs", "node_modules", ".git"}
 PACKAGES = ("clients", "components", "verify", "drill", "lab", "bench", "tools", "policy", "examples")
@@ -72,21 +74,5 @@ def test_no_import_cycle_between_the_projects_modules() -> None:
             if imported and imported != name and not name.startswith(imported + "."):  # a package's own __init__ is no cycle
                 targets.add(imported)
         edges[name] = targets
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(edges.get(node, ())):
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(edges):
-        if node not in state and (cycle := visit(node)):
-            raise AssertionError("import cycle: " + " -> ".join(cycle))
+    cycle = find_cycle(edges)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
