@@ -129,7 +129,7 @@ def _user(admin: Callable[..., str]) -> dict[str, str]:
 
 def s3(keys: dict[str, str]) -> Any:
     """A boto3 S3 client on the gateway with KEYS."""
-    import boto3  # lab-only dependency (requirements-dev.txt)
+    import boto3  # lab-only dependency (lab/pyproject.toml)
     from botocore.config import Config
 
     return boto3.client(

@@ -42,7 +42,7 @@ def project_copy(where: Path, program: Path = ROOT / "__main__.py") -> Path:
     settings["runtime"]["options"]["virtualenv"] = str(ROOT / ".venv")
     (where / "Pulumi.yaml").write_text(yaml.safe_dump(settings))
     (where / "__main__.py").symlink_to(program)
-    for name in ("components", ".lab"):
+    for name in ("clients", "components", ".lab"):
         (where / name).symlink_to(ROOT / name)
     return where
 

@@ -49,8 +49,10 @@ def test_fakepve_version_and_hooks_are_pinned():
     assert compat.changed_hooks() == [], "fakepve changed under lab.pve: review, then `python -m lab.pve.server --pin-fakepve`"
     overridden = set(compat.overridden_names(LabPve))
     assert overridden <= set(compat.HOOKS), f"overrides not pinned in compat.HOOKS: {overridden - set(compat.HOOKS)}"
-    reqs = (ROOT / "requirements-dev.txt").read_text()
-    assert re.search(r"^fakepve\[crypto\]==0\.5\.0$", reqs, re.M)
+    # the pin lives in the lab's own project (lab/pyproject.toml), which make setup installs
+    project = (ROOT / "lab" / "pyproject.toml").read_text()
+    assert re.search(r'^\s*"fakepve\[crypto\]==0\.5\.0",$', project, re.M)
+    assert re.search(r"^-e \./lab$", (ROOT / "requirements-dev.txt").read_text(), re.M)
 
 
 def test_extension_point_templates_exist(tmp_path):
@@ -78,7 +80,7 @@ def test_extension_point_templates_exist(tmp_path):
 
 
 def test_product_never_imports_fakepve():
-    for folder in ("components", "drill"):
+    for folder in ("clients", "components", "drill", "verify"):
         for path in (ROOT / folder).rglob("*.py") if (ROOT / folder).is_dir() else []:
             assert not re.search(r"^\s*(from|import)\s+(fakepve|lab)\b", path.read_text(), re.M), path
 
