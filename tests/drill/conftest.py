@@ -1,5 +1,7 @@
 """The lab for the drill's tests: brought up once (left as found), a test RBD storage on its real
-Ceph, HA VMs 601+ on it, and every node restored after each test."""
+Ceph, HA VMs 601+ on it, and every node restored after each test. The storage, its pool and the
+VMs live as long as the module that uses them: a pool left for the rest of the session takes
+placement groups from the tests after it (3 OSDs hold 750 PG replicas in all)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from lab.testing.seed import LabAccess, drop_storage, ensure_ha_vm, ensure_storage, remove_vm
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def test_storage(lab_access: LabAccess) -> Iterator[str]:
     tag = uuid.uuid4().hex[:6]
     storage, pool, client = f"drilltest-{tag}", f"drilltest-{tag}", f"drilltest-{tag}"
@@ -20,7 +22,7 @@ def test_storage(lab_access: LabAccess) -> Iterator[str]:
     drop_storage(lab_access, storage, pool, client)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ha_vm(lab_access: LabAccess, test_storage: str) -> Iterator[Callable[..., str]]:
     """ha_vm(601) -> "vm:601": a VM on the test storage, HA resource in the given state (made once)."""
     made: list[int] = []
