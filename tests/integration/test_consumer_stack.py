@@ -21,6 +21,7 @@ from lab.testing.engine import ROOT, workspace_options
 from lab.testing.seed import LabAccess
 from lab.testing.shared import own_corner, unmodelled
 from lab.testing.stack import LabStack, admin, changes, names, remember_key, storages
+from lab.testing.steps import run_steps
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -89,14 +90,14 @@ def consumer(producer: LabStack, lab_state: dict[str, Any], tmp_path_factory: py
             stack.workspace.remove_stack(CONSUMER, force=True)
 
 
-def test_0_the_producer_names_its_vm_and_image(producer: LabStack) -> None:
+def the_producer_names_its_vm_and_image(producer: LabStack) -> None:
     vms = producer.stack.outputs()["vms"].value
     assert vms == [
         {"id": PRODUCER_VM, "name": f"vm{PRODUCER_VM}", "initialNode": "pve-node1", "haSid": f"vm:{PRODUCER_VM}", "images": [f"{POOL}/vm-{PRODUCER_VM}-disk-0"]}
     ]
 
 
-def test_1_consumer_up_puts_its_vm_on_the_producers_storage(consumer: auto.Stack, lab: LabAccess) -> None:
+def consumer_up_puts_its_vm_on_the_producers_storage(consumer: auto.Stack, lab: LabAccess) -> None:
     t0, since = time.monotonic(), time.time()
     result = consumer.up(color="never")
     print(f"\n  consumer up: {time.monotonic() - t0:.1f} s")
@@ -112,28 +113,46 @@ def test_1_consumer_up_puts_its_vm_on_the_producers_storage(consumer: auto.Stack
     assert unmodelled(since, [f"/{CONSUMER_VM}", STORAGE]) == []
 
 
-def test_2_the_client_key_stays_a_secret_in_the_consumer(consumer: auto.Stack) -> None:
+def the_client_key_stays_a_secret_in_the_consumer(consumer: auto.Stack) -> None:
     outputs = consumer.outputs()
     assert outputs["clientKey"].secret
     assert not outputs["storageId"].secret
 
 
-def test_3_preview_afterwards_changes_nothing(consumer: auto.Stack) -> None:
+def preview_afterwards_changes_nothing(consumer: auto.Stack) -> None:
     lines: list[str] = []
     preview = consumer.preview(color="never", diff=True, on_output=lines.append)
     assert changes(preview.change_summary) == {}, "\n".join(lines)[-3000:]
 
 
-def test_4_destroying_the_consumer_removes_its_vm_and_image(consumer: auto.Stack, lab: LabAccess) -> None:
+def destroying_the_consumer_removes_its_vm_and_image(consumer: auto.Stack, lab: LabAccess) -> None:
     assert consumer.destroy(color="never").summary.result == "succeeded"
     assert lab.vm_node(CONSUMER_VM) is None
     assert f"vm-{CONSUMER_VM}-disk-0" not in images()
     assert lab.vm_node(PRODUCER_VM) is not None  # the producer's VM is not the consumer's to remove
 
 
-def test_5_destroying_the_producer_leaves_nothing(producer: LabStack, lab: LabAccess) -> None:
+def destroying_the_producer_leaves_nothing(producer: LabStack, lab: LabAccess) -> None:
     remember_key(PREFIX)  # for the secrets audit: the destroy deletes the client
     assert producer.destroy().summary.result == "succeeded"
     assert lab.vm_node(PRODUCER_VM) is None
     assert STORAGE not in storages()
     assert POOL not in admin("ceph osd pool ls").split()
+
+
+def test_a_consumer_stack_on_the_producers_outputs(producer: LabStack, consumer: auto.Stack, lab: LabAccess) -> None:
+    """The producer and a consumer stack from up to destroy, each step starting where the one before
+    left them (lab/testing/steps.py)."""
+    run_steps(
+        [
+            the_producer_names_its_vm_and_image,
+            consumer_up_puts_its_vm_on_the_producers_storage,
+            the_client_key_stays_a_secret_in_the_consumer,
+            preview_afterwards_changes_nothing,
+            destroying_the_consumer_removes_its_vm_and_image,
+            destroying_the_producer_leaves_nothing,
+        ],
+        producer=producer,
+        consumer=consumer,
+        lab=lab,
+    )

@@ -32,6 +32,7 @@ from lab.testing.stack import (
     pool_exists,
     storages,
 )
+from lab.testing.steps import run_steps
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -47,7 +48,7 @@ def dyn(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     stack.remove()
 
 
-def test_1_up_from_nothing_creates_pool_client_and_active_storage(dyn: LabStack) -> None:
+def up_from_nothing_creates_pool_client_and_active_storage(dyn: LabStack) -> None:
     t0 = time.monotonic()
     result = dyn.up()
     print(f"\n  cold up (pool, client, storage): {time.monotonic() - t0:.1f} s")
@@ -61,7 +62,7 @@ def test_1_up_from_nothing_creates_pool_client_and_active_storage(dyn: LabStack)
     dyn.verified("storage")  # python -m verify: Status = Active on every node
 
 
-def test_2_second_up_and_preview_change_nothing(dyn: LabStack) -> None:
+def second_up_and_preview_change_nothing(dyn: LabStack) -> None:
     t0 = time.monotonic()
     up = dyn.up()
     print(f"\n  no-op up: {time.monotonic() - t0:.1f} s")
@@ -71,7 +72,7 @@ def test_2_second_up_and_preview_change_nothing(dyn: LabStack) -> None:
     print(f"  no-op preview: {time.monotonic() - t0:.1f} s")
 
 
-def test_3_drift_pool_pg_num_changed(dyn: LabStack) -> None:
+def drift_pool_pg_num_changed(dyn: LabStack) -> None:
     drift_then_repair(
         dyn,
         lambda: admin("ceph osd pool set dyn-pool pg_num 16"),
@@ -79,7 +80,7 @@ def test_3_drift_pool_pg_num_changed(dyn: LabStack) -> None:
     )
 
 
-def test_3_drift_pool_application_removed(dyn: LabStack) -> None:
+def drift_pool_application_removed(dyn: LabStack) -> None:
     drift_then_repair(
         dyn,
         lambda: admin("ceph osd pool application disable dyn-pool rbd --yes-i-really-mean-it"),
@@ -87,7 +88,7 @@ def test_3_drift_pool_application_removed(dyn: LabStack) -> None:
     )
 
 
-def test_3_drift_client_caps_widened(dyn: LabStack) -> None:
+def drift_client_caps_widened(dyn: LabStack) -> None:
     drift_then_repair(
         dyn,
         lambda: admin("ceph auth caps client.dyn mon 'allow *' osd 'allow *'"),
@@ -95,11 +96,11 @@ def test_3_drift_client_caps_widened(dyn: LabStack) -> None:
     )
 
 
-def test_3_drift_client_deleted(dyn: LabStack) -> None:
+def drift_client_deleted(dyn: LabStack) -> None:
     drift_then_repair(dyn, lambda: admin("ceph auth del client.dyn"), lambda: client_caps("dyn") is not None)
 
 
-def test_3_drift_storage_monhost_edited(dyn: LabStack) -> None:
+def drift_storage_monhost_edited(dyn: LabStack) -> None:
     drift_then_repair(
         dyn,
         lambda: api().storage("dyn-rbd").put(monhost="127.10.10.101"),
@@ -107,11 +108,11 @@ def test_3_drift_storage_monhost_edited(dyn: LabStack) -> None:
     )
 
 
-def test_3_drift_storage_deleted(dyn: LabStack) -> None:
+def drift_storage_deleted(dyn: LabStack) -> None:
     drift_then_repair(dyn, lambda: api().storage("dyn-rbd").delete(), lambda: "dyn-rbd" in storages())
 
 
-def test_4_no_secret_in_state_or_output(dyn: LabStack, lab_state: dict[str, Any]) -> None:
+def no_secret_in_state_or_output(dyn: LabStack, lab_state: dict[str, Any]) -> None:
     key = json.loads(admin("ceph auth get client.dyn -f json"))[0]["key"]
     tokens = [lab_state["pve"]["stack_token_secret"], lab_state["pve"]["token_secret"]]  # the stack's, and the lab's root token
     private_key = Path(lab_state["ssh"]["private_key_path"]).read_text().strip().splitlines()[1]
@@ -122,14 +123,34 @@ def test_4_no_secret_in_state_or_output(dyn: LabStack, lab_state: dict[str, Any]
         assert secret not in dyn.text()
 
 
-def test_5_destroy_keeps_the_pool_and_removes_the_rest(dyn: LabStack) -> None:
+def destroy_keeps_the_pool_and_removes_the_rest(dyn: LabStack) -> None:
     assert dyn.destroy().summary.result == "succeeded"
     assert pool_exists("dyn-pool")
     assert client_caps("dyn") is None
     assert "dyn-rbd" not in storages()
 
 
-def test_6_adoption_is_refused_without_the_switch_and_granted_with_it(lab_state: dict[str, Any], tmp_path: Path) -> None:
+def test_the_resources_from_nothing_through_drift_to_destroy(dyn: LabStack, lab_state: dict[str, Any]) -> None:
+    """One stack's life, each step starting where the one before left it (lab/testing/steps.py)."""
+    run_steps(
+        [
+            up_from_nothing_creates_pool_client_and_active_storage,
+            second_up_and_preview_change_nothing,
+            drift_pool_pg_num_changed,
+            drift_pool_application_removed,
+            drift_client_caps_widened,
+            drift_client_deleted,
+            drift_storage_monhost_edited,
+            drift_storage_deleted,
+            no_secret_in_state_or_output,
+            destroy_keeps_the_pool_and_removes_the_rest,
+        ],
+        dyn=dyn,
+        lab_state=lab_state,
+    )
+
+
+def test_adoption_is_refused_without_the_switch_and_granted_with_it(lab_state: dict[str, Any], tmp_path: Path) -> None:
     forget("adopt")
     admin("ceph osd pool create adopt-pool 8 8 replicated --autoscale-mode=off")
     admin("ceph auth get-or-create client.adopt mon 'allow r' osd 'allow rwx pool=adopt-pool'")
@@ -151,7 +172,7 @@ def test_6_adoption_is_refused_without_the_switch_and_granted_with_it(lab_state:
         stack.remove()
 
 
-def test_7_pool_deletion_refuses_while_images_exist(lab_state: dict[str, Any], tmp_path: Path) -> None:
+def test_pool_deletion_refuses_while_images_exist(lab_state: dict[str, Any], tmp_path: Path) -> None:
     forget("delpool")
     stack = LabStack("delpool", lab_state, tmp_path, names("delpool"), program=PROGRAM)
     stack.reconfigure(lambda c: c.update(allowPoolDeletion=True))
@@ -171,7 +192,7 @@ def test_7_pool_deletion_refuses_while_images_exist(lab_state: dict[str, Any], t
         stack.remove()
 
 
-def test_8_bad_config_is_stopped_before_anything_is_touched(lab_state: dict[str, Any], tmp_path: Path) -> None:
+def test_bad_config_is_stopped_before_anything_is_touched(lab_state: dict[str, Any], tmp_path: Path) -> None:
     stack = LabStack("badcfg", lab_state, tmp_path, names("badcfg"), program=PROGRAM)
     stack.reconfigure(lambda c: c["ceph"]["pool"].update(pgNum=200))
     try:

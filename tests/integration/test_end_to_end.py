@@ -33,6 +33,7 @@ from lab.testing.stack import (
     pool_detail,
     remove_vms,
 )
+from lab.testing.steps import run_steps
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -76,7 +77,7 @@ def started(where: Callable[[], str | None] = vm_node) -> bool:
     return parse_ha_status(status).services.get(SID, ("", ""))[1] == "started" and where() is not None
 
 
-def test_1_up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None:
+def up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None:
     t0 = time.monotonic()
     result = e2e.up()
     print(f"\n  cold up: {time.monotonic() - t0:.1f} s, {result.summary.resource_changes}")
@@ -91,7 +92,7 @@ def test_1_up_from_nothing_reaches_the_runbooks_end_state(e2e: LabStack) -> None
     assert checks["images"]["summary"] == f"rbd ls {POOL}: vm-{VM}-disk-0"
 
 
-def test_2_second_up_and_preview_change_nothing(e2e: LabStack) -> None:
+def second_up_and_preview_change_nothing(e2e: LabStack) -> None:
     t0 = time.monotonic()
     up = e2e.up()
     print(f"\n  no-op up: {time.monotonic() - t0:.1f} s")
@@ -103,11 +104,11 @@ def test_2_second_up_and_preview_change_nothing(e2e: LabStack) -> None:
 # -- drift: made out of band, shown by preview, repaired by up, preview clean after --
 
 
-def test_3_drift_pool_pg_num(e2e: LabStack) -> None:
+def drift_pool_pg_num(e2e: LabStack) -> None:
     drift_then_repair(e2e, lambda: admin(f"ceph osd pool set {POOL} pg_num 16"), lambda: pool_detail(POOL)["pg_num_target"] == 32)
 
 
-def test_3_drift_pool_application_removed(e2e: LabStack) -> None:
+def drift_pool_application_removed(e2e: LabStack) -> None:
     drift_then_repair(
         e2e,
         lambda: admin(f"ceph osd pool application disable {POOL} rbd --yes-i-really-mean-it"),
@@ -119,11 +120,11 @@ def _caps() -> dict[str, str]:
     return dict(json.loads(admin(f"ceph auth get client.{CLIENT} -f json"))[0]["caps"])
 
 
-def test_3_drift_client_caps_widened(e2e: LabStack) -> None:
+def drift_client_caps_widened(e2e: LabStack) -> None:
     drift_then_repair(e2e, lambda: admin(f"ceph auth caps client.{CLIENT} mon 'allow *' osd 'allow *'"), lambda: _caps()["osd"] == f"profile rbd pool={POOL}")
 
 
-def test_3_drift_client_deleted(e2e: LabStack) -> None:
+def drift_client_deleted(e2e: LabStack) -> None:
     """With the client gone PVE cannot read the VM's disk, so the plugin's refresh of the VM fails
     (as on a real cluster: PVE's `rbd info` of the disk fails, in run_command's words, rbd's own
     reason not shown). `pulumi up --refresh=false` makes the client again (its own diff looks at
@@ -138,7 +139,7 @@ def test_3_drift_client_deleted(e2e: LabStack) -> None:
     assert changes(e2e.preview().change_summary) == {}, e2e.text()[-3000:]
 
 
-def test_3_drift_storage_monhost_edited(e2e: LabStack) -> None:
+def drift_storage_monhost_edited(e2e: LabStack) -> None:
     drift_then_repair(
         e2e,
         lambda: api().storage(STORAGE).put(monhost="127.10.10.101"),
@@ -146,18 +147,18 @@ def test_3_drift_storage_monhost_edited(e2e: LabStack) -> None:
     )
 
 
-def test_3_drift_storage_deleted(e2e: LabStack) -> None:
+def drift_storage_deleted(e2e: LabStack) -> None:
     drift_then_repair(e2e, lambda: api().storage(STORAGE).delete(), lambda: api().storage(STORAGE).get()["type"] == "rbd")
 
 
-def test_3_drift_ceph_common_removed_from_a_node(e2e: LabStack) -> None:
+def drift_ceph_common_removed_from_a_node(e2e: LabStack) -> None:
     def installed() -> bool:
         return node_shell("pve-node2", "dpkg-query -W -f='${Status}' ceph-common").strip() == "install ok installed"
 
     drift_then_repair(e2e, lambda: node_shell("pve-node2", "apt-get remove -y ceph-common"), installed)
 
 
-def test_3_drift_scrub_window_changed(e2e: LabStack) -> None:
+def drift_scrub_window_changed(e2e: LabStack) -> None:
     drift_then_repair(
         e2e,
         lambda: admin("ceph config set osd osd_scrub_begin_hour 3"),
@@ -165,12 +166,12 @@ def test_3_drift_scrub_window_changed(e2e: LabStack) -> None:
     )
 
 
-def test_3_drift_ha_resource_removed(e2e: LabStack) -> None:
+def drift_ha_resource_removed(e2e: LabStack) -> None:
     drift_then_repair(e2e, lambda: api().cluster.ha.resources(SID).delete(), lambda: api().cluster.ha.resources(SID).get()["sid"] == SID)
     wait_for(f"{SID} started again", started, 120)
 
 
-def test_3_drift_ha_max_restart_changed(e2e: LabStack) -> None:
+def drift_ha_max_restart_changed(e2e: LabStack) -> None:
     drift_then_repair(
         e2e,
         lambda: api().cluster.ha.resources(SID).put(max_restart=3),
@@ -187,15 +188,15 @@ def _set_scsi0(value: str) -> None:
     api().nodes(vm_node()).qemu(VM).config.put(scsi0=value)
 
 
-def test_3_drift_vm_disk_cache_changed(e2e: LabStack) -> None:
+def drift_vm_disk_cache_changed(e2e: LabStack) -> None:
     drift_then_repair(e2e, lambda: _set_scsi0(_scsi0().replace("cache=writeback", "cache=none")), lambda: "cache=writeback" in _scsi0())
 
 
-def test_3_drift_vm_disk_discard_changed(e2e: LabStack) -> None:
+def drift_vm_disk_discard_changed(e2e: LabStack) -> None:
     drift_then_repair(e2e, lambda: _set_scsi0(_scsi0().replace("discard=on", "discard=ignore")), lambda: "discard=on" in _scsi0())
 
 
-def test_3_drift_vm_deleted(e2e: LabStack) -> None:
+def drift_vm_deleted(e2e: LabStack) -> None:
     drift_then_repair(e2e, lambda: remove_vms([VM]), lambda: vm_node() is not None or wait_for(f"{SID} started", started, 120))
     wait_for(f"{SID} started", started, 120)
     assert e2e.stack.outputs()["vms"].value[0]["images"] == [f"{POOL}/vm-{VM}-disk-0"]
@@ -204,7 +205,7 @@ def test_3_drift_vm_deleted(e2e: LabStack) -> None:
 # -- failover: HA moves the VM, Pulumi plans nothing, twice in a row --
 
 
-def test_4_a_failover_is_left_alone_by_pulumi_and_verify_passes(e2e: LabStack) -> None:
+def a_failover_is_left_alone_by_pulumi_and_verify_passes(e2e: LabStack) -> None:
     """One failover here (the ten in a row are test_hardening_vms' drill series): preview and up
     change nothing, the VM stays where HA put it, and `python -m verify` passes on the moved VM."""
     wait_for(f"{SID} started", started, 120)
@@ -230,8 +231,34 @@ def test_4_a_failover_is_left_alone_by_pulumi_and_verify_passes(e2e: LabStack) -
     assert changes(e2e.preview().change_summary) == {}, e2e.text()[-3000:]
 
 
-def test_5_destroy_keeps_the_pool_and_leaves_nothing_else(e2e: LabStack) -> None:
+def destroy_keeps_the_pool_and_leaves_nothing_else(e2e: LabStack) -> None:
     result = e2e.destroy()
     assert result.summary.result == "succeeded"
     assert POOL in admin("ceph osd pool ls").split()
     assert leftovers(POOL, STORAGE, CLIENT, [VM]) == {}
+
+
+def test_the_runbooks_stack_from_nothing_to_destroy(e2e: LabStack) -> None:
+    """The stack's whole life, each step starting where the one before left it (lab/testing/steps.py)."""
+    run_steps(
+        [
+            up_from_nothing_reaches_the_runbooks_end_state,
+            second_up_and_preview_change_nothing,
+            drift_pool_pg_num,
+            drift_pool_application_removed,
+            drift_client_caps_widened,
+            drift_client_deleted,
+            drift_storage_monhost_edited,
+            drift_storage_deleted,
+            drift_ceph_common_removed_from_a_node,
+            drift_scrub_window_changed,
+            drift_ha_resource_removed,
+            drift_ha_max_restart_changed,
+            drift_vm_disk_cache_changed,
+            drift_vm_disk_discard_changed,
+            drift_vm_deleted,
+            a_failover_is_left_alone_by_pulumi_and_verify_passes,
+            destroy_keeps_the_pool_and_leaves_nothing_else,
+        ],
+        e2e=e2e,
+    )

@@ -168,7 +168,7 @@ def nothing_in_ceph(prefix: str) -> bool:
     return not pool_exists(f"{prefix}-pool") and client_caps(prefix) is None
 
 
-def test_1_api_500_on_post_storage_fails_naming_the_call_then_converges(hard: HardStack, control: Control) -> None:
+def test_api_500_on_post_storage_fails_naming_the_call_then_converges(hard: HardStack, control: Control) -> None:
     stack = hard("hardpost")
     control.fail("POST", "/storage", status=500, message="hard: cfs lock 'file-storage_cfg' error: got lock request timeout", times=1)
     message = failed_up(stack)
@@ -179,7 +179,7 @@ def test_1_api_500_on_post_storage_fails_naming_the_call_then_converges(hard: Ha
     assert_converged(stack, "hardpost")
 
 
-def test_2_api_timeout_on_get_storage_fails_naming_the_call_then_converges(hard: HardStack, control: Control) -> None:
+def test_api_timeout_on_get_storage_fails_naming_the_call_then_converges(hard: HardStack, control: Control) -> None:
     stack = hard("hardhang")
     # the providers' API client gives up after 30 s (clients.pve.api.connect)
     control.fail("GET", "/storage/hardhang-rbd", hang=35, times=1)
@@ -190,7 +190,7 @@ def test_2_api_timeout_on_get_storage_fails_naming_the_call_then_converges(hard:
     assert_converged(stack, "hardhang")
 
 
-def test_3_ssh_to_a_closed_admin_port_fails_before_anything_is_created(hard: HardStack) -> None:
+def test_ssh_to_a_closed_admin_port_fails_before_anything_is_created(hard: HardStack) -> None:
     stack = hard("hardssh")
     stack.reconfigure(lambda c: c["ceph"]["admin"].update(port=2299))
     message = failed_up(stack)
@@ -201,7 +201,7 @@ def test_3_ssh_to_a_closed_admin_port_fails_before_anything_is_created(hard: Har
     assert_converged(stack, "hardssh")
 
 
-def test_4_changed_ssh_host_key_is_refused_and_nothing_is_created(hard: HardStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
+def test_changed_ssh_host_key_is_refused_and_nothing_is_created(hard: HardStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
     stack = hard("hardkey")
     other = tmp_path / "other_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
@@ -221,7 +221,7 @@ def test_4_changed_ssh_host_key_is_refused_and_nothing_is_created(hard: HardStac
     assert_converged(stack, "hardkey")
 
 
-def test_5_api_answer_of_the_wrong_shape_fails_clearly_then_converges(hard: HardStack, control: Control) -> None:
+def test_api_answer_of_the_wrong_shape_fails_clearly_then_converges(hard: HardStack, control: Control) -> None:
     stack = hard("hardshape")
     # status 200 with {"data": null}: a proxy or a broken API, not a storage and not "does not exist"
     control.fail("GET", "/storage/hardshape-rbd", status=200, message="hard: not a storage", times=1)
@@ -265,7 +265,7 @@ def html_endpoint(lab_state: dict[str, Any]) -> Iterator[str]:
     server.server_close()
 
 
-def test_5_api_answering_an_html_page_fails_clearly_then_converges(hard: HardStack, lab_state: dict[str, Any], html_endpoint: str) -> None:
+def test_api_answering_an_html_page_fails_clearly_then_converges(hard: HardStack, lab_state: dict[str, Any], html_endpoint: str) -> None:
     # The lab's control channel does not pass fakepve's html= on, so the HTML comes from a stand-in endpoint.
     stack = hard("hardhtml")
     stack.reconfigure(lambda c: c["proxmox"].update(endpoint=html_endpoint))
@@ -276,7 +276,7 @@ def test_5_api_answering_an_html_page_fails_clearly_then_converges(hard: HardSta
     assert_converged(stack, "hardhtml")
 
 
-def test_6_two_concurrent_ups_on_one_stack_one_is_refused_by_the_lock(hard: HardStack) -> None:
+def test_two_concurrent_ups_on_one_stack_one_is_refused_by_the_lock(hard: HardStack) -> None:
     stack = hard("hardlock")
     two_ups_at_once(stack)
     assert_converged(stack, "hardlock")
@@ -285,7 +285,7 @@ def test_6_two_concurrent_ups_on_one_stack_one_is_refused_by_the_lock(hard: Hard
     assert json.loads(state.stdout)["deployment"]["resources"]
 
 
-def test_7_no_secret_in_state_output_or_api_log_across_up_preview_refresh_destroy(hard: HardStack, lab_state: dict[str, Any]) -> None:
+def test_no_secret_in_state_output_or_api_log_across_up_preview_refresh_destroy(hard: HardStack, lab_state: dict[str, Any]) -> None:
     stack = hard("hardsecret")
     stack.up()
     key = json.loads(admin("ceph auth get client.hardsecret -f json"))[0]["key"]
@@ -307,7 +307,7 @@ def test_7_no_secret_in_state_output_or_api_log_across_up_preview_refresh_destro
             assert line not in server_log, f"{what} in .lab/pve/server.log"
 
 
-def test_8_node_going_offline_in_the_middle_of_a_cold_up_fails_fast_records_the_storage_then_converges(hard: HardStack) -> None:
+def test_node_going_offline_in_the_middle_of_a_cold_up_fails_fast_records_the_storage_then_converges(hard: HardStack) -> None:
     stack = hard("hardnode")
     outcome: dict[str, Any] = {}
 
@@ -333,7 +333,7 @@ def test_8_node_going_offline_in_the_middle_of_a_cold_up_fails_fast_records_the_
     assert_converged(stack, "hardnode")
 
 
-def test_8_node_offline_during_an_update_fails_then_converges_and_data_survives(hard: HardStack) -> None:
+def test_node_offline_during_an_update_fails_then_converges_and_data_survives(hard: HardStack) -> None:
     stack = hard("hardnode2")
     stack.up()
     marker = Marker("hardnode2-pool")
@@ -348,7 +348,7 @@ def test_8_node_offline_during_an_update_fails_then_converges_and_data_survives(
 
 
 @pytest.mark.parametrize("outage", [monitors_paused, monitors_stopped], ids=["not-answering", "down"])
-def test_9_ceph_not_answering_or_down_during_a_cold_up_fails_with_the_timeout_and_creates_nothing(
+def test_ceph_not_answering_or_down_during_a_cold_up_fails_with_the_timeout_and_creates_nothing(
     hard: HardStack, outage: Callable[[], contextlib.AbstractContextManager[None]]
 ) -> None:
     stack = hard("hardmon")
@@ -361,7 +361,7 @@ def test_9_ceph_not_answering_or_down_during_a_cold_up_fails_with_the_timeout_an
     assert_converged(stack, "hardmon")
 
 
-def test_9_ceph_not_answering_during_an_update_fails_then_converges_and_data_survives(hard: HardStack) -> None:
+def test_ceph_not_answering_during_an_update_fails_then_converges_and_data_survives(hard: HardStack) -> None:
     stack = hard("hardmon2")
     stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=10))
     stack.up()
@@ -384,7 +384,7 @@ def ssh_faults() -> Iterator[Any]:
     sshd.clear_faults(sshd.ADMIN_ROLE)
 
 
-def test_10_connection_dropped_after_pool_create_took_effect_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
+def test_connection_dropped_after_pool_create_took_effect_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
     stack = hard("hardrop")
     ssh_faults("drop-after", "ceph osd pool create hardrop-pool *")
     message = failed_up(stack)
@@ -396,7 +396,7 @@ def test_10_connection_dropped_after_pool_create_took_effect_is_recorded_then_co
     assert_converged(stack, "hardrop")
 
 
-def test_10_connection_dropped_before_client_create_ran_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
+def test_connection_dropped_before_client_create_ran_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
     stack = hard("hardrop2")
     ssh_faults("drop-before", "ceph auth get-or-create client.hardrop2 *")
     message = failed_up(stack)
@@ -407,7 +407,7 @@ def test_10_connection_dropped_before_client_create_ran_is_recorded_then_converg
     assert_converged(stack, "hardrop2")
 
 
-def test_10_connection_dropped_during_an_update_then_converges_and_data_survives(hard: HardStack, ssh_faults: Any) -> None:
+def test_connection_dropped_during_an_update_then_converges_and_data_survives(hard: HardStack, ssh_faults: Any) -> None:
     stack = hard("hardrop3")
     stack.up()
     marker = Marker("hardrop3-pool")
@@ -421,7 +421,7 @@ def test_10_connection_dropped_during_an_update_then_converges_and_data_survives
     assert marker.intact()
 
 
-def test_11_ceph_slower_than_the_timeout_on_create_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
+def test_ceph_slower_than_the_timeout_on_create_is_recorded_then_converges(hard: HardStack, ssh_faults: Any) -> None:
     stack = hard("hardslow")
     stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=5))
     ssh_faults("slow", "ceph osd pool create hardslow-pool *", seconds=8)
@@ -433,7 +433,7 @@ def test_11_ceph_slower_than_the_timeout_on_create_is_recorded_then_converges(ha
     assert_converged(stack, "hardslow")
 
 
-def test_11_ceph_slow_within_the_timeout_is_waited_for(hard: HardStack, ssh_faults: Any) -> None:
+def test_ceph_slow_within_the_timeout_is_waited_for(hard: HardStack, ssh_faults: Any) -> None:
     stack = hard("hardslow2")
     stack.reconfigure(lambda c: c["ssh"].update(commandTimeout=30))
     ssh_faults("slow", "*ceph*", times=4, seconds=3)  # every Ceph command: the CLI's writes and the monitor read script
@@ -446,7 +446,7 @@ def test_11_ceph_slow_within_the_timeout_is_waited_for(hard: HardStack, ssh_faul
 POOL_LS = f"python3 - {ceph_cli.MON_READS} *osd pool ls*"
 
 
-def test_12_ceph_printing_garbage_is_an_error_never_a_missing_pool(hard: HardStack, ssh_faults: Any) -> None:
+def test_ceph_printing_garbage_is_an_error_never_a_missing_pool(hard: HardStack, ssh_faults: Any) -> None:
     stack = hard("hardjunk")
     # cold: the first look at the pools is garbage; nothing is created
     ssh_faults("garbage", POOL_LS)
@@ -465,7 +465,7 @@ def test_12_ceph_printing_garbage_is_an_error_never_a_missing_pool(hard: HardSta
     assert marker.intact()
 
 
-def test_13_api_faults_on_a_converged_stack_fail_naming_the_call_then_converge_and_data_survives(hard: HardStack, control: Control) -> None:
+def test_api_faults_on_a_converged_stack_fail_naming_the_call_then_converge_and_data_survives(hard: HardStack, control: Control) -> None:
     stack = hard("hardapi")
     stack.up()
     marker = Marker("hardapi-pool")

@@ -34,6 +34,7 @@ from lab.testing.engine import cli, engine_env
 from lab.testing.seed import LabAccess, remove_vm
 from lab.testing.shared import own_corner, plan, unmodelled
 from lab.testing.stack import PROGRAMS, LabStack, admin, changes, names, project_copy, remember_key
+from lab.testing.steps import run_steps
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -119,7 +120,7 @@ def state_resources(env: dict[str, str], work: Path, stack: str) -> list[dict[st
 # -- 1. `pulumi import <type> <name> <node>/<vmid>` into a program that declares the VM -----------
 
 
-def test_1_import_reads_the_vm_made_by_hand_and_names_what_the_program_would_change(
+def import_reads_the_vm_made_by_hand_and_names_what_the_program_would_change(
     hand_made: dict[str, Any], lab: LabAccess, lab_state: dict[str, Any], tmp_path: Path
 ) -> None:
     pve = lab_state["pve"]
@@ -188,7 +189,7 @@ def import_file(resources: list[dict[str, Any]], where: Path) -> Path:
     return where
 
 
-def test_2_imported_under_the_programs_names_the_vm_needs_an_update_in_place_and_its_ha_resource(
+def imported_under_the_programs_names_the_vm_needs_an_update_in_place_and_its_ha_resource(
     program_stack: LabStack, hand_made: dict[str, Any], tmp_path: Path
 ) -> None:
     stack, env, work = program_stack, program_stack.env, program_stack.work
@@ -206,7 +207,7 @@ def test_2_imported_under_the_programs_names_the_vm_needs_an_update_in_place_and
     }, steps
 
 
-def test_3_the_first_up_keeps_the_vm_and_its_disk_and_restarts_it_once(program_stack: LabStack, hand_made: dict[str, Any], lab: LabAccess) -> None:
+def the_first_up_keeps_the_vm_and_its_disk_and_restarts_it_once(program_stack: LabStack, hand_made: dict[str, Any], lab: LabAccess) -> None:
     t0, tasks_before = time.time(), len(Control().tasks(VMID))
     up = program_stack.up()
     assert up.summary.result == "succeeded", program_stack.text()[-3000:]
@@ -222,13 +223,33 @@ def test_3_the_first_up_keeps_the_vm_and_its_disk_and_restarts_it_once(program_s
     assert unmodelled(t0, [f"/{VMID}", STORAGE, f"vm:{VMID}"]) == []
 
 
-def test_4_preview_after_the_adoption_shows_no_change(program_stack: LabStack) -> None:
+def preview_after_the_adoption_shows_no_change(program_stack: LabStack) -> None:
     assert changes(program_stack.preview().change_summary) == {}, program_stack.text()[-3000:]
 
 
-def test_5_destroy_removes_the_adopted_vm_its_disk_and_its_ha_resource(program_stack: LabStack, lab: LabAccess) -> None:
+def destroy_removes_the_adopted_vm_its_disk_and_its_ha_resource(program_stack: LabStack, lab: LabAccess) -> None:
     remember_key(PREFIX)  # for the secrets audit: the destroy deletes the client
     assert program_stack.destroy().summary.result == "succeeded"
     assert lab.vm_node(VMID) is None
     assert f"vm:{VMID}" not in [r["sid"] for r in lab.any_api().cluster.ha.resources.get()]
     assert POOL not in admin("ceph osd pool ls").split()  # allowPoolDeletion: only once its images are gone
+
+
+def test_a_vm_made_by_hand_imported_then_adopted_then_destroyed(
+    program_stack: LabStack, hand_made: dict[str, Any], lab: LabAccess, lab_state: dict[str, Any], tmp_path: Path
+) -> None:
+    """The import's whole course, each step starting where the one before left it (lab/testing/steps.py)."""
+    run_steps(
+        [
+            import_reads_the_vm_made_by_hand_and_names_what_the_program_would_change,
+            imported_under_the_programs_names_the_vm_needs_an_update_in_place_and_its_ha_resource,
+            the_first_up_keeps_the_vm_and_its_disk_and_restarts_it_once,
+            preview_after_the_adoption_shows_no_change,
+            destroy_removes_the_adopted_vm_its_disk_and_its_ha_resource,
+        ],
+        program_stack=program_stack,
+        hand_made=hand_made,
+        lab=lab,
+        lab_state=lab_state,
+        tmp_path=tmp_path,
+    )

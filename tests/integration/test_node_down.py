@@ -33,6 +33,7 @@ import lab
 from lab import wait_for
 from lab.testing.engine import cli
 from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online
+from lab.testing.steps import run_steps
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -106,7 +107,7 @@ def restore(node: str) -> None:
     wait_for(f"{node} online", lambda: node_online(node), 120)
 
 
-def test_1_endpoint_node_powered_off_preview_at_once_shows_no_change(nd: LabStack) -> None:
+def endpoint_node_powered_off_preview_at_once_shows_no_change(nd: LabStack) -> None:
     assert where(VM)[0] == "pve-node1"
     lab.fault("pve-node1", "poweroff")
     took, result = clean_preview(nd, "endpoint's node just powered off")
@@ -115,7 +116,7 @@ def test_1_endpoint_node_powered_off_preview_at_once_shows_no_change(nd: LabStac
     assert len(warnings) == 1 and "quorum holds" in warnings[0], result.stderr[-2000:]
 
 
-def test_2_up_adds_a_vm_and_its_ha_resource_on_a_live_node(nd: LabStack) -> None:
+def up_adds_a_vm_and_its_ha_resource_on_a_live_node(nd: LabStack) -> None:
     nd.reconfigure(lambda c: c["vms"].append(vm(ADDED, "pve-node2")))
     took, result = timed(nd.up)
     assert result.summary.resource_changes.get("create", 0) >= 2, result.summary.resource_changes  # the VM and its HA resource
@@ -123,7 +124,7 @@ def test_2_up_adds_a_vm_and_its_ha_resource_on_a_live_node(nd: LabStack) -> None
     print(f"\n  up with a VM and its HA resource, endpoint down: {took:.1f} s")
 
 
-def test_3_a_vm_on_the_dead_node_is_refused_in_one_line_at_once(nd: LabStack) -> None:
+def a_vm_on_the_dead_node_is_refused_in_one_line_at_once(nd: LabStack) -> None:
     nd.reconfigure(lambda c: c["vms"].append(vm(ON_DEAD, "pve-node1")))
     try:
         started = time.monotonic()
@@ -141,7 +142,7 @@ def test_3_a_vm_on_the_dead_node_is_refused_in_one_line_at_once(nd: LabStack) ->
     nd.up()  # the refused VM's component goes from the state; nothing else changes
 
 
-def test_4_after_ha_recovered_the_vm_preview_refresh_and_verify_tell_the_truth(nd: LabStack) -> None:
+def after_ha_recovered_the_vm_preview_refresh_and_verify_tell_the_truth(nd: LabStack) -> None:
     wait_for("VM recovered on another node", lambda: where(VM)[0] not in (None, "pve-node1") and where(VM)[1] == "running", 240)
     clean_preview(nd, "after the failover, endpoint still down")
     nd.refresh()
@@ -150,7 +151,7 @@ def test_4_after_ha_recovered_the_vm_preview_refresh_and_verify_tell_the_truth(n
     assert failing == {"ceph-common", "storage", "ha-services", "ha-quorum"} and code == 1, lines
 
 
-def test_4_import_works_with_the_endpoint_down(nd: LabStack, tmp_path: Path) -> None:
+def import_works_with_the_endpoint_down(nd: LabStack, tmp_path: Path) -> None:
     """`pulumi import` of a VM made by hand on a live node, with the stack's provider (its recorded
     configuration holds the fallback nodes), while pve-node1 (the endpoint) is still down."""
     api().nodes("pve-node2").qemu.post(vmid=HAND, name=f"vm{HAND}", memory=128, cores=1)
@@ -169,7 +170,7 @@ def test_4_import_works_with_the_endpoint_down(nd: LabStack, tmp_path: Path) -> 
         api().nodes("pve-node2").qemu(HAND).delete()
 
 
-def test_5_up_removes_an_ha_resource_and_repairs_drift(nd: LabStack) -> None:
+def up_removes_an_ha_resource_and_repairs_drift(nd: LabStack) -> None:
     api().cluster.ha.resources(f"vm:{VM}").put(max_restart=3)  # drift, made while pve-node1 is down
     nd.reconfigure(lambda c: [v.__setitem__("ha", False) for v in c["vms"] if v["id"] == ADDED])
     nd.up()
@@ -179,7 +180,7 @@ def test_5_up_removes_an_ha_resource_and_repairs_drift(nd: LabStack) -> None:
     clean_preview(nd, "pve-node1 back")
 
 
-def test_6_a_node_cut_from_the_network_costs_no_more_than_the_bound(nd: LabStack) -> None:
+def a_node_cut_from_the_network_costs_no_more_than_the_bound(nd: LabStack) -> None:
     # not the endpoint, and not the node of the VM without HA (a cut node is reset by its
     # watchdog while it has HA services: a VM without HA would stay stopped, a drift of its own)
     cut = next(n for n in ("pve-node2", "pve-node3") if n != where(ADDED)[0])
@@ -193,7 +194,7 @@ def test_6_a_node_cut_from_the_network_costs_no_more_than_the_bound(nd: LabStack
     clean_preview(nd, f"{cut} back")
 
 
-def test_7_destroy_with_a_node_down(nd: LabStack) -> None:
+def destroy_with_a_node_down(nd: LabStack) -> None:
     free = next(n for n in ("pve-node3", "pve-node2", "pve-node1") if n not in {where(v)[0] for v in (VM, ADDED)})
     lab.fault(free, "poweroff")
     try:
@@ -202,3 +203,22 @@ def test_7_destroy_with_a_node_down(nd: LabStack) -> None:
     finally:
         restore(free)
     print("\n  figures: " + ", ".join(f"{k} {v:.1f} s" for k, v in nd.timings.items()))  # type: ignore[attr-defined]
+
+
+def test_a_node_down_from_the_endpoints_to_destroy(nd: LabStack, tmp_path: Path) -> None:
+    """One stack through a dead endpoint, HA's recovery, a cut node and a destroy with a node down,
+    each step starting where the one before left it (lab/testing/steps.py)."""
+    run_steps(
+        [
+            endpoint_node_powered_off_preview_at_once_shows_no_change,
+            up_adds_a_vm_and_its_ha_resource_on_a_live_node,
+            a_vm_on_the_dead_node_is_refused_in_one_line_at_once,
+            after_ha_recovered_the_vm_preview_refresh_and_verify_tell_the_truth,
+            import_works_with_the_endpoint_down,
+            up_removes_an_ha_resource_and_repairs_drift,
+            a_node_cut_from_the_network_costs_no_more_than_the_bound,
+            destroy_with_a_node_down,
+        ],
+        nd=nd,
+        tmp_path=tmp_path,
+    )

@@ -29,6 +29,7 @@ from pulumi import automation as auto
 from components import ceph_rights, pve_rights
 from lab.testing.shared import own_corner
 from lab.testing.stack import LabStack, admin, api, changes, leftovers, names, program_identity, remember_secret
+from lab.testing.steps import run_steps
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -116,7 +117,7 @@ def mon_commands(since: str) -> list[tuple[str, str]]:
     return out
 
 
-def test_1_from_nothing_with_the_documented_role_token_acls_and_ceph_caps(stack: LabStack) -> None:
+def from_nothing_with_the_documented_role_token_acls_and_ceph_caps(stack: LabStack) -> None:
     since = admin("date -u +%Y-%m-%dT%H:%M:%S").strip()
     t0 = time.monotonic()
     result = stack.up()
@@ -131,7 +132,7 @@ def test_1_from_nothing_with_the_documented_role_token_acls_and_ceph_caps(stack:
     assert not changes(stack.preview().change_summary)
 
 
-def test_2_each_privilege_taken_away_fails_before_any_change_and_given_back_converges(stack: LabStack) -> None:
+def each_privilege_taken_away_fails_before_any_change_and_given_back_converges(stack: LabStack) -> None:
     every = list(pve_rights.ROLE_PRIVILEGES)
     results = []
     for privilege in every:
@@ -151,7 +152,7 @@ def test_2_each_privilege_taken_away_fails_before_any_change_and_given_back_conv
     print("\n  " + "\n  ".join(results))
 
 
-def test_3_a_missing_acl_names_the_acl_command(stack: LabStack) -> None:
+def a_missing_acl_names_the_acl_command(stack: LabStack) -> None:
     api().access.acl.put(path=f"/vms/{VMID}", users=USER, tokens=TOKEN_ID, roles=ROLE, delete=1)
     try:
         text = failed_up(stack)
@@ -163,7 +164,7 @@ def test_3_a_missing_acl_names_the_acl_command(stack: LabStack) -> None:
     assert stack.up().summary.result == "succeeded"
 
 
-def test_4_a_missing_ceph_cap_names_the_clause(stack: LabStack) -> None:
+def a_missing_ceph_cap_names_the_clause(stack: LabStack) -> None:
     documented = stack.documented  # type: ignore[attr-defined]
     clause = f'allow command "config-key get" with key={ceph_rights.SCRUB_KEY}'
     caps(", ".join(g for g in documented["mon"].split(", ") if g != clause), documented["osd"])
@@ -176,7 +177,7 @@ def test_4_a_missing_ceph_cap_names_the_clause(stack: LabStack) -> None:
     assert stack.up().summary.result == "succeeded"
 
 
-def test_5_verify_passes_the_documented_token_and_warns_of_a_root_one(stack: LabStack, lab_state: dict[str, Any]) -> None:
+def verify_passes_the_documented_token_and_warns_of_a_root_one(stack: LabStack, lab_state: dict[str, Any]) -> None:
     code, report, lines = stack.verify()
     rights = next(c for c in report["checks"] if c["id"] == "pve-rights")
     assert rights["status"] == "pass", lines
@@ -194,7 +195,7 @@ def test_5_verify_passes_the_documented_token_and_warns_of_a_root_one(stack: Lab
     assert rights["problems"][0].endswith("which the program does not need")
 
 
-def test_6_destroy_refused_at_its_first_call_then_completes(stack: LabStack) -> None:
+def destroy_refused_at_its_first_call_then_completes(stack: LabStack) -> None:
     every = list(pve_rights.ROLE_PRIVILEGES)
     set_role([p for p in every if p != "VM.PowerMgmt"])
     try:
@@ -205,3 +206,20 @@ def test_6_destroy_refused_at_its_first_call_then_completes(stack: LabStack) -> 
     assert f"Permission check failed (/vms/{VMID}, VM.PowerMgmt)" in str(failed.value) + stack.text(), stack.text()[-2000:]
     stack.destroy()
     assert leftovers(POOL, STORAGE, CLIENT, [VMID]) == {}
+
+
+def test_the_documented_rights_from_nothing_to_destroy(stack: LabStack, lab_state: dict[str, Any]) -> None:
+    """The stack under the documented role and caps, each step starting where the one before left it
+    (lab/testing/steps.py)."""
+    run_steps(
+        [
+            from_nothing_with_the_documented_role_token_acls_and_ceph_caps,
+            each_privilege_taken_away_fails_before_any_change_and_given_back_converges,
+            a_missing_acl_names_the_acl_command,
+            a_missing_ceph_cap_names_the_clause,
+            verify_passes_the_documented_token_and_warns_of_a_root_one,
+            destroy_refused_at_its_first_call_then_completes,
+        ],
+        stack=stack,
+        lab_state=lab_state,
+    )

@@ -145,7 +145,7 @@ def scrub_owner() -> str:
 # -- 1 --------------------------------------------------------------------------------------------
 
 
-def test_1_a_vm_made_by_hand_at_a_configured_id_is_refused_and_left_as_it_is(
+def test_a_vm_made_by_hand_at_a_configured_id_is_refused_and_left_as_it_is(
     stacks: Callable[..., LabStack], access: LabAccess, lab_state: dict[str, Any], tmp_path: Path
 ) -> None:
     stack = stacks(A, with_vms(A))
@@ -192,7 +192,7 @@ def test_1_a_vm_made_by_hand_at_a_configured_id_is_refused_and_left_as_it_is(
 # -- 2 --------------------------------------------------------------------------------------------
 
 
-def test_2_an_id_reused_after_a_deletion_outside_is_refused_and_destroy_leaves_it(stacks: Callable[..., LabStack], access: LabAccess) -> None:
+def test_an_id_reused_after_a_deletion_outside_is_refused_and_destroy_leaves_it(stacks: Callable[..., LabStack], access: LabAccess) -> None:
     from lab.testing.seed import remove_vm
 
     stack = stacks(A, with_vms(A, vm(REUSED)))
@@ -216,7 +216,7 @@ def test_2_an_id_reused_after_a_deletion_outside_is_refused_and_destroy_leaves_i
 # -- 3 --------------------------------------------------------------------------------------------
 
 
-def test_3_an_ha_rule_of_the_same_name_made_by_hand_is_refused(stacks: Callable[..., LabStack], access: LabAccess) -> None:
+def test_an_ha_rule_of_the_same_name_made_by_hand_is_refused(stacks: Callable[..., LabStack], access: LabAccess) -> None:
     rule = {"name": "sc-hand", "nodes": {"pve-node2": 1, "pve-node3": 1}, "strict": False, "failback": True}
     other = hand_made(access, RULED, node="pve-node3")  # a VM of someone else's, in a rule of theirs
     api().cluster.ha.resources.post(sid=f"vm:{RULED}", state="stopped")
@@ -237,7 +237,7 @@ def test_3_an_ha_rule_of_the_same_name_made_by_hand_is_refused(stacks: Callable[
 # -- 4 --------------------------------------------------------------------------------------------
 
 
-def test_4_two_stacks_share_the_cluster_and_destroying_one_leaves_the_other_whole(stacks: Callable[..., LabStack], access: LabAccess) -> None:
+def test_two_stacks_share_the_cluster_and_destroying_one_leaves_the_other_whole(stacks: Callable[..., LabStack], access: LabAccess) -> None:
     first = stacks(A, with_vms(A, vm(SHARED_A)))
     first.up()
     assert scrub_owner() == owner_tag("pve-ceph-ha", A)
@@ -265,7 +265,7 @@ def test_4_two_stacks_share_the_cluster_and_destroying_one_leaves_the_other_whol
 # -- 5 --------------------------------------------------------------------------------------------
 
 
-def test_5_a_stack_from_before_the_tags_is_tagged_in_place_by_its_first_up(stacks: Callable[..., LabStack], access: LabAccess) -> None:
+def test_a_stack_from_before_the_tags_is_tagged_in_place_by_its_first_up(stacks: Callable[..., LabStack], access: LabAccess) -> None:
     old = stacks(OLD, with_vms(OLD, vm(LEGACY)), program=PROGRAMS / "before_owners" / "__main__.py")
     old.up()
     before = config_of(access, LEGACY)

@@ -33,6 +33,7 @@ from lab.testing.engine import TOOLS, cli, workspace_options
 from lab.testing.seed import LabAccess
 from lab.testing.shared import settled
 from lab.testing.stack import LabStack, api, changes, forget_stack, names, project_copy
+from lab.testing.steps import run_steps
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -114,7 +115,7 @@ def in_rgw(access: LabAccess, lab_state: dict[str, Any], tmp_path_factory: pytes
     stack.remove(keep_config=True)
 
 
-def test_1_up_preview_with_the_state_in_rgw(in_rgw: LabStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
+def up_preview_with_the_state_in_rgw(in_rgw: LabStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
     assert in_rgw.up().summary.result == "succeeded", in_rgw.text()[-3000:]
     keys = bucket_keys(lab_state)
     project = "pve-ceph-ha"
@@ -124,7 +125,7 @@ def test_1_up_preview_with_the_state_in_rgw(in_rgw: LabStack, lab_state: dict[st
     assert lab_vms([VM]) == [VM]
 
 
-def test_2_two_operators_up_at_once_one_gets_the_lock(in_rgw: LabStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
+def two_operators_up_at_once_one_gets_the_lock(in_rgw: LabStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
     before = recorded(in_rgw)
     # the second operator: another checkout (the same Pulumi.<stack>.yaml, from version control) and PULUMI_HOME
     work = project_copy(tmp_path / "checkout-b", in_rgw.work / "__main__.py")
@@ -177,7 +178,7 @@ def test_2_two_operators_up_at_once_one_gets_the_lock(in_rgw: LabStack, lab_stat
     assert changes(in_rgw.preview().change_summary) == {}, in_rgw.text()[-3000:]
 
 
-def test_3_rgw_restarted_in_the_middle_of_an_up_then_the_rerun_converges(in_rgw: LabStack, lab_state: dict[str, Any]) -> None:
+def rgw_restarted_in_the_middle_of_an_up_then_the_rerun_converges(in_rgw: LabStack, lab_state: dict[str, Any]) -> None:
     in_rgw.reconfigure(edit([VM, SECOND]))
     outcome: dict[str, Any] = {}
 
@@ -216,13 +217,28 @@ def test_3_rgw_restarted_in_the_middle_of_an_up_then_the_rerun_converges(in_rgw:
     assert changes(in_rgw.preview().change_summary) == {}, in_rgw.text()[-3000:]
 
 
+def test_one_stack_with_its_state_in_rgw(in_rgw: LabStack, lab_state: dict[str, Any], tmp_path: Path) -> None:
+    """Up, two operators at once and a gateway restart, each step starting where the one before left
+    the stack (lab/testing/steps.py)."""
+    run_steps(
+        [
+            up_preview_with_the_state_in_rgw,
+            two_operators_up_at_once_one_gets_the_lock,
+            rgw_restarted_in_the_middle_of_an_up_then_the_rerun_converges,
+        ],
+        in_rgw=in_rgw,
+        lab_state=lab_state,
+        tmp_path=tmp_path,
+    )
+
+
 def api_images(prefix: str) -> list[str]:
     from lab.testing.stack import admin
 
     return admin(f"rbd ls {prefix}-pool").split()
 
 
-def test_4_a_teams_state_moved_from_a_folder_to_rgw(access: LabAccess, lab_state: dict[str, Any], tmp_path: Path) -> None:
+def test_a_teams_state_moved_from_a_folder_to_rgw(access: LabAccess, lab_state: dict[str, Any], tmp_path: Path) -> None:
     def moved_edit(config: dict[str, Any]) -> None:
         names(MOVED)(config)
         config["vms"] = []
