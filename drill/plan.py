@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from clients.pve import nodes_qemu
+from clients.pve import cluster as pve_cluster
+from clients.pve import cluster_ha, nodes_qemu
+from clients.pve import storage as pve_storage
 from drill.pve import ApiError, Pve
 from drill.sources import Cluster, Vm
 
@@ -77,7 +79,7 @@ def _place(api: Pve, vm: Vm, where: dict[int, dict[str, Any]], services: dict[st
     svc = services.get(vm.sid, {})
     place = VmPlace(vm, res.get("node") if res else None, res.get("status") if res else None, svc.get("state"), svc.get("status"))
     if place.node:
-        place.disks = _disks(api.get(f"nodes/{place.node}/qemu/{vm.vmid}/config"))
+        place.disks = _disks(nodes_qemu.config(api.get, place.node, vm.vmid))
     return place
 
 
@@ -88,7 +90,7 @@ def _first_api(cluster: Cluster) -> Pve:
     for url in urls:
         try:
             api = Pve(url, cluster)
-            api.cluster_status()
+            pve_cluster.status(api.get)
             return api
         except ApiError as exc:
             errors.append(str(exc))
@@ -105,7 +107,7 @@ def _watch_point(cluster: Cluster, target: str | None, nodes: dict[str, bool], i
         if not url:
             continue
         try:
-            Pve(url, cluster, timeout=5).cluster_status()
+            pve_cluster.status(Pve(url, cluster, timeout=5).get)
         except ApiError:
             continue
         return name, url
@@ -115,12 +117,12 @@ def _watch_point(cluster: Cluster, target: str | None, nodes: dict[str, bool], i
 def make(cluster: Cluster, node: str | None = None) -> Plan:
     """Read the cluster and decide; raises :class:`ApiError` only when no API answers."""
     api = _first_api(cluster)
-    status = api.cluster_status()
+    status = pve_cluster.status(api.get)
     nodes = {e["name"]: bool(e.get("online")) for e in status if e.get("type") == "node"}
     ips = {e["name"]: e["ip"] for e in status if e.get("type") == "node" and e.get("ip")}
     quorate = any(e.get("type") == "cluster" and e.get("quorate") for e in status)
-    where = {int(r["vmid"]): r for r in api.resources("vm") if "vmid" in r}
-    services = {e["sid"]: e for e in api.ha_current() if e.get("type") == "service"}
+    where = {int(r["vmid"]): r for r in pve_cluster.resources_of_type(api.get, "vm") if "vmid" in r}
+    services = {e["sid"]: e for e in cluster_ha.status_current(api.get) if e.get("type") == "service"}
     places = [_place(api, vm, where, services) for vm in cluster.vms]
 
     target = node or next((p.node for p in places if p.node), None)
@@ -171,7 +173,7 @@ def _vm_problems(api: Pve, place: VmPlace, storages: dict[str, dict[str, Any]]) 
             continue
         if storage not in storages:
             try:
-                storages[storage] = api.get(f"storage/{storage}")
+                storages[storage] = pve_storage.config(api.get, storage)
             except ApiError as exc:
                 storages[storage] = {"error": str(exc)}
         info = storages[storage]

@@ -1,4 +1,5 @@
-"""The few PVE API reads the drill needs, on one node's API (proxmoxer, token, CA: clients.pve.api)."""
+"""The drill's connection to one node's PVE API (proxmoxer, token, CA: clients.pve.api). What it reads,
+path by path, is in clients/pve (``cluster.status(api.get)``, ``cluster_ha.status_current(api.get)``, ...)."""
 
 from __future__ import annotations
 
@@ -27,17 +28,3 @@ class Pve:
             return self._api.get(path.strip("/"), **params)
         except pve_api.api_errors() as exc:
             raise ApiError(f"{self.url}: GET /{path.strip('/')}: {pve_api.reason(exc)}") from None
-
-    def cluster_status(self) -> list[dict[str, Any]]:
-        return self.get("cluster/status")
-
-    def ha_current(self) -> list[dict[str, Any]]:
-        return self.get("cluster/ha/status/current")
-
-    def ha_node_states(self) -> dict[str, str]:
-        """The HA manager's view of each node (online, unknown, fence, gone)."""
-        status = self.get("cluster/ha/status/manager_status") or {}
-        return dict((status.get("manager_status") or {}).get("node_status") or {})
-
-    def resources(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return self.get("cluster/resources", **({"type": kind} if kind else {}))

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clients.pve import cluster as pve_cluster
+from clients.pve import cluster_ha
 from drill.pve import ApiError, Pve
 from drill.sources import Vm
 
@@ -60,9 +62,9 @@ class Event:
 
 def snapshot(api: Pve) -> Snapshot:
     try:
-        current = api.ha_current()
-        ha_nodes = api.ha_node_states()
-        resources = api.resources()
+        current = cluster_ha.status_current(api.get)
+        ha_nodes = cluster_ha.node_states(api.get)
+        resources = pve_cluster.resources(api.get)
     except ApiError as exc:
         return Snapshot(error=str(exc))
     snap = Snapshot(ha_nodes=ha_nodes)

@@ -7,6 +7,7 @@ import ipaddress
 from typing import Any
 
 from clients import ceph_cli
+from clients.pve import access, nodes_qemu
 from clients.ssh import RemoteError
 from components import pve_rights
 from verify.finding import (
@@ -33,7 +34,7 @@ def cpu_type(ctx: Context, f: Finding) -> None:
         if where is None:
             continue  # reported by 3-2 and 5
         try:
-            conf = ctx.api(f"nodes/{where['node']}/qemu/{vm.id}/config")
+            conf = nodes_qemu.config(ctx.api, where["node"], vm.id)
         except ApiError:
             continue
         cpu = str(conf.get("cpu") or QEMU_DEFAULT_CPU)
@@ -152,7 +153,7 @@ def _vm_rights(ctx: Context) -> list[pve_rights.VmRights]:
 @check("pve-rights", "8", f"the API token holds the role {pve_rights.ROLE} on its paths and no more (docs/permissions.md)", best_practice="leastPrivilege")
 def pve_rights_held(ctx: Context, f: Finding) -> None:
     """GET /access/permissions (the token's own, read-only): what the program needs and lacks, and what it holds beyond the role."""
-    effective = ctx.api("access/permissions")
+    effective = access.permissions(ctx.api)
     token_id = ctx.config.proxmox_api_token.get_secret_value().split("=", 1)[0]
     vms = _vm_rights(ctx)
     lacking = pve_rights.missing(effective, pve_rights.needed(ctx.storage, vms))

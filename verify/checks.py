@@ -13,7 +13,8 @@ from typing import Any
 
 from clients import ceph_cli
 from clients.ceph_cli import Caps, normalise_caps
-from clients.pve import nodes_qemu
+from clients.pve import cluster, cluster_ha, nodes_qemu, nodes_storage
+from clients.pve import storage as pve_storage
 from clients.pve.cluster_ha import sid
 from clients.ssh import RemoteError
 from components import ceph_common, ha_preflight
@@ -166,7 +167,7 @@ def storage(ctx: Context, f: Finding) -> None:
         "on the admin node; `pulumi up` registers the storage and writes its key again"
     )
     try:
-        conf = ctx.api(f"storage/{sid_}")
+        conf = pve_storage.config(ctx.api, sid_)
     except ApiError as exc:
         f.problems.append(f"storage {sid_} is not registered ({exc})")
         return
@@ -177,7 +178,7 @@ def storage(ctx: Context, f: Finding) -> None:
     active = []
     for node in ctx.nodes:
         try:
-            status = ctx.api(f"nodes/{node}/storage/{sid_}/status")
+            status = nodes_storage.status(ctx.api, node, sid_)
         except ApiError as exc:
             f.problems.append(f"{node}: {exc}")
             continue
@@ -210,7 +211,7 @@ def images(ctx: Context, f: Finding) -> None:
             continue
         disks = set(recorded.get(vm.id, []))  # what the stack's last up found (its `vms[].images` output)
         try:
-            disks |= set(_disks(ctx.api(f"nodes/{where['node']}/qemu/{vm.id}/config"), ctx.storage))
+            disks |= set(_disks(nodes_qemu.config(ctx.api, where["node"], vm.id), ctx.storage))
         except ApiError as exc:
             if not disks:  # the VM's node down: its config cannot be read; the node's checks say why
                 f.problems.append(f"VM {vm.id}: its config cannot be read ({exc}), and the stack's outputs name no image of it")
@@ -259,7 +260,7 @@ def ha_quorum(ctx: Context, f: Finding) -> None:
         if why:
             f.problems.append(f"{node} is not online: {why}")
     try:
-        members = {str(m["name"]): int(m.get("online", 0)) for m in ctx.api("cluster/status") if m.get("type") == "node"}
+        members = {str(m["name"]): int(m.get("online", 0)) for m in cluster.status(ctx.api) if m.get("type") == "node"}
     except ApiError as exc:
         f.problems.append(f"the cluster's membership cannot be read ({exc})")
         members = {}
@@ -287,7 +288,7 @@ def ha_resources(ctx: Context, f: Finding) -> None:
         f.problems.append("no node answered `ha-manager status`")
         return
     services = ha_preflight.parse_ha_status(answer[1]).services
-    resources = {str(r["sid"]): r for r in ctx.api("cluster/ha/resources")}
+    resources = {str(r["sid"]): r for r in cluster_ha.resources(ctx.api)}
     seen = []
     for vm in ctx.ha_vms:
         name = sid(vm.id)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clients.pve import cluster
 from clients.ssh import RemoteError, Result, Unreachable, render
 from components import ha_preflight
 from components.ceph_health import STATUS_ARGV, CephHealth, Clock, SystemClock, settle
@@ -119,7 +120,7 @@ class Context:
 
     def vm_nodes(self) -> dict[int, dict[str, Any]]:
         """vmid -> its /cluster/resources entry (node, status)."""
-        return {int(r["vmid"]): r for r in self.api("cluster/resources") if r.get("type") == "qemu"}
+        return {int(r["vmid"]): r for r in cluster.resources(self.api) if r.get("type") == "qemu"}
 
     def ha_status(self) -> tuple[str, str] | None:
         """(node, `ha-manager status --verbose`) from the first node that answers, or None."""

@@ -1,5 +1,5 @@
-"""/nodes/{node}/qemu/{vmid}/config: a VM config's drives and the volumes it owns, one reading for
-the program, verify and the drill.
+"""/nodes/{node}/qemu/{vmid}/config: a VM's config, its drives and the volumes it owns, one reading
+for the program, verify and the drill.
 
 PVE's drive keys (PVE::QemuServer::Drive): ``scsi0``, ``virtio1``, ``sata2``, ``ide3``, ``efidisk0``,
 ``tpmstate0``; a CD-ROM is a drive with ``media=cdrom``. A volume detached from its drive stays the
@@ -11,8 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from clients.pve import Get
+
 DRIVE_KEY = re.compile(r"^(scsi|virtio|sata|ide|efidisk|tpmstate)\d+$")
 UNUSED_KEY = re.compile(r"^unused\d+$")
+
+
+def config(get: Get, node: str, vmid: int) -> dict[str, Any]:
+    """GET /nodes/{node}/qemu/{vmid}/config: the VM's current config, ``{key: value}`` as in
+    /etc/pve/qemu-server/{vmid}.conf; read by :func:`disks`, :func:`volumes_on` and for its ``cpu``."""
+    return get(f"nodes/{node}/qemu/{vmid}/config")
 
 
 def disks(config: dict[str, Any]) -> dict[str, str]:
