@@ -12,7 +12,8 @@ state on refresh: nothing can have changed on it, and a failover must not show a
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -53,12 +54,26 @@ def parse_query(node: str, package: str, exit_status: int, stdout: str, stderr: 
     return version.strip() if status.strip() == INSTALLED else None
 
 
+class PackageInputs(TypedDict):
+    """The CephCommonPackage resource's inputs: CephCommonPackage writes them, PackageProvider reads them, the tests build them.
+    The keys are the state's: renaming one changes every deployed stack. (``version`` is an output.)"""
+
+    connection: Any  # the node's SSH connection (clients/ssh.py Connection.props), a secret
+    node: str
+    package: str
+
+
+def package_inputs(props: Mapping[str, Any]) -> PackageInputs:
+    """The typed view of a call's inputs: the SDK hands the provider the state's keys as a plain dict."""
+    return cast(PackageInputs, props)
+
+
 class PackageProvider(SshBacked, ResourceProvider):
     def observe(self, executor: Executor, node: str, package: str) -> str | None:
         result = executor.read(query_argv(package))
         return parse_query(node, package, result.exit_status, result.stdout, result.stderr)
 
-    def ensure(self, props: dict[str, Any]) -> dict[str, Any]:
+    def ensure(self, props: PackageInputs) -> dict[str, Any]:
         """Install the package unless it is installed; the outputs with the version dpkg reports."""
         node, package = props["node"], props["package"]
         executor = self.executor(props)
@@ -79,23 +94,26 @@ class PackageProvider(SshBacked, ResourceProvider):
             raise failed(f"{package} on {node}", exc) from None
         return {**props, "version": version}
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        props = package_inputs(raw)
         # Nothing to record on failure: the next `pulumi up` simply installs again (apt-get is idempotent).
         return CreateResult(id_=f"{props['node']}/{props['package']}", outs=self.ensure(props))
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = package_inputs(raw)
         node, package = props["node"], props["package"]
         try:
             version = self.observe(self.executor(props), node, package)
         except Unreachable:
-            return ReadResult(id_=id_, outs=props)  # the node is down: its packages are as last seen
+            return ReadResult(id_=id_, outs=raw)  # the node is down: its packages are as last seen
         except RemoteError as exc:
             raise failed(f"{package} on {node}", exc) from None
         if version is None:
             return ReadResult(id_="", outs={})  # removed by hand: gone from the state, created again by `pulumi up`
         return ReadResult(id_=id_, outs={**props, "version": version})
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = package_inputs(old), package_inputs(new)
         # The version is not a desired state: an `apt upgrade` on the node is not drift.
         replaces = [key for key in ("node", "package") if olds.get(key) != news.get(key)]
         if replaces:
@@ -104,17 +122,17 @@ class PackageProvider(SshBacked, ResourceProvider):
         changed = any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user"))
         return DiffResult(changes=changed, replaces=[], stables=["node", "package"])
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self.ensure(news))
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self.ensure(package_inputs(new)))
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
         return  # never removed: harmless, and other things on the node may need it
 
 
 class CephCommonResource(Resource, module="pveceph", name="CephCommonPackage"):
     version: pulumi.Output[str]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: PackageInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["connection"])
         super().__init__(PackageProvider(), name, {"version": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
 
@@ -126,7 +144,7 @@ class CephCommonPackage(pulumi.ComponentResource):
 
     def __init__(self, name: str, node: str, connection: pulumi.Input[dict[str, Any]], opts: pulumi.ResourceOptions | None = None):
         super().__init__("pveceph:proxmox:CephCommonPackage", name, None, opts)
-        props = {"connection": connection, "node": node, "package": PACKAGE}
+        props = PackageInputs(connection=connection, node=node, package=PACKAGE)
         self.package = CephCommonResource(f"{name}-package", props, child_options(self, opts))
         self.version = self.package.version
         self.register_outputs({"version": self.version})

@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -44,6 +44,7 @@ ID = "ceph-health-gate"
 REASON = "ceph health gate: "  # the script's prefix of every problem it found
 HEALTH_REASON = f"{REASON}health is "  # the script's problem line for a health that is not HEALTH_OK
 COMPARED = ("pool", "pgNum", "size", "monitors")
+NUMBERS = ("pgNum", "size")
 
 
 def gate_script() -> str:
@@ -222,12 +223,29 @@ def read_status(executor: Executor) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
+class HealthGateInputs(TypedDict):
+    """The HealthGate resource's inputs: CephHealthGate writes them, HealthGateProvider reads them, the tests build them.
+    The keys are the state's: renaming one changes every deployed stack. (``report`` is an output.)"""
+
+    connection: Any  # the Ceph admin node's SSH connection (clients/ssh.py Connection.props), a secret
+    pool: str
+    pgNum: int
+    size: int
+    monitors: list[str]
+
+
+def health_gate_inputs(props: Mapping[str, Any]) -> HealthGateInputs:
+    """The typed view of a call's inputs, the state's keys in a plain dict; Pulumi hands a dynamic
+    provider every number as a float: ``32.0`` must reach the gate script as ``32``."""
+    return cast(HealthGateInputs, {**props, **{k: int(props[k]) for k in NUMBERS if isinstance(props.get(k), float)}})
+
+
 class HealthGateProvider(SshBacked, ResourceProvider):
     def __init__(self, executor_factory: ExecutorFactory | None = None, clock: Clock | None = None) -> None:
         super().__init__(executor_factory)
         self._clock = clock  # a test's clock; None: the system's
 
-    def evaluate(self, props: dict[str, Any]) -> str:
+    def evaluate(self, props: HealthGateInputs) -> str:
         """Run the gate now: its report, or an :class:`OperatorError` saying why Ceph must not be touched."""
         where = Connection.from_props(props["connection"]).where
         executor = self.executor(props)
@@ -261,41 +279,40 @@ class HealthGateProvider(SshBacked, ResourceProvider):
         except (RemoteError, ValueError, KeyError, TypeError):
             return None
 
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        if checks_due(news):
-            self.evaluate(news)  # every preview and every up: raises with the reasons when Ceph is not healthy
-        return CheckResult(inputs=news, failures=[])
+    def check(self, old: dict[str, Any], new: dict[str, Any]) -> CheckResult:
+        if checks_due(new):
+            self.evaluate(health_gate_inputs(new))  # every preview and every up: raises with the reasons when Ceph is not healthy
+        return CheckResult(inputs=new, failures=[])
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        props = health_gate_inputs(raw)
         return CreateResult(id_=ID, outs={**props, "report": self.evaluate(props)})
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = health_gate_inputs(raw)
         prefetch(lambda: self.evaluate(props))  # for the Check that follows the refresh, in the same run
-        return ReadResult(id_=id_, outs=props)  # a check is not a state: nothing to read back
+        return ReadResult(id_=id_, outs=raw)  # a check is not a state: nothing to read back
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changes = [key for key in COMPARED if _plain(olds.get(key)) != _plain(news.get(key))]
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = health_gate_inputs(old), health_gate_inputs(new)
+        changes = [key for key in COMPARED if olds.get(key) != news.get(key)]
         old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
         if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
             changes.append("connection")
         return DiffResult(changes=bool(changes), replaces=[], stables=[])
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        news = health_gate_inputs(new)
         return UpdateResult(outs={**news, "report": self.evaluate(news)})
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
         return  # nothing in the world to remove
-
-
-def _plain(value: Any) -> Any:
-    """Numbers as integers (the engine sends floats), so 32 and 32.0 are the same input."""
-    return int(value) if isinstance(value, float) else value
 
 
 class HealthGateResource(Resource, module="pveceph", name="HealthGate"):
     report: pulumi.Output[str]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: HealthGateInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["connection"])
         super().__init__(HealthGateProvider(), name, {"report": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
 
@@ -314,7 +331,7 @@ class CephHealthGate(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("pveceph:ceph:HealthGate", name, None, opts)
-        props = {"connection": connection, "pool": pool.name, "pgNum": pool.pg_num, "size": pool.size, "monitors": list(monitors)}
+        props = HealthGateInputs(connection=connection, pool=pool.name, pgNum=pool.pg_num, size=pool.size, monitors=list(monitors))
         self.gate = HealthGateResource(f"{name}-check", props, child_options(self, opts))
         self.report = self.gate.report
         self.register_outputs({"report": self.report})

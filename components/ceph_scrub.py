@@ -17,7 +17,8 @@ next ``up``.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -37,9 +38,25 @@ KEYS = {"beginHour": "osd_scrub_begin_hour", "endHour": "osd_scrub_end_hour"}  #
 OWNER_KEY = "pve-ceph-ha/scrub-window/owner"
 
 
-def _hours(props: dict[str, Any]) -> dict[str, int]:
-    """The window's hours as integers (the engine hands dynamic providers numbers as floats)."""
-    return {prop: int(props[prop]) for prop in KEYS}
+class ScrubWindowInputs(TypedDict):
+    """The ScrubWindow resource's inputs: CephScrubWindow writes them, ScrubWindowProvider reads them, the tests build them.
+    The keys are the state's: renaming one changes every deployed stack. (``setBy`` is an output: the owner's tag.)"""
+
+    connection: Any  # the Ceph admin node's SSH connection (clients/ssh.py Connection.props), a secret
+    beginHour: int
+    endHour: int
+    owner: str  # this stack's owner tag; "" (or absent, in states before issue #21): none
+
+
+def scrub_window_inputs(props: Mapping[str, Any]) -> ScrubWindowInputs:
+    """The typed view of a call's inputs, the state's keys in a plain dict; Pulumi hands a dynamic
+    provider every number as a float: ``22.0`` must reach Ceph as ``22``."""
+    return cast(ScrubWindowInputs, {**props, **{k: int(props[k]) for k in KEYS if isinstance(props.get(k), float)}})
+
+
+def _hours(props: ScrubWindowInputs) -> dict[str, int]:
+    """The window's hours, as :meth:`ScrubWindowProvider.observe` reads them from Ceph."""
+    return {"beginHour": props["beginHour"], "endHour": props["endHour"]}
 
 
 class ScrubWindowProvider(SshBacked, ResourceProvider):
@@ -85,7 +102,8 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
             f"if that stack no longer exists (removed without `pulumi destroy`), release the window with `ceph config-key rm {OWNER_KEY}`"
         )
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        props = scrub_window_inputs(raw)
         executor = self.executor(props)
         wanted = _hours(props)
         owner = str(props.get("owner") or "")
@@ -106,7 +124,8 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
                 raise PartiallyCreated(message, "scrub window", ID, props) from None
             raise OperatorError(message) from None
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = scrub_window_inputs(raw)
         try:
             executor = self.executor(props)
             seen, holder = self.observe(executor), self.holder(executor)  # one question to the monitors
@@ -114,15 +133,16 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
             raise failed("scrub window", exc) from None
         return ReadResult(id_=id_, outs={**props, **seen, "setBy": holder})
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        old, new = _hours(olds), _hours(news)
-        holder, owner = str(olds.get("setBy") or ""), str(news.get("owner") or "")
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = scrub_window_inputs(old), scrub_window_inputs(new)
+        old_hours, new_hours = _hours(olds), _hours(news)
+        holder, owner = str(old.get("setBy") or ""), str(news.get("owner") or "")
         if holder and holder != owner:
             changes: list[str] = []  # another stack's window: this stack only reads it
-            if old != new:
-                print(f"warning: {self.refuse(holder, old, new)}", file=sys.stderr, flush=True)
+            if old_hours != new_hours:
+                print(f"warning: {self.refuse(holder, old_hours, new_hours)}", file=sys.stderr, flush=True)
         else:
-            changes = [prop for prop in KEYS if old[prop] != new[prop]]
+            changes = [prop for prop in KEYS if old_hours[prop] != new_hours[prop]]
             if owner and holder != owner:
                 changes.append("owner")  # a window set before the owner key: the stack that holds it claims it
         old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
@@ -130,7 +150,8 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
             changes.append("connection")
         return DiffResult(changes=bool(changes), replaces=[], stables=[])
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        news = scrub_window_inputs(new)
         executor = self.executor(news)
         wanted = _hours(news)
         owner = str(news.get("owner") or "")
@@ -145,7 +166,8 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
         except RemoteError as exc:
             raise failed("scrub window", exc) from None
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
+        props = scrub_window_inputs(raw)
         executor = self.executor(props)
         owner = str(props.get("owner") or "")
         try:
@@ -161,9 +183,9 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
 
 
 class ScrubWindowResource(Resource, module="pveceph", name="ScrubWindow"):
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: ScrubWindowInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["connection"])
-        super().__init__(ScrubWindowProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret))
+        super().__init__(ScrubWindowProvider(), name, {**props, "setBy": None}, pulumi.ResourceOptions.merge(opts, secret))
 
 
 class CephScrubWindow(pulumi.ComponentResource):
@@ -171,6 +193,6 @@ class CephScrubWindow(pulumi.ComponentResource):
 
     def __init__(self, name: str, window: ScrubWindow, connection: pulumi.Input[dict[str, Any]], owner: str = "", opts: pulumi.ResourceOptions | None = None):
         super().__init__("pveceph:ceph:ScrubWindow", name, None, opts)
-        props = {"connection": connection, "beginHour": window.begin_hour, "endHour": window.end_hour, "owner": owner, "setBy": None}
+        props = ScrubWindowInputs(connection=connection, beginHour=window.begin_hour, endHour=window.end_hour, owner=owner)
         self.window = ScrubWindowResource(f"{name}-window", props, child_options(self, opts))
         self.register_outputs({})

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -224,8 +224,23 @@ def evaluate(nodes: list[str], mode: str, run: Run) -> Outcome:
     return out
 
 
+class PreflightInputs(TypedDict):
+    """The HaPreflight resource's inputs: HaPreflight writes them, PreflightProvider reads them, the tests build them.
+    The keys are the state's: renaming one changes every deployed stack. (``report``, ``pveVersion`` and
+    ``skippedNodes`` are outputs.)"""
+
+    nodes: list[str]
+    connections: Any  # {node: its SSH connection (clients/ssh.py Connection.props)}, a secret
+    mode: str  # ha.mode: groups (PVE 8) or rules (PVE 9)
+
+
+def preflight_inputs(props: Mapping[str, Any]) -> PreflightInputs:
+    """The typed view of a call's inputs: the SDK hands the provider the state's keys as a plain dict."""
+    return cast(PreflightInputs, props)
+
+
 class PreflightProvider(SshBacked, ResourceProvider):
-    def run_preflight(self, props: dict[str, Any]) -> dict[str, Any]:
+    def run_preflight(self, props: PreflightInputs) -> dict[str, Any]:
         """Evaluate now: the outputs, or an :class:`OperatorError` naming every problem and its fix."""
         connections = props["connections"]
         executors = {node: self.executor_for(connections[node]) for node in props["nodes"]}
@@ -242,19 +257,21 @@ class PreflightProvider(SshBacked, ResourceProvider):
                 print(f"warning: HA preflight: {line}; quorum holds, so the run goes on without it", file=sys.stderr, flush=True)
         return {**props, "report": "\n".join(outcome.report), "pveVersion": outcome.version, "skippedNodes": outcome.skipped}
 
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        if checks_due(news):
-            self.run_preflight(news)  # every preview and every up
-        return CheckResult(inputs=news, failures=[])
+    def check(self, old: dict[str, Any], new: dict[str, Any]) -> CheckResult:
+        if checks_due(new):
+            self.run_preflight(preflight_inputs(new))  # every preview and every up
+        return CheckResult(inputs=new, failures=[])
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=ID, outs=self.run_preflight(props))
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=ID, outs=self.run_preflight(preflight_inputs(raw)))
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = preflight_inputs(raw)
         prefetch(lambda: self.run_preflight(props))  # for the Check that follows the refresh, in the same run
-        return ReadResult(id_=id_, outs=props)  # a check is not a state: nothing to read back
+        return ReadResult(id_=id_, outs=raw)  # a check is not a state: nothing to read back
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = preflight_inputs(old), preflight_inputs(new)
         changes = [key for key in ("nodes", "mode") if olds.get(key) != news.get(key)]
         old_conns, new_conns = olds.get("connections") or {}, news.get("connections") or {}
         endpoints = ("host", "port", "user")
@@ -262,17 +279,17 @@ class PreflightProvider(SshBacked, ResourceProvider):
             changes.append("connections")
         return DiffResult(changes=bool(changes), replaces=[], stables=[])
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self.run_preflight(news))
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self.run_preflight(preflight_inputs(new)))
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
         return  # nothing in the world to remove
 
 
 class PreflightResource(Resource, module="pveceph", name="HaPreflight"):
     report: pulumi.Output[str]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: PreflightInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["connections"])
         outputs = {"report": None, "pveVersion": None, "skippedNodes": None}
         super().__init__(PreflightProvider(), name, {**outputs, **props}, pulumi.ResourceOptions.merge(opts, secret))
@@ -291,7 +308,7 @@ class HaPreflight(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("pveceph:proxmox:HaPreflight", name, None, opts)
-        props = {"nodes": list(connections), "connections": pulumi.Output.secret(dict(connections)), "mode": mode}
+        props = PreflightInputs(nodes=list(connections), connections=pulumi.Output.secret(dict(connections)), mode=mode)
         self.check = PreflightResource(f"{name}-check", props, child_options(self, opts))
         self.report = self.check.report
         self.register_outputs({"report": self.report})

@@ -32,9 +32,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -43,6 +43,9 @@ from components import pve_rights
 from components.dynamic import has_unknowns
 from components.errors import OperatorError, failed
 from components.graph import child_options
+
+if TYPE_CHECKING:  # the client is imported where it is called (the provider process)
+    from clients.pve.api import ApiProps, PveApi
 
 ID = "owners"
 TAG_PREFIX = "pulumi-stack."  # tools/proxmoxve/ownership.go OwnerTagPrefix
@@ -160,7 +163,7 @@ def not_on_this_version(exc: Exception) -> bool:
     return getattr(exc, "status_code", None) == 501 or "not implemented" in text or "migrated to rules" in text
 
 
-def rights_problem(api: Any, rights: dict[str, Any], only: tuple[str, ...] = ()) -> str | None:
+def rights_problem(api: PveApi, rights: dict[str, Any], only: tuple[str, ...] = ()) -> str | None:
     """The token's missing rights for RIGHTS (tokenId, storageId, vms), or None; ONLY: of these privileges."""
     from clients.pve.api import api_errors, reason
 
@@ -177,8 +180,25 @@ def rights_problem(api: Any, rights: dict[str, Any], only: tuple[str, ...] = ())
     return pve_rights.describe_missing(lacking, rights["tokenId"], effective)
 
 
+class OwnersInputs(TypedDict):
+    """The Owners resource's inputs: Owners writes them, OwnersProvider reads them, the tests build them.
+    The keys are the state's: renaming one changes every deployed stack. (``checked`` is an output.)"""
+
+    api: ApiProps  # the endpoint, its fallback nodes, the token (a secret)
+    owner: str  # the stack's owner tag
+    objects: list[dict[str, Any]]  # what the stack creates by name: {"kind", "name", "entry"} (components/stack.py declared_objects)
+    stack: str  # org/project/stack, for `pulumi stack export`
+    workDir: str
+    rights: dict[str, Any] | None  # what the token's rights check needs (components/stack.py rights_input); None: not checked
+
+
+def owners_inputs(props: Mapping[str, Any]) -> OwnersInputs:
+    """The typed view of a call's inputs: the SDK hands the provider the state's keys as a plain dict."""
+    return cast(OwnersInputs, props)
+
+
 class OwnersProvider(ResourceProvider):
-    def run_check(self, props: dict[str, Any]) -> dict[str, Any]:
+    def run_check(self, props: OwnersInputs) -> dict[str, Any]:
         wanted = props.get("objects") or []
         rights = props.get("rights")
         if wanted or rights:
@@ -207,19 +227,20 @@ class OwnersProvider(ResourceProvider):
     # The check runs in Check: the engine calls it with the program's inputs on every preview and
     # every up, never in a refresh (the refresh that starts `pulumi destroy` included: a destroy
     # removes only what the state holds, whoever holds the names now).
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        if not has_unknowns(news):
-            self.run_check(news)
-        return CheckResult(inputs=news, failures=[])
+    def check(self, old: dict[str, Any], new: dict[str, Any]) -> CheckResult:
+        if not has_unknowns(new):
+            self.run_check(owners_inputs(new))
+        return CheckResult(inputs=new, failures=[])
 
     @staticmethod
-    def outputs(props: dict[str, Any]) -> dict[str, Any]:
+    def outputs(props: OwnersInputs) -> dict[str, Any]:
         return {**props, "checked": len(props.get("objects") or [])}
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=ID, outs=self.outputs(props))
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=ID, outs=self.outputs(owners_inputs(raw)))
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = owners_inputs(raw)
         # A check is not a state. A refresh reads the stack's objects before Check runs; a token
         # that may not read them fails the refresh with PVE's 403, so the privileges reads need
         # are checked here too, naming the `pveum` command (the others wait for Check: a refresh
@@ -236,21 +257,22 @@ class OwnersProvider(ResourceProvider):
                 problem = None
             if problem:
                 raise OperatorError(f"rights: {problem}; nothing was changed")
-        return ReadResult(id_=id_, outs=props)
+        return ReadResult(id_=id_, outs=raw)
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = owners_inputs(old), owners_inputs(new)
         changed = [key for key in ("objects", "owner") if olds.get(key) != news.get(key)]
         return DiffResult(changes=bool(changed), replaces=[], stables=[])
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self.outputs(news))
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self.outputs(owners_inputs(new)))
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
         return  # nothing in the world to remove
 
 
 class OwnersResource(Resource, module="pveceph", name="Owners"):
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: OwnersInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["api"])
         super().__init__(OwnersProvider(), name, {"checked": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
 
@@ -261,7 +283,7 @@ class Owners(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        api: dict[str, Any],
+        api: ApiProps,
         owner: str,
         objects: Sequence[dict[str, Any]],
         work_dir: str,
@@ -270,6 +292,6 @@ class Owners(pulumi.ComponentResource):
     ):
         super().__init__("pveceph:proxmox:Owners", name, None, opts)
         stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-        props = {"api": api, "owner": owner, "objects": list(objects), "stack": stack, "workDir": work_dir, "rights": rights}
+        props = OwnersInputs(api=api, owner=owner, objects=list(objects), stack=stack, workDir=work_dir, rights=rights)
         self.check = OwnersResource(f"{name}-check", props, child_options(self, opts))
         self.register_outputs({})

@@ -9,13 +9,13 @@ monhost shows as drift. Create and update wait until the storage is active on ev
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from clients.pve.api import api_errors, connect, reason
+from clients.pve.api import ApiProps, PveApi, api_errors, connect, reason
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 
@@ -56,7 +56,7 @@ class StorageInputs(TypedDict):
     """The RbdStorage resource's inputs: RbdStorage writes them, StorageProvider reads them, the tests build them.
     The keys are the state's: renaming one changes every deployed stack."""
 
-    api: Any  # clients/pve/api.py api_props: the endpoint, its fallback nodes, the token (a secret)
+    api: ApiProps  # the endpoint, its fallback nodes, the token (a secret)
     storageId: str
     pool: Any  # the pool's name, known once the pool is
     monhost: str
@@ -73,15 +73,15 @@ def storage_inputs(props: Mapping[str, Any]) -> StorageInputs:
 
 
 class StorageProvider(ResourceProvider):
-    def __init__(self, api_factory: Any = None, poll_interval: float = 1.0) -> None:
+    def __init__(self, api_factory: Callable[[ApiProps], PveApi] | None = None, poll_interval: float = 1.0) -> None:
         self._api_factory = api_factory
         self._poll_interval = poll_interval
 
-    def api(self, props: StorageInputs) -> Any:
+    def api(self, props: StorageInputs) -> PveApi:
         return (self._api_factory or connect)(props["api"])
 
     # -- reading -------------------------------------------------------------------------
-    def observe(self, api: Any, storage_id: str) -> dict[str, Any] | None:
+    def observe(self, api: PveApi, storage_id: str) -> dict[str, Any] | None:
         try:
             entry = api.storage(storage_id).get()
         except api_errors() as exc:
@@ -101,7 +101,7 @@ class StorageProvider(ResourceProvider):
         }
 
     @staticmethod
-    def inactive_reason(api: Any, node: str, storage_id: str) -> str:
+    def inactive_reason(api: PveApi, node: str, storage_id: str) -> str:
         """PVE says why a storage is inactive when its content is listed (``pvesm list``)."""
         try:
             api.nodes(node).storage(storage_id).content.get()
@@ -110,14 +110,14 @@ class StorageProvider(ResourceProvider):
         return "Status is not active"
 
     @staticmethod
-    def offline_nodes(api: Any) -> set[str]:
+    def offline_nodes(api: PveApi) -> set[str]:
         """Nodes the cluster reports offline (``/cluster/status``); empty when that cannot be read."""
         try:
             return {str(e.get("name")) for e in api.cluster.status.get() if e.get("type") == "node" and not int(e.get("online", 1))}
         except api_errors():
             return set()
 
-    def inactive_nodes(self, api: Any, storage_id: str, nodes: list[str]) -> list[str]:
+    def inactive_nodes(self, api: PveApi, storage_id: str, nodes: list[str]) -> list[str]:
         """The nodes that are online and yet do not have the storage active: drift from runbook 2-3.
 
         Offline nodes are left out: a node that is down (a failover, maintenance) is not the
@@ -136,7 +136,7 @@ class StorageProvider(ResourceProvider):
                 inactive.append(node)
         return inactive
 
-    def wait_active(self, api: Any, storage_id: str, nodes: list[str]) -> list[str]:
+    def wait_active(self, api: PveApi, storage_id: str, nodes: list[str]) -> list[str]:
         """Poll ``/nodes/{node}/storage/{id}/status`` until ``active`` on every node (runbook 2-3).
 
         A node the cluster reports offline ends the wait at once: it cannot activate anything
@@ -236,7 +236,8 @@ class StorageProvider(ResourceProvider):
         changes = [key for key in (*COMPARED, "key", "nodes", "adopt") if olds.get(key) != news.get(key)]
         if olds.get("inactiveNodes"):  # online nodes where refresh found it inactive: update waits for them again
             changes.append("inactiveNodes")
-        old_api, new_api = olds.get("api") or {}, news.get("api") or {}
+        old_api: Mapping[str, Any] = olds.get("api") or {}
+        new_api: Mapping[str, Any] = news.get("api") or {}
         if any(old_api.get(k) != new_api.get(k) for k in ("endpoint", "nodes")):  # the nodes: the API's fallbacks, kept for refresh
             changes.append("api")
         return DiffResult(changes=bool(changes), replaces=[], stables=["storageId"])
@@ -283,7 +284,7 @@ class RbdStorage(pulumi.ComponentResource):
         name: str,
         spec: StorageSpec,
         *,
-        api: dict[str, Any],
+        api: ApiProps,
         pool_name: pulumi.Input[str],
         monitors: list[str],
         username: pulumi.Input[str],

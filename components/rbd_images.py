@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
@@ -32,8 +33,26 @@ def vm_images(images: list[str], pool: str, vm_ids: list[int]) -> dict[str, list
     return found
 
 
+class ImagesInputs(TypedDict):
+    """The VmImages resource's inputs: VmImages writes them, ImagesProvider reads them.
+    The keys are the state's: renaming one changes every deployed stack. (``images`` is an output.)"""
+
+    connection: Any  # the Ceph admin node's SSH connection (clients/ssh.py Connection.props), a secret
+    pool: Any  # the pool's name, known once the pool is
+    vmIds: list[int]
+
+
+def images_inputs(props: Mapping[str, Any]) -> ImagesInputs:
+    """The typed view of a call's inputs, the state's keys in a plain dict; Pulumi hands a dynamic
+    provider every number as a float: VM ``101.0`` is VM ``101``."""
+    vm_ids = props.get("vmIds")
+    if isinstance(vm_ids, list):
+        return cast(ImagesInputs, {**props, "vmIds": [int(v) if isinstance(v, float) else v for v in vm_ids]})
+    return cast(ImagesInputs, props)
+
+
 class ImagesProvider(SshBacked, ResourceProvider):
-    def observe(self, executor: Executor, props: dict[str, Any]) -> dict[str, list[str]]:
+    def observe(self, executor: Executor, props: ImagesInputs) -> dict[str, list[str]]:
         pool = props["pool"]
         result = check(executor.read(ceph_cli.rbd_ls(pool), fresh=True), f"rbd ls {pool}")  # PVE makes the disks
         try:
@@ -42,7 +61,7 @@ class ImagesProvider(SshBacked, ResourceProvider):
             raise OperatorError(f"rbd ls {pool}: the answer was not JSON: {result.stdout.strip()[:200]!r}") from None
         return vm_images(images, pool, [int(v) for v in props["vmIds"]])
 
-    def verified(self, props: dict[str, Any]) -> dict[str, Any]:
+    def verified(self, props: ImagesInputs) -> dict[str, Any]:
         try:
             images = self.observe(self.executor(props), props)
         except RemoteError as exc:
@@ -55,33 +74,36 @@ class ImagesProvider(SshBacked, ResourceProvider):
             )
         return {**props, "images": images}
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def create(self, raw: dict[str, Any]) -> CreateResult:
+        props = images_inputs(raw)
         return CreateResult(id_=f"{props['pool']}-images", outs=self.verified(props))
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+    def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
+        props = images_inputs(raw)
         try:
             images = self.observe(self.executor(props), props)
         except RemoteError as exc:
             raise failed(f"runbook 3-2, rbd ls {props['pool']}", exc) from None
         return ReadResult(id_=id_, outs={**props, "images": images})
 
-    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+    def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
+        olds, news = images_inputs(old), images_inputs(new)
         changes = [key for key in ("pool", "vmIds") if olds.get(key) != news.get(key)]
-        if any(not found for found in (olds.get("images") or {}).values()):
+        if any(not found for found in (old.get("images") or {}).values()):
             changes.append("images")  # a VM's disk went missing: check again once the VM is back
         return DiffResult(changes=bool(changes), replaces=[], stables=[])
 
-    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self.verified(news))
+    def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self.verified(images_inputs(new)))
 
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, raw: dict[str, Any]) -> None:
         return None  # a reading, not an object: the images go with their VMs
 
 
 class VmImagesResource(Resource, module="pveceph", name="VmImages"):
     images: pulumi.Output[dict[str, list[str]]]
 
-    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, props: ImagesInputs, opts: pulumi.ResourceOptions | None = None):
         secret = pulumi.ResourceOptions(additional_secret_outputs=["connection"])
         super().__init__(ImagesProvider(), name, {"images": None, **props}, pulumi.ResourceOptions.merge(opts, secret))
 
@@ -100,7 +122,7 @@ class VmImages(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("pveceph:ceph:VmImages", name, None, opts)
-        props = {"connection": connection, "pool": pool_name, "vmIds": list(vm_ids)}
+        props = ImagesInputs(connection=connection, pool=pool_name, vmIds=list(vm_ids))
         self.reading = VmImagesResource(f"{name}-rbd-ls", props, child_options(self, opts))
         self.images = self.reading.images
         self.register_outputs({"images": self.images})

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypedDict
 from urllib.parse import urlsplit
 
 from components.errors import OperatorError, failed
@@ -39,10 +39,39 @@ _live: dict[tuple[str, ...], str] = {}  # candidates -> the URL that answered la
 _live_lock = threading.Lock()
 
 
-def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None, nodes: Sequence[str] = ()) -> dict[str, Any]:
+class ApiProps(TypedDict):
+    """The ``api`` input of a PVE-backed dynamic resource (RbdStorage, Owners): :func:`api_props` writes it,
+    :func:`connect` reads it. The keys are the state's: renaming one changes every deployed stack."""
+
+    endpoint: str  # https://pve-node1:8006
+    token: Any  # "user@realm!name=secret": a secret Output in the program, its value in the provider
+    verifyTls: bool
+    caFile: str  # "" for the system's CAs
+    nodes: list[str]  # the cluster's node addresses, the endpoint's fallbacks (absent from older states)
+
+
+class PveApi(Protocol):
+    """What callers use of proxmoxer's ``ProxmoxAPI``, which ships no type hints: a path built by
+    attribute and call (``api.nodes(node).storage(storage_id).status``) or given whole
+    (``api("access/permissions")``), then the HTTP method (``.get()``, ``.post(**data)``)."""
+
+    def __getattr__(self, name: str) -> PveApi: ...
+
+    def __call__(self, path: str | int) -> PveApi: ...
+
+    def get(self, *path: str | int, **params: Any) -> Any: ...
+
+    def post(self, *path: str | int, **data: Any) -> Any: ...
+
+    def put(self, *path: str | int, **data: Any) -> Any: ...
+
+    def delete(self, *path: str | int, **params: Any) -> Any: ...
+
+
+def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None, nodes: Sequence[str] = ()) -> ApiProps:
     """The ``api`` input of a PVE-backed dynamic resource (``token`` is a secret Output; ``nodes``
     the cluster's node addresses, the endpoint's fallbacks)."""
-    return {"endpoint": endpoint, "token": token, "verifyTls": verify_tls, "caFile": ca_file or "", "nodes": list(nodes)}
+    return ApiProps(endpoint=endpoint, token=token, verifyTls=verify_tls, caFile=ca_file or "", nodes=list(nodes))
 
 
 def candidates(endpoint: str, nodes: Sequence[str] = ()) -> list[str]:
@@ -90,7 +119,7 @@ def live_endpoint(urls: Sequence[str], bound: float = CONNECT_BOUND, probe: Call
     )
 
 
-def connect(api: dict[str, Any], timeout: float = 30) -> Any:
+def connect(api: ApiProps, timeout: float = 30) -> PveApi:
     """A proxmoxer client for ``api`` (see :func:`api_props`) on the first live candidate."""
     from proxmoxer import ProxmoxAPI  # type: ignore[import-untyped]
 

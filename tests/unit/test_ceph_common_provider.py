@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from components.ceph_common import PackageProvider, parse_query
+from components.ceph_common import PackageInputs, PackageProvider, parse_query
 from components.errors import OperatorError
 from tests.unit.fake_nodes import CEPH_VERSION, FakeCluster
 
@@ -21,7 +21,7 @@ def cluster() -> FakeCluster:
 def props(node: str = "pve-node2", **overrides: Any) -> dict[str, Any]:
     number = node[-1]
     connection = {"host": f"127.10.20.1{number}", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""}
-    return {"connection": connection, "node": node, "package": "ceph-common", **overrides}
+    return {**PackageInputs(connection=connection, node=node, package="ceph-common"), **overrides}
 
 
 def test_create_installs_the_package_without_questions_and_reads_its_version_back(cluster: FakeCluster) -> None:

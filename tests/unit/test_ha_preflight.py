@@ -9,7 +9,7 @@ from pulumi.runtime import rpc
 
 from components import ha_preflight
 from components.errors import OperatorError
-from components.ha_preflight import PreflightProvider, mode_problem, parse_ha_status
+from components.ha_preflight import PreflightInputs, PreflightProvider, mode_problem, parse_ha_status
 from tests.unit.fake_nodes import PVE8, PVE9, FakeCluster
 
 NODES = ["pve-node1", "pve-node2", "pve-node3"]
@@ -22,7 +22,7 @@ def cluster() -> FakeCluster:
 
 def props(mode: str = "rules", **overrides: Any) -> dict[str, Any]:
     connections = {node: {"host": f"127.10.20.1{node[-1]}", "port": 2222, "user": "root", "privateKey": "unused", "knownHosts": ""} for node in NODES}
-    return {"nodes": NODES, "connections": connections, "mode": mode, **overrides}
+    return {**PreflightInputs(nodes=NODES, connections=connections, mode=mode), **overrides}
 
 
 def failure(cluster: FakeCluster, **overrides: Any) -> str:

@@ -12,7 +12,7 @@ import pytest
 from pulumi.runtime import rpc
 
 from clients.ssh import Result
-from components.ceph_health import HealthGateProvider, gate_script, verdict
+from components.ceph_health import HealthGateInputs, HealthGateProvider, gate_script, verdict
 from components.errors import OperatorError
 from tests.unit.fake_ceph import HEALTHY, PEERING, FakeCeph, FakeClock, ceph_status, fake_monitors
 
@@ -42,8 +42,8 @@ def ceph() -> FakeCeph:
 
 
 def props(**overrides: Any) -> dict[str, Any]:
-    base = {"connection": CONNECTION, "pool": "rbd-pool", "pgNum": 32, "size": 3, "monitors": ["127.10.10.101", "127.10.10.102", "127.10.10.103"]}
-    return {**base, **overrides}
+    monitors = ["127.10.10.101", "127.10.10.102", "127.10.10.103"]
+    return {**HealthGateInputs(connection=CONNECTION, pool="rbd-pool", pgNum=32, size=3, monitors=monitors), **overrides}
 
 
 def gate_runs(ceph: FakeCeph) -> int:

@@ -155,13 +155,14 @@ def test_the_rights_check_names_what_is_missing_and_reads_only_what_a_refresh_ne
 def test_the_refresh_leaves_the_rights_to_check_when_it_cannot_ask(monkeypatch: pytest.MonkeyPatch) -> None:
     from clients.pve import api as pve_api
     from components.errors import OperatorError
-    from components.owners import OwnersProvider
+    from components.owners import OwnersInputs, OwnersProvider
 
     def unreachable(_: Any) -> Any:
         raise OperatorError("Proxmox VE API: no node of the cluster answers")
 
     monkeypatch.setattr(pve_api, "connect", unreachable)
-    props = {"api": {"endpoint": "https://127.10.20.11:8006"}, "rights": RIGHTS}
+    api = pve_api.api_props("https://127.10.20.11:8006", "pulumi@pve!ha=unused", True, None)
+    props = {**OwnersInputs(api=api, owner=OURS, objects=[], stack="organization/pve-ceph-ha/Lab", workDir=".", rights=RIGHTS)}
     assert OwnersProvider().read("owners", props).outs == props
     monkeypatch.setattr(pve_api, "connect", lambda _: FakeApi(documented_rights("VM.Audit")))
     with pytest.raises(OperatorError, match="lacks VM.Audit on /vms/101"):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from components.ceph_scrub import ScrubWindowProvider
+from components.ceph_scrub import ScrubWindowInputs, ScrubWindowProvider
 from components.errors import OperatorError, PartiallyCreated
 from tests.unit.fake_ceph import FakeCeph
 
@@ -19,8 +19,8 @@ def ceph() -> FakeCeph:
     return FakeCeph()
 
 
-def props(begin: float = 22, end: float = 6) -> dict[str, Any]:
-    return {"connection": CONNECTION, "beginHour": begin, "endHour": end}
+def props(**overrides: Any) -> dict[str, Any]:
+    return {**ScrubWindowInputs(connection=CONNECTION, beginHour=22, endHour=6, owner=""), **overrides}
 
 
 def test_create_sets_the_window_with_ceph_config_set(ceph: FakeCeph) -> None:
@@ -31,7 +31,7 @@ def test_create_sets_the_window_with_ceph_config_set(ceph: FakeCeph) -> None:
 
 
 def test_hours_from_the_engine_reach_ceph_as_integers(ceph: FakeCeph) -> None:
-    ScrubWindowProvider(ceph.executor).create(props(22.0, 6.0))
+    ScrubWindowProvider(ceph.executor).create(props(beginHour=22.0, endHour=6.0))
     assert ceph.config[BEGIN] == "22" and ceph.config[END] == "6"
 
 
@@ -60,14 +60,14 @@ def test_an_unchanged_window_is_no_change(ceph: FakeCeph) -> None:
     provider = ScrubWindowProvider(ceph.executor)
     outs = provider.create(props()).outs
     read = provider.read("osd-scrub-window", outs)
-    assert provider.diff("osd-scrub-window", read.outs, props(22.0, 6.0)).changes is False
+    assert provider.diff("osd-scrub-window", read.outs, props(beginHour=22.0, endHour=6.0)).changes is False
 
 
 def test_update_sets_only_what_differs(ceph: FakeCeph) -> None:
     provider = ScrubWindowProvider(ceph.executor)
     outs = provider.create(props()).outs
     ceph.commands.clear()
-    provider.update("osd-scrub-window", outs, props(23, 6))
+    provider.update("osd-scrub-window", outs, props(beginHour=23))
     assert [c for c in ceph.commands if c[2] == "set"] == [["ceph", "config", "set", "osd", "osd_scrub_begin_hour", "23"]]
 
 
@@ -105,8 +105,8 @@ def test_a_value_that_is_not_an_hour_is_an_error(ceph: FakeCeph) -> None:
 A, B = "pulumi-stack.pve-ceph-ha.a", "pulumi-stack.pve-ceph-ha.b"
 
 
-def owned(owner: str, begin: float = 22, end: float = 6) -> dict[str, Any]:
-    return {**props(begin, end), "owner": owner, "setBy": None}
+def owned(owner: str, **overrides: Any) -> dict[str, Any]:
+    return {**props(owner=owner, **overrides), "setBy": None}
 
 
 def test_the_first_stack_owns_the_window_and_a_second_with_the_same_window_only_reads_it(ceph: FakeCeph) -> None:
@@ -127,7 +127,7 @@ def test_a_second_stack_asking_for_another_window_is_refused_naming_the_owner(ce
     provider = ScrubWindowProvider(ceph.executor)
     provider.create(owned(A))
     with pytest.raises(OperatorError) as error:
-        provider.create(owned(B, 23, 5))
+        provider.create(owned(B, beginHour=23, endHour=5))
     message = str(error.value)
     assert "stack pve-ceph-ha.a owns it (22-6)" in message and "23-5" in message and "ceph.scrubWindow" in message
     assert ceph.config[BEGIN] == "22"
