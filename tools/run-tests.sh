@@ -36,7 +36,7 @@ $PY -m lab up
 phase "lab and engine tests: the lab's PVE API and node shells, the proxmoxve plugin, the real engine against the lab, the failover drill"
 # the integration tests before the drill's, as ever; then any other lab or engine test (pytest runs
 # the paths in this order)
-$PY -m pytest -q -m "lab or engine" --durations=15 --basetemp="$LOGS/tmp" lab/tests --ignore=lab/tests/test_ceph_sshd.py tests/integration tests/drill tests/policy tests/unit 2>&1 | tee "$LOGS/integration.log"
+$PY -m pytest -q -m "lab or engine" --durations=30 --basetemp="$LOGS/tmp" lab/tests --ignore=lab/tests/test_ceph_sshd.py tests/integration tests/drill tests/policy tests/unit 2>&1 | tee "$LOGS/integration.log"
 phase "secrets audit: the test logs, the state of every test stack, the debug-level engine and plugin logs, the Pulumi CLI's logs, the lab's logs"
 # the CLI's logs of a test stack are encrypted with its passphrase (lab/testing/engine.py) and salt (its state, under $LOGS)
 PULUMI_CONFIG_PASSPHRASE=$($PY -c 'from lab.testing.engine import PASSPHRASE; print(PASSPHRASE)') \
