@@ -192,6 +192,12 @@ class ProxmoxSpec(Model):
     vm_create_timeout: int = Field(
         default=1800, ge=10, le=86_400, description="seconds the plugin waits for a VM's create (its API calls and tasks) before it gives up"
     )
+    api_timeout: int = Field(
+        default=30,
+        ge=5,
+        le=600,
+        description="seconds each of the program's own API calls (the storage, the ownership and rights checks) waits for an answer before it fails naming the call",
+    )
 
     @field_validator("nodes")
     @classmethod

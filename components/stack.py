@@ -90,7 +90,7 @@ class PveCephHa(pulumi.ComponentResource):
         node_ssh = {node.name: credentials.connection(node.address, node.ssh_port, config.proxmox.ssh_user) for node in config.proxmox.nodes}
         token = pulumi.Output.secret(config.proxmox_api_token.get_secret_value())
         addresses = [node.address for node in config.proxmox.nodes]
-        api = api_props(config.proxmox.endpoint, token, config.proxmox.verify_tls, credentials.ca_file, addresses)
+        api = api_props(config.proxmox.endpoint, token, config.proxmox.verify_tls, credentials.ca_file, addresses, config.proxmox.api_timeout)
         self.provider = proxmoxve.Provider(
             f"{name}-pve",
             endpoint=config.proxmox.endpoint,

@@ -51,6 +51,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("ceph.scrubWindow.endHour", 22, "ceph.scrubWindow", "differ"),
     ("ceph.pool.pgnum", 64, "ceph.pool.pgnum", "not a known key"),
     ("proxmox.endpoint", "http://10.10.10.11:8006", "proxmox.endpoint", "https"),
+    ("proxmox.apiTimeout", 2, "proxmox.apiTimeout", ">="),
     ("proxmox.nodes", [], "proxmox.nodes", "empty"),
     ("proxmox.nodes[0].name", "PVE_node1", "proxmox.nodes[0].name", "node name"),
     ("proxmox.nodes[1].name", "pve-node1", "proxmox.nodes", "unique"),

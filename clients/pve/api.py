@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 from urllib.parse import urlsplit
 
 from components.errors import OperatorError, failed
@@ -34,6 +34,8 @@ def api_errors() -> tuple[type[Exception], ...]:
 
 # seconds a candidate may take to accept a TCP connection before the next one is tried
 CONNECT_BOUND = 2.0
+# seconds a call waits for PVE's answer (proxmoxer's timeout): the config's proxmox.apiTimeout
+DEFAULT_TIMEOUT = 30
 
 _live: dict[tuple[str, ...], str] = {}  # candidates -> the URL that answered last, for the process
 _live_lock = threading.Lock()
@@ -48,6 +50,7 @@ class ApiProps(TypedDict):
     verifyTls: bool
     caFile: str  # "" for the system's CAs
     nodes: list[str]  # the cluster's node addresses, the endpoint's fallbacks (absent from older states)
+    timeout: NotRequired[int]  # proxmox.apiTimeout, only when it is not DEFAULT_TIMEOUT: a state made before it has none
 
 
 class PveApi(Protocol):
@@ -68,10 +71,14 @@ class PveApi(Protocol):
     def delete(self, *path: str | int, **params: Any) -> Any: ...
 
 
-def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None, nodes: Sequence[str] = ()) -> ApiProps:
+def api_props(endpoint: str, token: Any, verify_tls: bool, ca_file: str | None, nodes: Sequence[str] = (), timeout: int = DEFAULT_TIMEOUT) -> ApiProps:
     """The ``api`` input of a PVE-backed dynamic resource (``token`` is a secret Output; ``nodes``
-    the cluster's node addresses, the endpoint's fallbacks)."""
-    return ApiProps(endpoint=endpoint, token=token, verifyTls=verify_tls, caFile=ca_file or "", nodes=list(nodes))
+    the cluster's node addresses, the endpoint's fallbacks; ``timeout`` the seconds a call waits for
+    an answer, written only when it is not the default, so a stack's inputs stay as they were)."""
+    props = ApiProps(endpoint=endpoint, token=token, verifyTls=verify_tls, caFile=ca_file or "", nodes=list(nodes))
+    if timeout != DEFAULT_TIMEOUT:
+        props["timeout"] = timeout
+    return props
 
 
 def candidates(endpoint: str, nodes: Sequence[str] = ()) -> list[str]:
@@ -119,8 +126,9 @@ def live_endpoint(urls: Sequence[str], bound: float = CONNECT_BOUND, probe: Call
     )
 
 
-def connect(api: ApiProps, timeout: float = 30) -> PveApi:
-    """A proxmoxer client for ``api`` (see :func:`api_props`) on the first live candidate."""
+def connect(api: ApiProps, timeout: float | None = None) -> PveApi:
+    """A proxmoxer client for ``api`` (see :func:`api_props`) on the first live candidate; each call
+    waits ``timeout`` seconds for an answer, by default the ``api``'s own (proxmox.apiTimeout)."""
     from proxmoxer import ProxmoxAPI  # type: ignore[import-untyped]
 
     url = urlsplit(live_endpoint(candidates(api["endpoint"], api.get("nodes") or ())))
@@ -135,7 +143,7 @@ def connect(api: ApiProps, timeout: float = 30) -> PveApi:
             token_name=token_name,
             token_value=secret,
             verify_ssl=verify,
-            timeout=timeout,
+            timeout=timeout if timeout is not None else api.get("timeout", DEFAULT_TIMEOUT),
         )
     except Exception as exc:  # proxmoxer raises plain exceptions for bad URLs and TLS errors
         raise failed(f"Proxmox VE API {url.geturl()}: {type(exc).__name__}", exc) from None

@@ -181,8 +181,9 @@ def test_api_500_on_post_storage_fails_naming_the_call_then_converges(hard: Hard
 
 def test_api_timeout_on_get_storage_fails_naming_the_call_then_converges(hard: HardStack, control: Control) -> None:
     stack = hard("hardhang")
-    # the providers' API client gives up after 30 s (clients.pve.api.connect)
-    control.fail("GET", "/storage/hardhang-rbd", hang=35, times=1)
+    # the providers' API client gives up after proxmox.apiTimeout (clients.pve.api.connect)
+    stack.reconfigure(lambda c: c["proxmox"].update(apiTimeout=5))
+    control.fail("GET", "/storage/hardhang-rbd", hang=15, times=1)
     message = failed_up(stack)
     assert "GET /storage/hardhang-rbd: ReadTimeout" in message and "timed out" in message, message[-3000:]
     control.clear_failures()
@@ -467,10 +468,11 @@ def test_ceph_printing_garbage_is_an_error_never_a_missing_pool(hard: HardStack,
 
 def test_api_faults_on_a_converged_stack_fail_naming_the_call_then_converge_and_data_survives(hard: HardStack, control: Control) -> None:
     stack = hard("hardapi")
+    stack.reconfigure(lambda c: c["proxmox"].update(apiTimeout=5))  # recorded with the storage: the refresh reads with it
     stack.up()
     marker = Marker("hardapi-pool")
-    # the refresh before the update cannot read the storage (no answer within the client's 30 s)
-    control.fail("GET", "/storage/hardapi-rbd", hang=35, times=1)
+    # the refresh before the update cannot read the storage (no answer within the client's 5 s)
+    control.fail("GET", "/storage/hardapi-rbd", hang=15, times=1)
     message = failed_up(stack)
     assert "GET /storage/hardapi-rbd: ReadTimeout" in message, message[-3000:]
     assert [r.get("id") for r in recorded(stack, "RbdStorage")] == ["hardapi-rbd"]  # a failed read is not "gone"

@@ -105,3 +105,27 @@ def test_a_node_cut_from_the_network_costs_at_most_the_bound() -> None:
         for s in fillers:
             s.close()
         cut.close()
+
+
+def test_the_api_timeout_is_written_only_when_it_is_not_the_default() -> None:
+    from components.config import ProxmoxSpec
+
+    assert ProxmoxSpec.model_fields["api_timeout"].default == pve_api.DEFAULT_TIMEOUT
+    default = pve_api.api_props("https://127.10.20.11:8006", "t", True, None, NODES)
+    assert "timeout" not in default  # a stack's recorded inputs stay as they were before the key
+    assert pve_api.api_props("https://127.10.20.11:8006", "t", True, None, NODES, timeout=5)["timeout"] == 5
+
+
+def test_a_call_gives_up_after_the_api_timeout_naming_it() -> None:
+    """proxmox.apiTimeout reaches proxmoxer: an endpoint that takes the connection and never answers
+    fails the call after the timeout, not after the default 30 s."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        api = pve_api.connect(pve_api.api_props(url, "root@pam!t=secret", False, None, timeout=1))
+        started = time.monotonic()
+        with pytest.raises(pve_api.api_errors()) as failure:
+            api.version.get()
+        assert time.monotonic() - started < 5
+        assert "timed out" in str(failure.value).lower(), failure.value

@@ -24,7 +24,7 @@ name = pulumi.get_stack()
 admin = settings.ceph.admin
 connection = secrets.connection(admin.host, admin.port, admin.user)
 token = pulumi.Output.secret(settings.proxmox_api_token.get_secret_value())
-api = api_props(settings.proxmox.endpoint, token, settings.proxmox.verify_tls, secrets.ca_file)
+api = api_props(settings.proxmox.endpoint, token, settings.proxmox.verify_tls, secrets.ca_file, timeout=settings.proxmox.api_timeout)
 
 pool = CephRbdPool(f"{name}-rbd", settings.ceph.pool, connection, adopt=settings.adopt.pool, allow_deletion=settings.allow_pool_deletion)
 client = CephClient(f"{name}-cephx", settings.ceph.client, pool.pool_name, connection, adopt=settings.adopt.client)
