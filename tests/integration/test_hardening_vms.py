@@ -147,9 +147,9 @@ def test_a_create_task_ending_in_error_fails_then_converges(fresh: Callable[...,
 
 def test_the_vm_create_hanging_past_the_timeout_fails_then_the_vm_is_adopted(fresh: Callable[..., VmStack], control: Control) -> None:
     stack = fresh("hvhang", [454])
-    stack.reconfigure(lambda c: c["proxmox"].update(vmCreateTimeout=20))
-    # PVE takes the create in after 30 s: the plugin gave up at 20 s, the VM exists all the same
-    control.fail("POST", "/nodes/pve-node1/qemu", hang=30, times=1)
+    stack.reconfigure(lambda c: c["proxmox"].update(vmCreateTimeout=10))  # the least the config allows
+    # PVE takes the create in after 16 s: the plugin gave up at 10 s, the VM exists all the same
+    control.fail("POST", "/nodes/pve-node1/qemu", hang=16, times=1)
     failed_up(stack, "vm454", "454")
     wait_for("the late create to land", lambda: stack.lab_vms() == [454], deadline=60)
     control.clear_failures()
