@@ -385,7 +385,6 @@ with open(path, "w") as f:
       go build -trimpath -ldflags "$ldflags" -o "$out" ./cmd/pulumi-resource-proxmoxve
   )
   log "  4/4 pulumi plugin install resource proxmoxve $PROXMOXVE_VERSION"
-  cli_built
   install_plugin proxmoxve "$PROXMOXVE_VERSION" "$out"
   [[ ${PVECEPH_KEEP_BUILD_SRC:-0} == 1 ]] || rm -rf "$work/src"
   stamp_write proxmoxve "$key"
@@ -395,18 +394,8 @@ with open(path, "w") as f:
 # ---------------------------------------------------------------------------
 log "toolchain dir ${TOOLS_DIR#"$REPO_ROOT"/} ($GO_VERSION, go build -p $GO_PARALLEL; components: ${COMPONENTS[*]})"
 echo local > "$TOOLS_DIR/mode"
-# The CLI builds in the background while the proxmoxve plugin builds: on a cold machine one
-# downloads modules while the other compiles, and one links (a single core) while the other
-# compiles (issue #22). Whatever needs the CLI waits for it (cli_built).
-CLI_BUILD=
-cli_built() {
-  [[ -n $CLI_BUILD ]] || return 0
-  wait "$CLI_BUILD" || die "building pulumi failed (its log: ${BUILD_DIR#"$REPO_ROOT"/}/pulumi/build.log)"
-  CLI_BUILD=
-}
-if want pulumi; then build_pulumi & CLI_BUILD=$!; fi
+if want pulumi; then build_pulumi; fi
 if want python-scripts; then build_python_scripts; fi
-if want proxmoxve; then build_proxmoxve; fi
-cli_built
 if want python-host; then build_python_host; fi
+if want proxmoxve; then build_proxmoxve; fi
 log "done in $(elapsed "$START_TS")"
