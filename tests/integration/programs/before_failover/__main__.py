@@ -18,8 +18,8 @@ def provider_without_nodes(*args, ssh=None, **kwargs):  # type: ignore[no-untype
     return _provider(*args, **kwargs)
 
 
-def api_props_without_nodes(endpoint, token, verify_tls, ca_file, nodes=()):  # type: ignore[no-untyped-def]
-    props = _api_props(endpoint, token, verify_tls, ca_file)
+def api_props_without_nodes(endpoint, token, verify_tls, ca_file, nodes=(), timeout=pve_api.DEFAULT_TIMEOUT):  # type: ignore[no-untyped-def]
+    props = _api_props(endpoint, token, verify_tls, ca_file, timeout=timeout)  # the default timeout writes no key, as before it existed
     props.pop("nodes")
     return props
 
