@@ -33,7 +33,7 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from clients.ssh import Connection, Executor, RemoteError
-from components.dynamic import ExecutorFactory, SshBacked, checks_due, prefetch
+from components.dynamic import ExecutorFactory, SshBacked, checks_due, prefetch, whole_numbers
 from components.errors import OperatorError, failed
 from components.graph import child_options
 
@@ -237,7 +237,7 @@ class HealthGateInputs(TypedDict):
 def health_gate_inputs(props: Mapping[str, Any]) -> HealthGateInputs:
     """The typed view of a call's inputs, the state's keys in a plain dict; Pulumi hands a dynamic
     provider every number as a float: ``32.0`` must reach the gate script as ``32``."""
-    return cast(HealthGateInputs, {**props, **{k: int(props[k]) for k in NUMBERS if isinstance(props.get(k), float)}})
+    return cast(HealthGateInputs, whole_numbers(props, NUMBERS))
 
 
 class HealthGateProvider(SshBacked, ResourceProvider):

@@ -17,7 +17,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from clients import ceph_cli
 from clients.ssh import Executor, RemoteError, Result, check
-from components.dynamic import SshBacked
+from components.dynamic import SshBacked, whole_numbers
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 
@@ -54,7 +54,7 @@ class PoolInputs(TypedDict):
 def pool_inputs(props: Mapping[str, Any]) -> PoolInputs:
     """The typed view of a call's inputs, the state's keys in a plain dict; Pulumi hands a dynamic
     provider every number as a float: ``32.0`` must reach Ceph as ``32``."""
-    return cast(PoolInputs, {**props, **{k: int(props[k]) for k in NUMBERS if isinstance(props.get(k), float)}})
+    return cast(PoolInputs, whole_numbers(props, NUMBERS))
 
 
 class PoolProvider(SshBacked, ResourceProvider):

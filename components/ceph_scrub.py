@@ -25,7 +25,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from clients import ceph_cli
 from clients.ssh import Executor, RemoteError, Result, check, render
-from components.dynamic import SshBacked
+from components.dynamic import SshBacked, whole_numbers
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 
@@ -51,7 +51,7 @@ class ScrubWindowInputs(TypedDict):
 def scrub_window_inputs(props: Mapping[str, Any]) -> ScrubWindowInputs:
     """The typed view of a call's inputs, the state's keys in a plain dict; Pulumi hands a dynamic
     provider every number as a float: ``22.0`` must reach Ceph as ``22``."""
-    return cast(ScrubWindowInputs, {**props, **{k: int(props[k]) for k in KEYS if isinstance(props.get(k), float)}})
+    return cast(ScrubWindowInputs, whole_numbers(props, KEYS))
 
 
 def _hours(props: ScrubWindowInputs) -> dict[str, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from clients.ssh import MEMO, Connection, Executor, SshExecutor
@@ -87,3 +87,9 @@ def checks_due(news: dict[str, Any]) -> bool:
     new stack has unknown inputs: the check runs once they are known.
     """
     return not has_unknowns(news)
+
+
+def whole_numbers(props: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """PROPS with each of KEYS that came as a float made an int: Pulumi hands a dynamic provider
+    every number as a float, and ``32.0`` must reach Ceph as ``32``."""
+    return {**props, **{key: int(props[key]) for key in keys if isinstance(props.get(key), float)}}
