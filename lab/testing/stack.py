@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -363,12 +364,50 @@ def forget(prefix: str) -> None:
         admin(f"ceph osd pool delete {prefix}-pool {prefix}-pool --yes-i-really-really-mean-it")
 
 
-def drift_then_repair(stack: LabStack, make_drift: Callable[[], Any], repaired: Callable[[], bool]) -> None:
-    make_drift()
-    assert changes(stack.preview().change_summary), f"preview did not show the drift:\n{stack.text()[-3000:]}"
+@dataclasses.dataclass(frozen=True)
+class Drift:
+    """A change made by hand, out of band, to one of a stack's resources.
+
+    ``what``: the change, in the failure message; ``resource``: the resource's name without the
+    stack's prefix (`rbd-pool` for the URN ending `::e2e-rbd-pool`), whose plan must show it;
+    ``make``: the change; ``repaired``: True once `pulumi up` has undone it."""
+
+    what: str
+    resource: str
+    make: Callable[[], Any]
+    repaired: Callable[[], bool]
+
+
+def planned_changes(stack: LabStack) -> set[str]:
+    """The URNs a preview of STACK plans to change (create, update, replace, delete: anything but
+    same, read and the refresh steps the stack's `refresh: always` adds)."""
+    planned: set[str] = set()
+
+    def seen(event: Any) -> None:
+        pre = event.resource_pre_event
+        if pre is not None and pre.metadata.op not in (auto.OpType.SAME, auto.OpType.READ, auto.OpType.REFRESH):
+            planned.add(pre.metadata.urn)
+
+    stack.stack.preview(on_output=stack._out, on_event=seen, color="never", diff=True)
+    return planned
+
+
+def drifts_then_repair(stack: LabStack, *drifts: Drift) -> None:
+    """Each drift made, then: the preview plans a change of every drifted resource, `pulumi up`
+    undoes every drift, and a preview after it plans nothing. Drifts of one round are of different
+    resources (two changes to one resource would show as one), so each is shown on its own."""
+    resources = [d.resource for d in drifts]
+    assert len(set(resources)) == len(resources), f"two drifts of one resource in a round: {resources}"
+    for drift in drifts:
+        drift.make()
+    planned = planned_changes(stack)
+    unseen = [d.what for d in drifts if not any(urn.endswith(f"::{stack.name}-{d.resource}") for urn in planned)]
+    assert not unseen, f"preview did not show {unseen} (it planned {sorted(planned)}):\n{stack.text()[-3000:]}"
     stack.up()
-    assert repaired()
-    assert changes(stack.preview().change_summary) == {}, stack.text()[-3000:]
+    left = [d.what for d in drifts if not d.repaired()]
+    assert not left, f"pulumi up did not undo {left}:\n{stack.text()[-3000:]}"
+    after = planned_changes(stack)
+    assert after == set(), f"preview after the up still plans {sorted(after)}:\n{stack.text()[-3000:]}"
 
 
 # -- faults, for the hardening tests and bench/fault_recovery.py --

@@ -20,12 +20,13 @@ from pulumi import automation as auto
 from lab.testing.engine import cli
 from lab.testing.stack import (
     PROGRAMS,
+    Drift,
     LabStack,
     admin,
     api,
     changes,
     client_caps,
-    drift_then_repair,
+    drifts_then_repair,
     forget,
     names,
     pool_detail,
@@ -72,44 +73,39 @@ def second_up_and_preview_change_nothing(dyn: LabStack) -> None:
     print(f"  no-op preview: {time.monotonic() - t0:.1f} s")
 
 
-def drift_pool_pg_num_changed(dyn: LabStack) -> None:
-    drift_then_repair(
+def drift_of_each_resource(dyn: LabStack) -> None:
+    """One drift of each of the three at once (lab/testing/stack.py drifts_then_repair: the preview names each)."""
+    drifts_then_repair(
         dyn,
-        lambda: admin("ceph osd pool set dyn-pool pg_num 16"),
-        lambda: pool_detail("dyn-pool")["pg_num_target"] == 32,
+        Drift("pool pg_num 16", "rbd-pool", lambda: admin("ceph osd pool set dyn-pool pg_num 16"), lambda: pool_detail("dyn-pool")["pg_num_target"] == 32),
+        Drift(
+            "client caps widened",
+            "cephx-client",
+            lambda: admin("ceph auth caps client.dyn mon 'allow *' osd 'allow *'"),
+            lambda: client_caps("dyn") == {"mon": "profile rbd", "osd": "profile rbd pool=dyn-pool"},
+        ),
+        Drift(
+            "storage monhost edited",
+            "storage-storage",
+            lambda: api().storage("dyn-rbd").put(monhost="127.10.10.101"),
+            lambda: storages()["dyn-rbd"]["monhost"].split() == ["127.10.10.101", "127.10.10.102", "127.10.10.103"],
+        ),
     )
 
 
-def drift_pool_application_removed(dyn: LabStack) -> None:
-    drift_then_repair(
+def each_removed_by_hand(dyn: LabStack) -> None:
+    """The pool's application, the client and the storage removed, each made again by the next up."""
+    drifts_then_repair(
         dyn,
-        lambda: admin("ceph osd pool application disable dyn-pool rbd --yes-i-really-mean-it"),
-        lambda: "rbd" in pool_detail("dyn-pool")["application_metadata"],
+        Drift(
+            "pool application removed",
+            "rbd-pool",
+            lambda: admin("ceph osd pool application disable dyn-pool rbd --yes-i-really-mean-it"),
+            lambda: "rbd" in pool_detail("dyn-pool")["application_metadata"],
+        ),
+        Drift("client deleted", "cephx-client", lambda: admin("ceph auth del client.dyn"), lambda: client_caps("dyn") is not None),
+        Drift("storage deleted", "storage-storage", lambda: api().storage("dyn-rbd").delete(), lambda: "dyn-rbd" in storages()),
     )
-
-
-def drift_client_caps_widened(dyn: LabStack) -> None:
-    drift_then_repair(
-        dyn,
-        lambda: admin("ceph auth caps client.dyn mon 'allow *' osd 'allow *'"),
-        lambda: client_caps("dyn") == {"mon": "profile rbd", "osd": "profile rbd pool=dyn-pool"},
-    )
-
-
-def drift_client_deleted(dyn: LabStack) -> None:
-    drift_then_repair(dyn, lambda: admin("ceph auth del client.dyn"), lambda: client_caps("dyn") is not None)
-
-
-def drift_storage_monhost_edited(dyn: LabStack) -> None:
-    drift_then_repair(
-        dyn,
-        lambda: api().storage("dyn-rbd").put(monhost="127.10.10.101"),
-        lambda: storages()["dyn-rbd"]["monhost"].split() == ["127.10.10.101", "127.10.10.102", "127.10.10.103"],
-    )
-
-
-def drift_storage_deleted(dyn: LabStack) -> None:
-    drift_then_repair(dyn, lambda: api().storage("dyn-rbd").delete(), lambda: "dyn-rbd" in storages())
 
 
 def no_secret_in_state_or_output(dyn: LabStack, lab_state: dict[str, Any]) -> None:
@@ -136,12 +132,8 @@ def test_the_resources_from_nothing_through_drift_to_destroy(dyn: LabStack, lab_
         [
             up_from_nothing_creates_pool_client_and_active_storage,
             second_up_and_preview_change_nothing,
-            drift_pool_pg_num_changed,
-            drift_pool_application_removed,
-            drift_client_caps_widened,
-            drift_client_deleted,
-            drift_storage_monhost_edited,
-            drift_storage_deleted,
+            drift_of_each_resource,
+            each_removed_by_hand,
             no_secret_in_state_or_output,
             destroy_keeps_the_pool_and_removes_the_rest,
         ],

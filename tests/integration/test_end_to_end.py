@@ -21,11 +21,12 @@ import lab
 from components.ha_preflight import parse_ha_status
 from lab import LabError, wait_for
 from lab.testing.stack import (
+    Drift,
     LabStack,
     admin,
     api,
     changes,
-    drift_then_repair,
+    drifts_then_repair,
     forget_stack,
     leftovers,
     node_online,
@@ -102,26 +103,98 @@ def second_up_and_preview_change_nothing(e2e: LabStack) -> None:
 
 
 # -- drift: made out of band, shown by preview, repaired by up, preview clean after --
-
-
-def drift_pool_pg_num(e2e: LabStack) -> None:
-    drift_then_repair(e2e, lambda: admin(f"ceph osd pool set {POOL} pg_num 16"), lambda: pool_detail(POOL)["pg_num_target"] == 32)
-
-
-def drift_pool_application_removed(e2e: LabStack) -> None:
-    drift_then_repair(
-        e2e,
-        lambda: admin(f"ceph osd pool application disable {POOL} rbd --yes-i-really-mean-it"),
-        lambda: "rbd" in pool_detail(POOL)["application_metadata"],
-    )
+#
+# Drifts of different resources are made together, one round each (lab/testing/stack.py
+# drifts_then_repair): the preview must plan a change of each drifted resource by name, so none
+# hides behind another, and two drifts of one resource are never in the same round.
 
 
 def _caps() -> dict[str, str]:
     return dict(json.loads(admin(f"ceph auth get client.{CLIENT} -f json"))[0]["caps"])
 
 
-def drift_client_caps_widened(e2e: LabStack) -> None:
-    drift_then_repair(e2e, lambda: admin(f"ceph auth caps client.{CLIENT} mon 'allow *' osd 'allow *'"), lambda: _caps()["osd"] == f"profile rbd pool={POOL}")
+def _scsi0() -> str:
+    node = wait_for("the VM's node", vm_node, 60)
+    return str(api().nodes(node).qemu(VM).config.get()["scsi0"])
+
+
+def _set_scsi0(value: str) -> None:
+    api().nodes(vm_node()).qemu(VM).config.put(scsi0=value)
+
+
+def _ceph_common_installed() -> bool:
+    return node_shell("pve-node2", "dpkg-query -W -f='${Status}' ceph-common").strip() == "install ok installed"
+
+
+def drift_in_every_layer(e2e: LabStack) -> None:
+    """Ceph (pool, client, scrub window), the nodes (a package), PVE (storage, VM, HA resource)."""
+    drifts_then_repair(
+        e2e,
+        Drift("pool pg_num 16", "rbd-pool", lambda: admin(f"ceph osd pool set {POOL} pg_num 16"), lambda: pool_detail(POOL)["pg_num_target"] == 32),
+        Drift(
+            "client caps widened",
+            "cephx-client",
+            lambda: admin(f"ceph auth caps client.{CLIENT} mon 'allow *' osd 'allow *'"),
+            lambda: _caps()["osd"] == f"profile rbd pool={POOL}",
+        ),
+        Drift(
+            "storage monhost edited",
+            "storage-storage",
+            lambda: api().storage(STORAGE).put(monhost="127.10.10.101"),
+            lambda: api().storage(STORAGE).get()["monhost"] == "127.10.10.101 127.10.10.102 127.10.10.103",
+        ),
+        Drift(
+            "ceph-common removed from pve-node2",
+            "ceph-common-pve-node2-package",
+            lambda: node_shell("pve-node2", "apt-get remove -y ceph-common"),
+            _ceph_common_installed,
+        ),
+        Drift(
+            "scrub window changed",
+            "scrub-window",
+            lambda: admin("ceph config set osd osd_scrub_begin_hour 3"),
+            lambda: admin("ceph config get osd osd_scrub_begin_hour").strip() == "22",
+        ),
+        Drift(
+            "HA max_restart changed",
+            f"vm{VM}-ha",
+            lambda: api().cluster.ha.resources(SID).put(max_restart=3),
+            lambda: int(api().cluster.ha.resources(SID).get()["max_restart"]) == 1,
+        ),
+        Drift(
+            "VM disk cache changed",
+            f"vm{VM}-vm",
+            lambda: _set_scsi0(_scsi0().replace("cache=writeback", "cache=none")),
+            lambda: "cache=writeback" in _scsi0(),
+        ),
+    )
+
+
+def drift_again_objects_deleted(e2e: LabStack) -> None:
+    """The same resources a second way each: the pool's application, the storage and the HA resource removed, the disk's discard off."""
+    drifts_then_repair(
+        e2e,
+        Drift(
+            "pool application removed",
+            "rbd-pool",
+            lambda: admin(f"ceph osd pool application disable {POOL} rbd --yes-i-really-mean-it"),
+            lambda: "rbd" in pool_detail(POOL)["application_metadata"],
+        ),
+        Drift("storage deleted", "storage-storage", lambda: api().storage(STORAGE).delete(), lambda: api().storage(STORAGE).get()["type"] == "rbd"),
+        Drift(
+            "HA resource removed",
+            f"vm{VM}-ha",
+            lambda: api().cluster.ha.resources(SID).delete(),
+            lambda: api().cluster.ha.resources(SID).get()["sid"] == SID,
+        ),
+        Drift(
+            "VM disk discard changed",
+            f"vm{VM}-vm",
+            lambda: _set_scsi0(_scsi0().replace("discard=on", "discard=ignore")),
+            lambda: "discard=on" in _scsi0(),
+        ),
+    )
+    wait_for(f"{SID} started again", started, 120)
 
 
 def drift_client_deleted(e2e: LabStack) -> None:
@@ -139,65 +212,11 @@ def drift_client_deleted(e2e: LabStack) -> None:
     assert changes(e2e.preview().change_summary) == {}, e2e.text()[-3000:]
 
 
-def drift_storage_monhost_edited(e2e: LabStack) -> None:
-    drift_then_repair(
-        e2e,
-        lambda: api().storage(STORAGE).put(monhost="127.10.10.101"),
-        lambda: api().storage(STORAGE).get()["monhost"] == "127.10.10.101 127.10.10.102 127.10.10.103",
-    )
-
-
-def drift_storage_deleted(e2e: LabStack) -> None:
-    drift_then_repair(e2e, lambda: api().storage(STORAGE).delete(), lambda: api().storage(STORAGE).get()["type"] == "rbd")
-
-
-def drift_ceph_common_removed_from_a_node(e2e: LabStack) -> None:
-    def installed() -> bool:
-        return node_shell("pve-node2", "dpkg-query -W -f='${Status}' ceph-common").strip() == "install ok installed"
-
-    drift_then_repair(e2e, lambda: node_shell("pve-node2", "apt-get remove -y ceph-common"), installed)
-
-
-def drift_scrub_window_changed(e2e: LabStack) -> None:
-    drift_then_repair(
-        e2e,
-        lambda: admin("ceph config set osd osd_scrub_begin_hour 3"),
-        lambda: admin("ceph config get osd osd_scrub_begin_hour").strip() == "22",
-    )
-
-
-def drift_ha_resource_removed(e2e: LabStack) -> None:
-    drift_then_repair(e2e, lambda: api().cluster.ha.resources(SID).delete(), lambda: api().cluster.ha.resources(SID).get()["sid"] == SID)
-    wait_for(f"{SID} started again", started, 120)
-
-
-def drift_ha_max_restart_changed(e2e: LabStack) -> None:
-    drift_then_repair(
-        e2e,
-        lambda: api().cluster.ha.resources(SID).put(max_restart=3),
-        lambda: int(api().cluster.ha.resources(SID).get()["max_restart"]) == 1,
-    )
-
-
-def _scsi0() -> str:
-    node = wait_for("the VM's node", vm_node, 60)
-    return str(api().nodes(node).qemu(VM).config.get()["scsi0"])
-
-
-def _set_scsi0(value: str) -> None:
-    api().nodes(vm_node()).qemu(VM).config.put(scsi0=value)
-
-
-def drift_vm_disk_cache_changed(e2e: LabStack) -> None:
-    drift_then_repair(e2e, lambda: _set_scsi0(_scsi0().replace("cache=writeback", "cache=none")), lambda: "cache=writeback" in _scsi0())
-
-
-def drift_vm_disk_discard_changed(e2e: LabStack) -> None:
-    drift_then_repair(e2e, lambda: _set_scsi0(_scsi0().replace("discard=on", "discard=ignore")), lambda: "discard=on" in _scsi0())
-
-
 def drift_vm_deleted(e2e: LabStack) -> None:
-    drift_then_repair(e2e, lambda: remove_vms([VM]), lambda: vm_node() is not None or wait_for(f"{SID} started", started, 120))
+    drifts_then_repair(
+        e2e,
+        Drift("VM deleted", f"vm{VM}-vm", lambda: remove_vms([VM]), lambda: vm_node() is not None or wait_for(f"{SID} started", started, 120)),
+    )
     wait_for(f"{SID} started", started, 120)
     assert e2e.stack.outputs()["vms"].value[0]["images"] == [f"{POOL}/vm-{VM}-disk-0"]
 
@@ -244,18 +263,9 @@ def test_the_runbooks_stack_from_nothing_to_destroy(e2e: LabStack) -> None:
         [
             up_from_nothing_reaches_the_runbooks_end_state,
             second_up_and_preview_change_nothing,
-            drift_pool_pg_num,
-            drift_pool_application_removed,
-            drift_client_caps_widened,
+            drift_in_every_layer,
+            drift_again_objects_deleted,
             drift_client_deleted,
-            drift_storage_monhost_edited,
-            drift_storage_deleted,
-            drift_ceph_common_removed_from_a_node,
-            drift_scrub_window_changed,
-            drift_ha_resource_removed,
-            drift_ha_max_restart_changed,
-            drift_vm_disk_cache_changed,
-            drift_vm_disk_discard_changed,
             drift_vm_deleted,
             a_failover_is_left_alone_by_pulumi_and_verify_passes,
             destroy_keeps_the_pool_and_leaves_nothing_else,
