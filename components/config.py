@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -76,6 +77,28 @@ def _host(value: str) -> str:
     raise ValueError("must be an IP address or a host name (letters, digits, '-', '.'); e.g. 10.10.10.101")
 
 
+def _whole_number(value: Any) -> Any:
+    """An integer key takes a YAML integer, or digits alone as a string (what `pulumi config set`
+    stores): ``+101``, ``1_000``, ``101.0``, `` 101`` and ``true`` are refused, as typos are,
+    where Python's int() would take them."""
+    if isinstance(value, bool | float) or (isinstance(value, str) and not re.fullmatch(r"[0-9]+", value)):
+        raise ValueError("must be a whole number written as digits alone, e.g. 101")
+    return int(value) if isinstance(value, str) else value
+
+
+def _true_or_false(value: Any) -> Any:
+    """A boolean key takes true or false (YAML's, or the words as `pulumi config set` stores them):
+    ``yes``, ``on``, ``1`` and ``True`` are refused, where pydantic would read them as true."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("must be true or false")
+
+
+Int = Annotated[int, BeforeValidator(_whole_number)]
+Bool = Annotated[bool, BeforeValidator(_true_or_false)]
+
 PoolName = Annotated[str, _pattern(POOL_NAME, "must be 1-63 of a-z 0-9 _ . - starting with a letter or digit", "e.g. rbd-pool")]
 ClientName = Annotated[str, _pattern(CLIENT_NAME, "must be 1-63 of a-z 0-9 _ - without the 'client.' prefix", "e.g. proxmox")]
 StorageId = Annotated[str, _pattern(STORAGE_ID, "must be a PVE storage id: 2-63 of a-z 0-9 _ - starting with a letter", "e.g. ceph-rbd")]
@@ -83,7 +106,7 @@ NodeName = Annotated[str, _pattern(NODE_NAME, "must be a PVE node name (a host n
 Host = Annotated[str, AfterValidator(_host)]
 UserName = Annotated[str, _pattern(USER_NAME, "must be a POSIX user name", "e.g. root")]
 HaName = Annotated[str, _pattern(HA_NAME, "must be 2-63 of a-z 0-9 _ - starting with a letter", "e.g. ha-prefer-node1")]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[Int, Field(ge=1, le=65535)]
 
 
 class Model(BaseModel):
@@ -112,8 +135,8 @@ class PoolSpec(Model):
     """Runbook 1-2: ``ceph osd pool create rbd-pool 256``; 1-3: ``rbd pool init rbd-pool``."""
 
     name: PoolName = Field(default="rbd-pool", description="pool name")
-    pg_num: int = Field(default=256, ge=1, le=32768, description="placement groups, a power of two; the initial value when the autoscaler is on")
-    size: int = Field(default=3, ge=1, le=10, description="replicas")
+    pg_num: Int = Field(default=256, ge=1, le=32768, description="placement groups, a power of two; the initial value when the autoscaler is on")
+    size: Int = Field(default=3, ge=1, le=10, description="replicas")
     autoscale_mode: Literal["on", "off", "warn"] = Field(
         default="off", description="pg_autoscale_mode; with `on`, pg_num changes by the autoscaler are not drift"
     )
@@ -140,8 +163,8 @@ class ClientSpec(Model):
 class ScrubWindow(Model):
     """Runbook 8: scrubs outside business hours (``osd_scrub_begin_hour``/``osd_scrub_end_hour``)."""
 
-    begin_hour: int = Field(default=22, ge=0, le=23, description="osd_scrub_begin_hour")
-    end_hour: int = Field(default=6, ge=0, le=23, description="osd_scrub_end_hour")
+    begin_hour: Int = Field(default=22, ge=0, le=23, description="osd_scrub_begin_hour")
+    end_hour: Int = Field(default=6, ge=0, le=23, description="osd_scrub_end_hour")
 
     @model_validator(mode="after")
     def _not_empty(self) -> ScrubWindow:
@@ -170,7 +193,7 @@ class SshSpec(Model):
 
     private_key_file: str | None = Field(default="~/.ssh/id_ed25519", description="private key file, used unless the secret sshPrivateKey is set")
     known_hosts_file: str = Field(default="~/.ssh/known_hosts", description="host keys of every SSH address; an unknown or changed key is refused")
-    command_timeout: int = Field(
+    command_timeout: Int = Field(
         default=120, ge=5, le=3600, description="seconds one Ceph command may take before the run stops with a timeout (a slow or unreachable cluster)"
     )
 
@@ -185,14 +208,14 @@ class ProxmoxSpec(Model):
     endpoint: Annotated[str, _pattern(ENDPOINT, "must be the API's https URL", "e.g. https://10.10.10.11:8006")] = Field(
         description="the API's URL, tried first; every node's address is its fallback"
     )
-    verify_tls: bool = Field(default=True, description="check the API's TLS certificate")
+    verify_tls: Bool = Field(default=True, description="check the API's TLS certificate")
     ca_file: str | None = Field(default=None, description="CA bundle for the API (also export SSL_CERT_FILE for the proxmoxve plugin)")
     ssh_user: UserName = Field(default="root", description="SSH user on the nodes")
     nodes: list[NodeSpec] = Field(min_length=1, description="every node of the cluster")
-    vm_create_timeout: int = Field(
+    vm_create_timeout: Int = Field(
         default=1800, ge=10, le=86_400, description="seconds the plugin waits for a VM's create (its API calls and tasks) before it gives up"
     )
-    api_timeout: int = Field(
+    api_timeout: Int = Field(
         default=30,
         ge=5,
         le=600,
@@ -226,16 +249,16 @@ class StorageSpec(Model):
 class VmSpec(Model):
     """Runbook 3-1: a VM with its disk on the RBD storage."""
 
-    id: int = Field(ge=VM_ID_MIN, le=VM_ID_MAX, description="VM id (100-999999999)")
+    id: Int = Field(ge=VM_ID_MIN, le=VM_ID_MAX, description="VM id (100-999999999)")
     name: Annotated[str, _pattern(VM_NAME, "must be a DNS name (a-z 0-9 - .)", "e.g. vm101")]
     node: NodeName = Field(description="initial node; after a failover HA decides where it runs")
-    cores: int = Field(default=2, ge=1, le=512, description="CPU cores")
-    memory_mb: int = Field(default=2048, ge=16, le=4_194_304, description="memory in MiB")
-    disk_gb: int = Field(default=32, ge=1, le=131_072, description="scsi0 size in GiB, on the RBD storage")
+    cores: Int = Field(default=2, ge=1, le=512, description="CPU cores")
+    memory_mb: Int = Field(default=2048, ge=16, le=4_194_304, description="memory in MiB")
+    disk_gb: Int = Field(default=32, ge=1, le=131_072, description="scsi0 size in GiB, on the RBD storage")
     iso: Annotated[str, _pattern(ISO_VOLUME, "must be an ISO volume id '<storage>:iso/<file>.iso'", "e.g. local:iso/debian-12.iso")] | None = None
     bridge: Annotated[str, _pattern(BRIDGE, "must be a Linux bridge name", "e.g. vmbr0")] = "vmbr0"
     cpu_type: Annotated[str, _pattern(CPU_TYPE, "must be a QEMU CPU model name", "e.g. x86-64-v2-AES")] = "x86-64-v2-AES"
-    ha: bool = Field(default=True, description="register as an HA resource")
+    ha: Bool = Field(default=True, description="register as an HA resource")
     affinity: HaName | None = Field(default=None, description="name of an ha.affinities entry")
 
 
@@ -243,17 +266,17 @@ class AffinitySpec(Model):
     """Where HA prefers to run a VM: an HA group (PVE 8) or a node-affinity rule (PVE 9)."""
 
     name: HaName = Field(description="HA group (groups mode) or rule (rules mode) name")
-    nodes: dict[NodeName, Annotated[int, Field(ge=0, le=1000)]] = Field(min_length=1, description="node → priority (higher wins)")
-    strict: bool = Field(default=False, description="only these nodes (group `restricted` / rule `strict`)")
-    failback: bool = Field(default=True, description="move back to the preferred node when it returns")
+    nodes: dict[NodeName, Annotated[Int, Field(ge=0, le=1000)]] = Field(min_length=1, description="node → priority (higher wins)")
+    strict: Bool = Field(default=False, description="only these nodes (group `restricted` / rule `strict`)")
+    failback: Bool = Field(default=True, description="move back to the preferred node when it returns")
 
 
 class HaSpec(Model):
     """Runbook 5: the HA resource (max restart/relocate) and an optional group or rule."""
 
     mode: Literal["groups", "rules"] = Field(default="rules", description="`groups` for PVE 8, `rules` for PVE 9")
-    max_restart: int = Field(default=1, ge=0, le=10, description="max restart")
-    max_relocate: int = Field(default=1, ge=0, le=10, description="max relocate")
+    max_restart: Int = Field(default=1, ge=0, le=10, description="max restart")
+    max_relocate: Int = Field(default=1, ge=0, le=10, description="max relocate")
     state: Literal["started", "stopped", "ignored", "disabled"] = Field(default="started", description="requested HA state")
     affinities: list[AffinitySpec] = Field(default=[], description="HA groups or node-affinity rules")
 
@@ -261,9 +284,9 @@ class HaSpec(Model):
 class AdoptSpec(Model):
     """Adopt objects that already exist instead of refusing to touch them."""
 
-    pool: bool = Field(default=False, description="adopt an existing pool")
-    client: bool = Field(default=False, description="adopt an existing cephx client (its caps are set)")
-    storage: bool = Field(default=False, description="adopt an existing PVE storage")
+    pool: Bool = Field(default=False, description="adopt an existing pool")
+    client: Bool = Field(default=False, description="adopt an existing cephx client (its caps are set)")
+    storage: Bool = Field(default=False, description="adopt an existing PVE storage")
 
 
 # Runbook 8's best practices that `python -m verify` checks, by the names bestPractices.enforce takes.
@@ -291,7 +314,7 @@ class StackConfig(Model):
     ha: HaSpec = HaSpec()
     adopt: AdoptSpec = AdoptSpec()
     best_practices: BestPracticesSpec = BestPracticesSpec()
-    allow_pool_deletion: bool = Field(default=False, description="delete the pool on destroy (refused while it holds images)")
+    allow_pool_deletion: Bool = Field(default=False, description="delete the pool on destroy (refused while it holds images)")
     # Secrets: set with `pulumi config set --secret`.
     proxmox_api_token: SecretStr
     ssh_private_key: SecretStr | None = None
@@ -303,54 +326,72 @@ class StackConfig(Model):
             raise ValueError("must be a PVE API token 'USER@REALM!TOKENID=SECRET', e.g. root@pam!pulumi=<uuid>")
         return value
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> StackConfig:
-        problems: list[tuple[str, Any, str]] = []
-        nodes = {n.name for n in self.proxmox.nodes}
-        affinities = {a.name: a for a in self.ha.affinities}
-        ids = [vm.id for vm in self.vms]
-        names = [vm.name for vm in self.vms]
-        for i, vm in enumerate(self.vms):
-            if ids.count(vm.id) > 1:
-                problems.append((f"vms[{i}].id", vm.id, "VM ids must be unique; give each VM its own id"))
-            if names.count(vm.name) > 1:
-                problems.append((f"vms[{i}].name", vm.name, "VM names must be unique; give each VM its own name"))
-            if vm.node not in nodes:
-                problems.append((f"vms[{i}].node", vm.node, f"must be one of proxmox.nodes ({', '.join(sorted(nodes))})"))
-            if vm.affinity is not None and vm.affinity not in affinities:
-                known = ", ".join(sorted(affinities)) or "none defined"
-                problems.append((f"vms[{i}].affinity", vm.affinity, f"must name an entry of ha.affinities ({known})"))
-            if vm.ha and vm.cpu_type == "host":
-                problems.append(
-                    (
-                        f"vms[{i}].cpuType",
-                        vm.cpu_type,
-                        "an HA VM must not use 'host': it may not start on another node's CPU; use one model on every node, e.g. x86-64-v2-AES",
-                    )
-                )
-        ha_cpu_types = sorted({vm.cpu_type for vm in self.vms if vm.ha})
-        if len(ha_cpu_types) > 1:
-            for i, vm in enumerate(self.vms):
-                if vm.ha and vm.cpu_type != ha_cpu_types[0]:
-                    problems.append((f"vms[{i}].cpuType", vm.cpu_type, f"every HA VM must use one CPU type (runbook 8); others use {ha_cpu_types[0]}"))
-        for i, affinity in enumerate(self.ha.affinities):
-            for node in affinity.nodes:
-                if node not in nodes:
-                    problems.append((f"ha.affinities[{i}].nodes.{node}", node, f"must be one of proxmox.nodes ({', '.join(sorted(nodes))})"))
-        seen: set[str] = set()
-        for i, affinity in enumerate(self.ha.affinities):
-            if affinity.name in seen:
-                problems.append((f"ha.affinities[{i}].name", affinity.name, "HA group/rule names must be unique"))
-            seen.add(affinity.name)
-        if problems:
-            raise _CrossCheckError(problems)
-        return self
+
+def _entries(raw: Mapping[str, Any], *path: str) -> list[tuple[int, Mapping[str, Any]]]:
+    """The mappings of the list at PATH in raw config, with their positions (none when it is not a list)."""
+    value: Any = raw
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, Mapping)] if isinstance(value, list) else []
 
 
-class _CrossCheckError(ValueError):
-    def __init__(self, problems: list[tuple[str, Any, str]]):
-        self.problems = problems
-        super().__init__("; ".join(rule for _, _, rule in problems))
+def _valid(check: Any, value: Any) -> Any:
+    """VALUE as CHECK reads it, or None when the field check refuses it (that problem is reported there)."""
+    try:
+        return check(value)
+    except ValueError:
+        return None
+
+
+def _cross_checks(raw: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """The rules between keys: unique VM ids and names, the nodes and affinities they name, one CPU
+    type across HA VMs, the nodes the affinities name, unique affinity names.
+
+    They read the raw config, each value as its field reads it, and skip a value its field
+    refuses, so they run in the same pass as the field checks: an operator fixes everything at
+    once. (`validate` drops a rule's problem at a key whose field is already refused.)"""
+    problems: list[tuple[str, Any, str]] = []
+    nodes = sorted({str(n["name"]) for _, n in _entries(raw, "proxmox", "nodes") if isinstance(n.get("name"), str)})
+    known_nodes = f"must be one of proxmox.nodes ({', '.join(nodes)})"
+    affinities = _entries(raw, "ha", "affinities")
+    affinity_names = {str(a["name"]) for _, a in affinities if isinstance(a.get("name"), str)}
+    vms = _entries(raw, "vms")
+    ids = [_valid(_whole_number, vm.get("id")) for _, vm in vms]
+    names = [vm.get("name") for _, vm in vms]
+    ha_cpu: dict[int, str] = {}
+    for (i, vm), vm_id, name in zip(vms, ids, names, strict=True):
+        if vm_id is not None and ids.count(vm_id) > 1:
+            problems.append((f"vms[{i}].id", vm_id, "VM ids must be unique; give each VM its own id"))
+        if isinstance(name, str) and names.count(name) > 1:
+            problems.append((f"vms[{i}].name", name, "VM names must be unique; give each VM its own name"))
+        node = vm.get("node")
+        if nodes and isinstance(node, str) and node not in nodes:
+            problems.append((f"vms[{i}].node", node, known_nodes))
+        affinity = vm.get("affinity")
+        if isinstance(affinity, str) and affinity not in affinity_names:
+            problems.append((f"vms[{i}].affinity", affinity, f"must name an entry of ha.affinities ({', '.join(sorted(affinity_names)) or 'none defined'})"))
+        cpu_type = vm.get("cpuType", VmSpec.model_fields["cpu_type"].default)
+        if _valid(_true_or_false, vm.get("ha", True)) and isinstance(cpu_type, str):
+            ha_cpu[i] = cpu_type
+            if cpu_type == "host":
+                rule = "an HA VM must not use 'host': it may not start on another node's CPU; use one model on every node, e.g. x86-64-v2-AES"
+                problems.append((f"vms[{i}].cpuType", cpu_type, rule))
+    first = sorted(set(ha_cpu.values()))[:1]
+    if len(set(ha_cpu.values())) > 1:
+        problems.extend(
+            (f"vms[{i}].cpuType", cpu, f"every HA VM must use one CPU type (runbook 8); others use {first[0]}") for i, cpu in ha_cpu.items() if cpu != first[0]
+        )
+    seen: set[str] = set()
+    for i, affinity in affinities:
+        members = affinity.get("nodes")
+        for node in members if isinstance(members, Mapping) and nodes else ():
+            if node not in nodes:
+                problems.append((f"ha.affinities[{i}].nodes.{node}", node, known_nodes))
+        name = affinity.get("name")
+        if isinstance(name, str) and name in seen:
+            problems.append((f"ha.affinities[{i}].name", name, "HA group/rule names must be unique"))
+        seen.add(str(name))
+    return problems
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -428,25 +469,25 @@ def _lookup(raw: Any, loc: tuple[int | str, ...]) -> Any:
 
 
 def validate(raw: Mapping[str, Any]) -> StackConfig:
-    """Validate raw stack config (keys without the project prefix); raise :class:`ConfigError`."""
+    """Validate raw stack config (keys without the project prefix); raise :class:`ConfigError` with
+    every problem at once: each field's, then each rule between keys whose fields are valid."""
+    config: StackConfig | None = None
+    problems: list[str] = []
+    refused: set[str] = set()
     try:
-        return StackConfig.model_validate(dict(raw))
+        config = StackConfig.model_validate(dict(raw))
     except ValidationError as exc:
-        problems: list[str] = []
         for error in exc.errors(include_url=False, include_input=False):
             loc = tuple(error["loc"])
-            cause = (error.get("ctx") or {}).get("error")
-            if isinstance(cause, _CrossCheckError):
-                prefix = _key_path(loc)
-                for key, value, rule in cause.problems:
-                    full = f"{prefix}.{key}" if prefix else key
-                    problems.append(f"{PROJECT}:{full} = {_show(full, value)}: {rule}")
-                continue
             key = _key_path(loc)
+            refused.add(key)
             value = _lookup(raw, loc)
             shown = "(not set)" if error["type"] == "missing" else _show(key, value)
             problems.append(f"{PROJECT}:{key} = {shown}: {_rule(error)}")
-        raise ConfigError(problems) from None
+    problems += [f"{PROJECT}:{key} = {_show(key, value)}: {rule}" for key, value, rule in _cross_checks(raw) if key not in refused]
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
 
 
 def warnings(config: StackConfig) -> list[str]:

@@ -78,6 +78,13 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("ha.affinities[0].name", "X", "ha.affinities[0].name", "a-z"),
     ("adopt.pool", "yes please", "adopt.pool", "true or false"),
     ("allowPoolDeletion", "perhaps", "allowPoolDeletion", "true or false"),
+    # what Python's int() and pydantic's lax bool would take, and an operator means as a typo
+    ("vms[0].id", "+101", "vms[0].id", "digits alone"),
+    ("vms[0].id", "1_000", "vms[0].id", "digits alone"),
+    ("vms[0].id", "101.0", "vms[0].id", "digits alone"),
+    ("vms[0].cores", True, "vms[0].cores", "digits alone"),
+    ("vms[0].ha", "yes", "vms[0].ha", "true or false"),
+    ("ha.affinities[0].nodes", {"pve-node1": "1.5"}, "ha.affinities[0].nodes.pve-node1", "digits alone"),
     ("proxmoxApiToken", "root@pam:password", "proxmoxApiToken", "API token"),
     ("proxmoxApiToken", DELETE, "proxmoxApiToken", "required"),
 ]

@@ -93,6 +93,28 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(errors_for(raw).splitlines()) == 2
 
 
+def test_the_rules_between_keys_are_reported_with_the_field_errors() -> None:
+    """A duplicate id and an unknown node are reported in the same run as a bad field of another VM."""
+    raw = valid_raw()
+    raw["vms"].append({"id": 101, "name": "vm102", "node": "pve-node9", "cores": "many"})
+    lines = errors_for(raw).splitlines()
+    assert any("vms[1].cores = many: must be a whole number" in line for line in lines), lines
+    assert any("vms[1].id = 101: VM ids must be unique" in line for line in lines), lines
+    assert any("vms[1].node = pve-node9: must be one of proxmox.nodes" in line for line in lines), lines
+
+
+def test_a_rule_between_keys_is_not_reported_again_at_a_refused_key() -> None:
+    """A node name its field refuses is reported once, by its field, not also as an unknown node."""
+    lines = errors_for(_set(valid_raw(), "vms[0].node", "PVE_1")).splitlines()
+    assert len([line for line in lines if "vms[0].node" in line]) == 1, lines
+
+
+def test_digits_as_a_string_are_a_whole_number_and_true_as_a_word_a_boolean() -> None:
+    """What `pulumi config set` stores: a number's digits, the words true and false."""
+    config = cfg.validate(_set(_set(valid_raw(), "vms[0].id", "101"), "vms[0].ha", "false"))
+    assert (config.vms[0].id, config.vms[0].ha) == (101, False)
+
+
 def test_runbook_caps_warn_about_the_blocklist() -> None:
     config = cfg.validate(_set(valid_raw(), "ceph.client.caps", "runbook"))
     assert any("blocklist" in w for w in cfg.warnings(config))
