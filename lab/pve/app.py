@@ -36,6 +36,7 @@ from lab.pve.api.cluster_ha import ClusterHaApi
 from lab.pve.api.cluster_resources import ClusterResourcesApi
 from lab.pve.api.cluster_status import ClusterStatusApi
 from lab.pve.api.nodes_qemu import NodesQemuApi
+from lab.pve.api.nodes_qemu_clone import NodesQemuCloneApi
 from lab.pve.api.nodes_qemu_status import NodesQemuStatusApi
 from lab.pve.api.nodes_storage import NodesStorageApi
 from lab.pve.api.storage import StorageConfigApi
@@ -65,6 +66,7 @@ class LabPve(
     ClusterResourcesApi,
     ClusterHaApi,
     NodesQemuApi,
+    NodesQemuCloneApi,
     NodesQemuStatusApi,
     NodesStorageApi,
     StorageConfigApi,

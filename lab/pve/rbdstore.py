@@ -67,6 +67,18 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+BASE_SNAP = "__base__"  # the snapshot of a template's base image linked clones are made from (RBDPlugin)
+
+
+def volume_name(entry: dict[str, Any]) -> str:
+    r"""PVE's volume name of an `rbd ls -l` entry: the image's name, or `<base>/<image>` for a linked
+    clone of a base image's `__base__` (RBDPlugin list_images: `$parent =~ m/^(base-\d+-\S+)\@__base__$/`)."""
+    parent = entry.get("parent") or {}
+    if str(parent.get("image", "")).startswith("base-") and parent.get("snapshot") == BASE_SNAP:
+        return f"{parent['image']}/{entry['image']}"
+    return str(entry["image"])
+
+
 def monhost_list(monhost: str) -> str:
     """PVE's monhost ("a b;c,d") as a mon_host value ("a,b,c,d")."""
     return ",".join(m for m in re.split(r"[\s,;]+", str(monhost or "")) if m)
@@ -78,6 +90,35 @@ def _import_rados():
     import rados
 
     return rados
+
+
+def _import_rbd():
+    _import_rados()
+    import rbd
+
+    return rbd
+
+
+def _connect(cli: dict[str, str]) -> Any:
+    """A librados connection as the storage's client (CLIENT: mon_host, user, keyring), for one question."""
+    rados = _import_rados()
+    conf = {
+        "mon_host": cli["mon_host"],
+        "keyring": cli["keyring"],
+        "client_mount_timeout": str(CONNECT_TIMEOUT),
+        "rados_mon_op_timeout": str(CONNECT_TIMEOUT),
+        "rados_osd_op_timeout": str(CONNECT_TIMEOUT * 2),
+        "log_to_stderr": "false",
+        "err_to_stderr": "false",
+    }
+    cluster = rados.Rados(rados_id=cli["user"], conffile=None, conf=conf)
+    try:
+        cluster.connect(timeout=CONNECT_TIMEOUT)
+    except Exception:
+        with contextlib.suppress(Exception):
+            cluster.shutdown()
+        raise
+    return cluster
 
 
 def _errno_of(exc: BaseException) -> int:
@@ -204,22 +245,11 @@ class CephAccess:
     @staticmethod
     def _df(cli: dict[str, str]) -> dict[str, Any]:
         """The mon command `df` as the storage's client (runs in a worker thread)."""
-        rados = _import_rados()
-        conf = {
-            "mon_host": cli["mon_host"],
-            "keyring": cli["keyring"],
-            "client_mount_timeout": str(CONNECT_TIMEOUT),
-            "rados_mon_op_timeout": str(CONNECT_TIMEOUT),
-            "rados_osd_op_timeout": str(CONNECT_TIMEOUT),
-            "log_to_stderr": "false",
-            "err_to_stderr": "false",
-        }
-        cluster = rados.Rados(rados_id=cli["user"], conffile=None, conf=conf)
         try:
-            try:
-                cluster.connect(timeout=CONNECT_TIMEOUT)
-            except Exception as exc:
-                raise RbdError(f"rados_connect failed - {_rados_message(exc)}") from None
+            cluster = _connect(cli)
+        except Exception as exc:
+            raise RbdError(f"rados_connect failed - {_rados_message(exc)}") from None
+        try:
             ret, out, err = cluster.mon_command(json.dumps({"prefix": "df", "format": "json"}), b"", timeout=CONNECT_TIMEOUT)
             if ret != 0:
                 raise RbdError(f"mon_command df failed - {err or _ERRNO_TEXT.get(-ret, ret)}")
@@ -284,14 +314,78 @@ class CephAccess:
         await self.rbd(sid, store, [*args, name], f"rbd create '{name}' error")
 
     async def remove_image(self, sid: str, store: dict[str, Any], name: str) -> bool:
-        """Remove the image; False if it did not exist."""
+        """Remove the image; False if it did not exist. An image with snapshots (a template's base
+        image and its `__base__`) is freed as RBDPlugin free_image frees it: every protected
+        snapshot unprotected, `rbd snap purge`, then `rbd rm` (tried plain first: most images
+        have none, and the end is the same)."""
         try:
             await self.rbd(sid, store, ["rm", "--no-progress", name], f"rbd rm '{name}' error")
         except RbdError as exc:
             if "No such file or directory" in str(exc) or "(2)" in str(exc):
                 return False
-            raise
+            if "snapshots" not in str(exc):
+                raise
+            snaps = json.loads(await self.rbd(sid, store, ["snap", "ls", "--format", "json", name], "rbd error") or "[]")
+            for snap in snaps:
+                if snap.get("protected") in (True, "true"):
+                    await self.rbd(sid, store, ["snap", "unprotect", name, "--snap", snap["name"]], f"rbd unprotect {name} snap '{snap['name']}' error")
+            await self.rbd(sid, store, ["snap", "purge", "--no-progress", name], f"rbd snap purge '{name}' error")
+            await self.rbd(sid, store, ["rm", "--no-progress", name], f"rbd rm '{name}' error")
         return True
+
+    async def create_base(self, sid: str, store: dict[str, Any], name: str) -> str:
+        """A template's disk (RBDPlugin create_base): `rbd rename vm-N-disk-M base-N-disk-M`, the
+        snapshot `__base__` made and protected, so linked clones can be made from it. Returns the
+        base image's name."""
+        base = re.sub(r"^vm-", "base-", name)
+        await self.rbd(sid, store, ["rename", name, base], f"rbd rename '{name}' error")
+        await self.rbd(sid, store, ["snap", "create", base, "--snap", BASE_SNAP], f"rbd snap create '{base}' error")
+        await self.rbd(sid, store, ["snap", "protect", base, "--snap", BASE_SNAP], f"rbd protect {base} snap '{BASE_SNAP}' error")
+        return base
+
+    async def clone_image(self, sid: str, store: dict[str, Any], base: str, name: str) -> None:
+        """A linked clone (RBDPlugin clone_image): `rbd clone <pool>/<base> --snap __base__ <pool>/<name>`."""
+        pool = self.client(sid, store)["pool"]
+        args = ["clone", f"{pool}/{base}", "--snap", BASE_SNAP]
+        if store.get("data-pool"):
+            args += ["--data-pool", str(store["data-pool"])]
+        await self.rbd(sid, store, [*args, f"{pool}/{name}"], f"rbd clone '{base}' error")
+
+    async def copy_data(self, sid: str, store: dict[str, Any], source: str, target: str) -> None:
+        """A full clone's data (QemuServer.pm clone_disk -> clone_disk_copy_data: `qemu-img convert
+        -n` of the source onto the target vdisk_alloc made): every allocated extent of SOURCE (a
+        linked clone's read through its parent) written at its offset into TARGET, through librbd
+        as the storage's client."""
+        if self.fake:
+            raise RbdError("rbd: couldn't connect to the cluster! (the lab runs without Ceph)")
+        cli = self.client(sid, store)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._librbd_copy, cli, source, target), CLI_TIMEOUT * 4)
+        except TimeoutError:
+            raise RbdError(f"copy '{source}' to '{target}' failed: got timeout") from None
+        except RbdError:
+            raise
+        except Exception as exc:
+            raise RbdError(f"copy '{source}' to '{target}' failed: {_rados_message(exc)}") from None
+
+    @staticmethod
+    def _librbd_copy(cli: dict[str, str], source: str, target: str) -> None:
+        rbd = _import_rbd()
+        cluster = _connect(cli)
+        try:
+            with cluster.open_ioctx(cli["pool"]) as ioctx, rbd.Image(ioctx, source, read_only=True) as src, rbd.Image(ioctx, target) as dst:
+                if dst.size() < src.size():
+                    raise RbdError(f"copy '{source}' to '{target}' failed: the target is smaller than the source")
+
+                def extent(offset: int, length: int, exists: bool) -> None:
+                    if exists:
+                        dst.write(src.read(offset, length), offset)
+
+                src.diff_iterate(0, src.size(), None, extent)
+                dst.flush()
+        finally:
+            with contextlib.suppress(Exception):
+                cluster.shutdown()
 
     async def resize_image(self, sid: str, store: dict[str, Any], name: str, size_bytes: int) -> None:
         mib = max(1, (int(size_bytes) + 1024 * 1024 - 1) // (1024 * 1024))
@@ -338,23 +432,9 @@ class CephAccess:
 
     @staticmethod
     def _librbd_size(cli: dict[str, str], name: str) -> int:
-        if DIST_PACKAGES not in sys.path:
-            sys.path.append(DIST_PACKAGES)
-        import rbd
-
-        rados = _import_rados()
-        conf = {
-            "mon_host": cli["mon_host"],
-            "keyring": cli["keyring"],
-            "client_mount_timeout": str(CONNECT_TIMEOUT),
-            "rados_mon_op_timeout": str(CONNECT_TIMEOUT),
-            "rados_osd_op_timeout": str(CONNECT_TIMEOUT * 2),
-            "log_to_stderr": "false",
-            "err_to_stderr": "false",
-        }
-        cluster = rados.Rados(rados_id=cli["user"], conffile=None, conf=conf)
+        rbd = _import_rbd()
+        cluster = _connect(cli)
         try:
-            cluster.connect(timeout=CONNECT_TIMEOUT)
             with cluster.open_ioctx(cli["pool"]) as ioctx, rbd.Image(ioctx, name, read_only=True) as image:
                 return int(image.size())
         finally:
@@ -367,7 +447,8 @@ class CephAccess:
         return [str(name) for name in json.loads(await self.rbd(sid, store, ["ls", "--format", "json"], "rbd error") or "[]")]
 
     async def list_images(self, sid: str, store: dict[str, Any]) -> dict[str, int]:
-        """{image: size in bytes} of the pool (rbd ls -l, RBDPlugin rbd_ls: list_images, vdisk_list).
+        """{volume name: size in bytes} of the pool (rbd ls -l, RBDPlugin rbd_ls: list_images,
+        vdisk_list): a linked clone is `base-N-disk-M/vm-X-disk-K` (volume_name).
 
         `rbd ls -l` opens every image it lists, and fails with `listing images failed: (2) No such
         file or directory` when one is removed meanwhile (VMs destroyed in parallel). The lab lists
@@ -385,5 +466,5 @@ class CephAccess:
         for entry in json.loads(out or "[]"):
             if entry.get("snapshot"):
                 continue
-            images[entry["image"]] = int(entry.get("size", 0))
+            images[volume_name(entry)] = int(entry.get("size", 0))
         return images

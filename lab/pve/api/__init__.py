@@ -8,6 +8,7 @@ extends or overrides fakepve's handlers for that subtree, naming the PVE source 
     /cluster/resources          cluster_resources.py  pve-manager PVE/API2/Cluster.pm
     /cluster/ha/...             cluster_ha.py         pve-ha-manager src/PVE/API2/HA/*.pm
     /nodes/{node}/qemu/...      nodes_qemu.py         qemu-server src/PVE/API2/Qemu.pm
+      .../clone, .../template   nodes_qemu_clone.py   qemu-server Qemu.pm clone_vm, template; pve-storage RBDPlugin.pm
     /nodes/{node}/storage/...   nodes_storage.py      pve-storage src/PVE/API2/Storage/{Status,Content}.pm
     /nodes/{node}/tasks/...     tasks.py              pve-manager PVE/API2/Tasks.pm (fakepve's routes)
     /storage                    storage.py            pve-storage src/PVE/API2/Storage/Config.pm

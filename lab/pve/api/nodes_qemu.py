@@ -324,7 +324,7 @@ class NodesQemuApi:
         but only after load_and_check_config (Qemu.pm $update_vm_api): the digest, then the lock."""
         p = {key: config_value(key, value) for key, value in p.items()}
         self._check_bridges(user, p)
-        new_disks = [k for k in p if DRIVE_KEY.match(k) and NEW_DISK.match(split_drive(str(p[k]))[0] or "")]
+        new_disks = [k for k in p if DRIVE_KEY.match(k) and (NEW_DISK.match(volume := split_drive(str(p[k]))[0] or "") or volume.endswith(":cloudinit"))]
         if new_disks:
             self.need_quorum()
             if p.get("digest") and p["digest"] != vm.digest():
@@ -334,6 +334,9 @@ class NodesQemuApi:
         for key in sorted(k for k in p if DRIVE_KEY.match(k)):
             volume, props = split_drive(str(p[key]))
             found = NEW_DISK.match(volume or "")
+            if volume.endswith(":cloudinit"):  # create_disks: the volume vm-<vmid>-cloudinit (nodes_qemu_clone.py)
+                p[key] = await self._allocate_now(lambda v=volume, k=key: self._qm_new_drive(vm.vmid, k, v, None)[0])
+                continue
             if not found or is_cdrom(volume, props):
                 # $update_vm_api parses every drive and prints it again (parse_drive/print_drive):
                 # bpg's `file=cdrom,media=cdrom,` is stored as `cdrom,media=cdrom`.
@@ -349,21 +352,29 @@ class NodesQemuApi:
                 await self._rbd_sync(sid, sizes=False)
             size = int(float(found.group(2)) * SIZE_UNITS["G"])
             props = dict(props)
-            ops: list = []
-            token = OPS.set(ops)
-            try:
-                volid, _fmt = self._qm_alloc(sid, vm.vmid, props.pop("format", None), size)
-            finally:
-                OPS.reset(token)
-            try:
-                await self._run_ops(ops, [])
-            except TaskError as exc:
-                super()._qm_free(volid)
-                raise die(str(exc)) from None
+            fmt = props.pop("format", None)
+            volid = await self._allocate_now(lambda sid=sid, fmt=fmt, size=size: self._qm_alloc(sid, vm.vmid, fmt, size)[0])
             props["size"] = format_size(size)
             p[key] = join_drive(volid, props)
         with root_only_is_a_die():
             return await super()._apply_config(vm, user, p)
+
+    async def _allocate_now(self, allocate):
+        """A config update's disk, made before the config is written (Qemu.pm $update_vm_api, outside
+        any task): ALLOCATE's volume and its Ceph work at once; a failure is the update's error,
+        and the volume is forgotten."""
+        ops: list = []
+        token = OPS.set(ops)
+        try:
+            made = allocate()
+        finally:
+            OPS.reset(token)
+        try:
+            await self._run_ops(ops, [])
+        except TaskError as exc:
+            super()._qm_free(split_drive(made)[0])
+            raise die(str(exc)) from None
+        return made
 
     # ------------------------------------------------------------------ routes fakepve lacks
 

@@ -27,16 +27,20 @@ from lab.pve.api.tasks import AFTER
 from lab.pve.rbdstore import RbdError
 
 
-def _seen(volumes: dict[str, Any], image: str, size: int | None) -> None:
-    """IMAGE is in the pool (SIZE in bytes, None when only its name was asked): a VM's volume is
-    added, or its size brought up to date; an image not named as PVE names volumes is skipped."""
+def _seen(volumes: dict[str, Any], volname: str, size: int | None) -> None:
+    """VOLNAME is in the pool (SIZE in bytes, None when only its name was asked): a VM's volume is
+    added, or its size brought up to date; a volume not named as PVE names volumes is skipped.
+    A linked clone's volume is `base-N-disk-M/vm-X-disk-K` (rbdstore.volume_name), owned by X;
+    asked by its image's name alone, it is the volume already known under its full name."""
+    image = volname.rsplit("/", 1)[-1]
     found = re.match(r"^(?:base|vm|subvol)-(\d+)-", image)
     if found is None:
         return
-    if image not in volumes:
-        volumes[image] = {"content": "images", "format": "raw", "size": size or 0, "vmid": int(found.group(1)), "ctime": int(time.time())}
+    known = next((name for name in volumes if name == volname or name.rsplit("/", 1)[-1] == image), None)
+    if known is None:
+        volumes[volname] = {"content": "images", "format": "raw", "size": size or 0, "vmid": int(found.group(1)), "ctime": int(time.time())}
     elif size is not None:
-        volumes[image]["size"] = size
+        volumes[known]["size"] = size
 
 
 class NodesStorageApi:
@@ -89,9 +93,10 @@ class NodesStorageApi:
             size = await self.ceph_access.image_size(sid, store, image)
         except RbdError as exc:
             if exc.enoent:
-                volumes.pop(image, None)
+                for name in [n for n in volumes if n.rsplit("/", 1)[-1] == image]:
+                    del volumes[name]
             raise die(str(exc)) from None
-        _seen(volumes, image, size)
+        _seen(volumes, volname, size)
 
     async def _ns_list(self, v, user):
         rbd = [n for n, s in self.storages.items() if s.get("type") == "rbd"]

@@ -73,7 +73,10 @@ class TasksApi:
         return ops
 
     async def _run_ops(self, ops: list, notes: list[str]) -> None:
-        """Do the pending Ceph work: creates (raise TaskError), then removals (warn)."""
+        """Do the pending Ceph work in order: what a task makes (an image, a template's base image,
+        a linked clone, a full clone's data: a failure is the task's error, TaskError, and the
+        later work of that kind is dropped), and what it frees (a failure is a warning, as
+        qemu-server's destroy_vm warns `Could not remove disk ..., check manually`)."""
         while ops:
             op = ops.pop(0)
             kind, sid, name = op[0], op[1], op[2]
@@ -81,13 +84,28 @@ class TasksApi:
             try:
                 if kind == "create":
                     await self.ceph_access.create_image(sid, store, name, op[3])
+                elif kind == "create_base":
+                    await self.ceph_access.create_base(sid, store, name)
+                elif kind == "clone":
+                    await self.ceph_access.clone_image(sid, store, name, op[3])
+                elif kind == "copy":
+                    await self.ceph_access.copy_data(sid, store, name, op[3])
                 elif kind == "remove":
-                    await self.ceph_access.remove_image(sid, store, name)
+                    await self._free_image(sid, store, name)
             except RbdError as exc:
-                if kind == "create":
-                    ops[:] = [o for o in ops if o[0] != "create"]
+                if kind != "remove":
+                    ops[:] = [o for o in ops if o[0] == "remove"]
                     raise TaskError(str(exc)) from None
                 notes.append(f"Could not remove disk '{sid}:{name}', check manually: {exc}")
+
+    async def _free_image(self, sid: str, store: dict, volname: str) -> None:
+        """PVE::Storage::vdisk_free of an RBD volume: a base image a linked clone still uses is
+        refused (volume_is_base_and_used: `base volume '<name>' is still in use by linked clones`,
+        asked of the pool itself), else the image goes (RBDPlugin free_image)."""
+        image = volname.rsplit("/", 1)[-1]
+        if image.startswith("base-") and any(name.startswith(f"{image}/") for name in await self.ceph_access.list_images(sid, store)):
+            raise RbdError(f"base volume '{image}' is still in use by linked clones")
+        await self.ceph_access.remove_image(sid, store, image)
 
     async def ceph_io(self, vm, keys=None):
         await super().ceph_io(vm, keys)

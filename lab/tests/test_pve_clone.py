@@ -1,0 +1,130 @@
+"""The lab's templates and clones on the real Ceph (lab/pve/api/nodes_qemu_clone.py), read back
+from Ceph itself: a template's base image and its protected `__base__`, a linked clone that is an
+RBD clone of it, a full clone that is a copy, each holding the template's bytes; the cloud-init
+drive's volume; and a template's base image kept while a linked clone uses it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pve_client import Api, make_rbd_storage, rbd_ls
+
+from lab.pve.rbdstore import _import_rados, _import_rbd
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(300), pytest.mark.usefixtures("pve_restore")]
+
+SID = "lt-clone"
+TEMPLATE, LINKED, FULL, PLAIN = 931, 932, 933, 934
+MARKER_AT = 300 * 1024**2  # a 1 MiB marker 300 MiB into a 1 GiB disk
+MARKER = os.urandom(1024**2)
+
+
+@contextlib.contextmanager
+def image(ceph_pool: dict[str, Any], name: str, write: bool = False) -> Iterator[Any]:
+    """One image of the test pool through librbd, as the admin."""
+    rados, rbd = _import_rados(), _import_rbd()
+    conf, keyring = ceph_pool["adm"][1], ceph_pool["adm"][3]
+    cluster = rados.Rados(conffile=conf, conf={"keyring": keyring})
+    cluster.connect(timeout=10)
+    try:
+        with cluster.open_ioctx(ceph_pool["pool"]) as ioctx, rbd.Image(ioctx, name, read_only=not write) as opened:
+            yield opened
+    finally:
+        cluster.shutdown()
+
+
+def info(ceph_pool: dict[str, Any], name: str) -> dict[str, Any]:
+    return dict(json.loads(ceph_pool["sh"]("rbd", *ceph_pool["adm"], "info", "--format", "json", f"{ceph_pool['pool']}/{name}")))
+
+
+def marker_of(ceph_pool: dict[str, Any], name: str) -> str:
+    with image(ceph_pool, name) as opened:
+        return hashlib.sha256(opened.read(MARKER_AT, len(MARKER))).hexdigest()
+
+
+def task(api: Api, method: str, path: str, **params: Any) -> list[str]:
+    status, log = api.wait_task(api.ok(method, path, **params))
+    assert status == "OK", log
+    return log
+
+
+@pytest.fixture
+def clones(lab_env: dict[str, Any], ceph_pool: dict[str, Any]) -> Iterator[Api]:
+    api = Api(lab_env["pve"])
+    if SID not in ceph_pool["storages"]:
+        make_rbd_storage(api, ceph_pool, SID, "good")
+    yield api
+    for vmid in (LINKED, FULL, PLAIN, TEMPLATE):  # the linked clone before its template
+        if api.req("GET", f"/nodes/pve-node1/qemu/{vmid}/config").status_code == 200:
+            api.wait_task(api.ok("DELETE", f"/nodes/pve-node1/qemu/{vmid}", purge=1))
+
+
+def test_a_template_and_its_linked_and_full_clones_hold_its_bytes(clones: Api, ceph_pool: dict[str, Any]) -> None:
+    api = clones
+    task(api, "POST", "/nodes/pve-node1/qemu", vmid=TEMPLATE, name="golden", scsi0=f"{SID}:1,discard=on", ide2=f"{SID}:cloudinit")
+    config = api.ok("GET", f"/nodes/pve-node1/qemu/{TEMPLATE}/config")
+    # the cloud-init drive is the volume vm-<id>-cloudinit of 4 MiB (Qemu.pm create_disks)
+    assert config["ide2"] == f"{SID}:vm-{TEMPLATE}-cloudinit,media=cdrom", config
+    assert info(ceph_pool, f"vm-{TEMPLATE}-cloudinit")["size"] == 4 * 1024**2
+    with image(ceph_pool, f"vm-{TEMPLATE}-disk-0", write=True) as disk:
+        disk.write(MARKER, MARKER_AT)
+    expected = hashlib.sha256(MARKER).hexdigest()
+
+    # template: the disk becomes base-<id>-disk-0 with its __base__ snapshot protected; the cloud-init drive stays
+    task(api, "POST", f"/nodes/pve-node1/qemu/{TEMPLATE}/template")
+    config = api.ok("GET", f"/nodes/pve-node1/qemu/{TEMPLATE}/config")
+    assert config["scsi0"].startswith(f"{SID}:base-{TEMPLATE}-disk-0,"), config
+    images = rbd_ls(ceph_pool)
+    assert f"base-{TEMPLATE}-disk-0" in images and f"vm-{TEMPLATE}-disk-0" not in images, images
+    snaps = json.loads(ceph_pool["sh"]("rbd", *ceph_pool["adm"], "snap", "ls", "--format", "json", f"{ceph_pool['pool']}/base-{TEMPLATE}-disk-0"))
+    assert [(s["name"], s["protected"]) for s in snaps] == [("__base__", "true")], snaps
+
+    # linked (a template's default): an RBD clone of the base image's __base__
+    task(api, "POST", f"/nodes/pve-node1/qemu/{TEMPLATE}/clone", newid=LINKED, name="linked")
+    linked = api.ok("GET", f"/nodes/pve-node1/qemu/{LINKED}/config")
+    assert linked["scsi0"].startswith(f"{SID}:base-{TEMPLATE}-disk-0/vm-{LINKED}-disk-0,"), linked
+    assert "discard=on" in linked["scsi0"] and "size=1G" in linked["scsi0"], linked
+    assert linked["ide2"] == f"{SID}:vm-{LINKED}-cloudinit,media=cdrom", linked  # its own, empty (clone_disk)
+    parent = info(ceph_pool, f"vm-{LINKED}-disk-0")["parent"]
+    assert (parent["image"], parent["snapshot"]) == (f"base-{TEMPLATE}-disk-0", "__base__"), parent
+    assert marker_of(ceph_pool, f"vm-{LINKED}-disk-0") == expected
+
+    # full: a copy, no parent
+    task(api, "POST", f"/nodes/pve-node1/qemu/{TEMPLATE}/clone", newid=FULL, name="full", full=1)
+    full = api.ok("GET", f"/nodes/pve-node1/qemu/{FULL}/config")
+    assert full["scsi0"].startswith(f"{SID}:vm-{FULL}-disk-0,"), full
+    assert "parent" not in info(ceph_pool, f"vm-{FULL}-disk-0")
+    assert info(ceph_pool, f"vm-{FULL}-disk-0")["size"] == 1024**3
+    assert marker_of(ceph_pool, f"vm-{FULL}-disk-0") == expected
+
+    # the storage lists the linked clone under PVE's volume id, and answers for it
+    volids = {c["volid"]: c for c in api.ok("GET", f"/nodes/pve-node1/storage/{SID}/content")}
+    linked_volid = f"{SID}:base-{TEMPLATE}-disk-0/vm-{LINKED}-disk-0"
+    assert linked_volid in volids and volids[linked_volid]["vmid"] == LINKED, sorted(volids)
+    assert api.ok("GET", f"/nodes/pve-node1/storage/{SID}/content/{linked_volid}")["size"] == 1024**3
+
+    # the template's base image stays while the linked clone uses it; the VM goes (destroy_vm warns)
+    log = task(api, "DELETE", f"/nodes/pve-node1/qemu/{TEMPLATE}", purge=1)
+    assert any(f"base volume 'base-{TEMPLATE}-disk-0' is still in use by linked clones" in line for line in log), log
+    assert api.req("GET", f"/nodes/pve-node1/qemu/{TEMPLATE}/config").status_code != 200
+    assert f"base-{TEMPLATE}-disk-0" in rbd_ls(ceph_pool)
+    assert marker_of(ceph_pool, f"vm-{LINKED}-disk-0") == expected
+    # the clones go with their disks; the base image is left, as PVE leaves it
+    task(api, "DELETE", f"/nodes/pve-node1/qemu/{LINKED}", purge=1)
+    task(api, "DELETE", f"/nodes/pve-node1/qemu/{FULL}", purge=1)
+    left = rbd_ls(ceph_pool)
+    assert not [i for i in left if i.startswith((f"vm-{LINKED}-", f"vm-{FULL}-", f"vm-{TEMPLATE}-"))], left
+
+
+def test_a_disk_that_is_not_a_base_image_cannot_be_linked(clones: Api, ceph_pool: dict[str, Any]) -> None:
+    api = clones
+    task(api, "POST", "/nodes/pve-node1/qemu", vmid=PLAIN, name="plain", scsi0=f"{SID}:1")
+    status, message = api.err("POST", f"/nodes/pve-node1/qemu/{PLAIN}/clone", newid=LINKED, full=0)
+    assert (status, message) == (500, f"Linked clone feature is not supported for '{SID}:vm-{PLAIN}-disk-0' (scsi0)")
+    assert not [i for i in rbd_ls(ceph_pool) if i.startswith(f"vm-{LINKED}-")]
