@@ -387,6 +387,35 @@ class CephAccess:
             with contextlib.suppress(Exception):
                 cluster.shutdown()
 
+    async def write_image(self, sid: str, store: dict[str, Any], name: str, data: bytes) -> None:
+        """DATA written over the whole image (the cloud-init drive: Cloudinit.pm
+        commit_cloudinit_disk's `qemu-img dd -n ... osize=<the volume's size>`; a larger DATA
+        grows the image to the next 4 MiB first), through librbd as the storage's client."""
+        if self.fake:
+            raise RbdError("rbd: couldn't connect to the cluster! (the lab runs without Ceph)")
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._librbd_write, self.client(sid, store), name, data), CLI_TIMEOUT)
+        except TimeoutError:
+            raise RbdError(f"writing '{name}' failed: got timeout") from None
+        except RbdError:
+            raise
+        except Exception as exc:
+            raise RbdError(f"writing '{name}' failed: {_rados_message(exc)}") from None
+
+    @staticmethod
+    def _librbd_write(cli: dict[str, str], name: str, data: bytes) -> None:
+        rbd = _import_rbd()
+        cluster = _connect(cli)
+        try:
+            with cluster.open_ioctx(cli["pool"]) as ioctx, rbd.Image(ioctx, name) as image:
+                if image.size() < len(data):
+                    image.resize(-(-len(data) // (4 * 1024**2)) * 4 * 1024**2)
+                image.write(data.ljust(image.size(), b"\0"), 0)
+                image.flush()
+        finally:
+            with contextlib.suppress(Exception):
+                cluster.shutdown()
+
     async def resize_image(self, sid: str, store: dict[str, Any], name: str, size_bytes: int) -> None:
         mib = max(1, (int(size_bytes) + 1024 * 1024 - 1) // (1024 * 1024))
         await self.rbd(sid, store, ["resize", "--no-progress", "--size", str(mib), name], f"rbd resize '{name}' error")

@@ -50,7 +50,7 @@ class VmProcesses:
             if store is None or store.get("type") != "rbd":
                 continue
             cli = self.ceph_access.client(sid, store)
-            disks.append(dict(cli, image=name, storage=sid))
+            disks.append(dict(cli, image=name.rsplit("/", 1)[-1], storage=sid))  # a linked clone's base-N-disk-M/vm-X-disk-K: its image
         return disks
 
     def lab_vm_running(self, vm) -> bool:

@@ -9,7 +9,10 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,6 +65,8 @@ def clones(lab_env: dict[str, Any], ceph_pool: dict[str, Any]) -> Iterator[Api]:
     yield api
     for vmid in (LINKED, FULL, PLAIN, TEMPLATE):  # the linked clone before its template
         if api.req("GET", f"/nodes/pve-node1/qemu/{vmid}/config").status_code == 200:
+            if api.ok("GET", f"/nodes/pve-node1/qemu/{vmid}/status/current")["status"] == "running":
+                api.wait_task(api.ok("POST", f"/nodes/pve-node1/qemu/{vmid}/status/stop"))
             api.wait_task(api.ok("DELETE", f"/nodes/pve-node1/qemu/{vmid}", purge=1))
 
 
@@ -128,3 +133,52 @@ def test_a_disk_that_is_not_a_base_image_cannot_be_linked(clones: Api, ceph_pool
     status, message = api.err("POST", f"/nodes/pve-node1/qemu/{PLAIN}/clone", newid=LINKED, full=0)
     assert (status, message) == (500, f"Linked clone feature is not supported for '{SID}:vm-{PLAIN}-disk-0' (scsi0)")
     assert not [i for i in rbd_ls(ceph_pool) if i.startswith(f"vm-{LINKED}-")]
+
+
+def cloudinit_files(ceph_pool: dict[str, Any], vmid: int, folder: Path) -> dict[str, str]:
+    """The cloud-init drive read back from Ceph, its ISO's files as isoinfo (Debian's genisoimage) reads them."""
+    with image(ceph_pool, f"vm-{vmid}-cloudinit") as drive:
+        (folder / "ci.iso").write_bytes(drive.read(0, drive.size()))
+    out = {}
+    for name in ("user-data", "network-config", "meta-data"):
+        done = subprocess.run(["isoinfo", "-R", "-i", str(folder / "ci.iso"), "-x", f"/{name}"], capture_output=True, text=True, timeout=30, check=True)
+        out[name] = done.stdout
+    return out
+
+
+def test_a_clones_cloud_init_drive_holds_its_user_key_and_address(clones: Api, ceph_pool: dict[str, Any], tmp_path: Path) -> None:
+    """Written on PUT .../cloudinit and on start (Cloudinit.pm, nocloud), onto the clone's own vm-<id>-cloudinit."""
+    api = clones
+    task(api, "POST", "/nodes/pve-node1/qemu", vmid=TEMPLATE, name="golden", scsi0=f"{SID}:1", ide2=f"{SID}:cloudinit", net0="virtio,bridge=vmbr0")
+    task(api, "POST", f"/nodes/pve-node1/qemu/{TEMPLATE}/template")
+    task(api, "POST", f"/nodes/pve-node1/qemu/{TEMPLATE}/clone", newid=LINKED, name="web1")
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPqP8a6dM2oSfqkKQ9x0kbbR8q1kXk7zX1nVt0yq3pQe ops@example"
+    api.ok(
+        "PUT",
+        f"/nodes/pve-node1/qemu/{LINKED}/config",
+        ciuser="ops",
+        sshkeys=urllib.parse.quote(key + "\n", safe=""),
+        ipconfig0="ip=192.0.2.10/24,gw=192.0.2.1",
+        nameserver="192.0.2.53",
+    )
+    api.ok("PUT", f"/nodes/pve-node1/qemu/{LINKED}/cloudinit")
+    files = cloudinit_files(ceph_pool, LINKED, tmp_path)
+    mac = api.ok("GET", f"/nodes/pve-node1/qemu/{LINKED}/config")["net0"].split(",")[0].split("=")[1].lower()
+    assert files["user-data"] == (
+        "#cloud-config\nhostname: web1\nmanage_etc_hosts: true\nfqdn: web1\nuser: ops\n"
+        f"ssh_authorized_keys:\n  - {key}\nchpasswd:\n  expire: False\nusers:\n  - default\npackage_upgrade: true\n"
+    ), files["user-data"]
+    assert files["network-config"] == (
+        "version: 1\nconfig:\n    - type: physical\n      name: eth0\n"
+        f"      mac_address: '{mac}'\n      subnets:\n      - type: static\n        address: '192.0.2.10'\n"
+        "        netmask: '255.255.255.0'\n        gateway: '192.0.2.1'\n    - type: nameserver\n      address:\n      - '192.0.2.53'\n"
+    ), files["network-config"]
+    assert files["meta-data"].startswith("instance-id: ") and len(files["meta-data"].split()[1]) == 40
+    # the template's drive is untouched: the clone's is its own
+    with image(ceph_pool, f"vm-{TEMPLATE}-cloudinit") as drive:
+        assert drive.read(0, 64 * 1024) == bytes(64 * 1024)
+
+    # on start, PVE writes it again from the config of the moment
+    api.ok("PUT", f"/nodes/pve-node1/qemu/{LINKED}/config", ipconfig0="ip=dhcp")
+    task(api, "POST", f"/nodes/pve-node1/qemu/{LINKED}/status/start")
+    assert "- type: dhcp4" in cloudinit_files(ceph_pool, LINKED, tmp_path)["network-config"]

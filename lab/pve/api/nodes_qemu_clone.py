@@ -30,9 +30,10 @@ from typing import Any
 
 from fakepve.lxc import format_size, split_props
 from fakepve.model import FakeVm, PveError, TaskError
-from fakepve.qemu import CLONE_SKIP, DRIVE_KEY, is_cdrom, join_drive, split_drive, volume_ref, with_mac
+from fakepve.qemu import CLONE_SKIP, DRIVE_KEY, drives_of, is_cdrom, join_drive, split_drive, volume_ref, with_mac
 from fakepve.routing import die, param_error
 
+from lab.pve import cloudinit
 from lab.pve.api.tasks import OPS
 from lab.pve.rbdstore import RbdError
 
@@ -74,6 +75,39 @@ class NodesQemuCloneApi:
         props["media"] = "cdrom"
         volid = self._alloc_named(sid, vmid, f"vm-{vmid}-cloudinit", CLOUDINIT_SIZE)
         return join_drive(volid, props), [volid]
+
+    # ------------------------------------------------------------------ the cloud-init drive
+
+    async def lab_power_on(self, vm) -> None:
+        """vm_start: the cloud-init drive written (apply_cloudinit_config), then the VM's process."""
+        await self.lab_write_cloudinit(vm)
+        await super().lab_power_on(vm)
+
+    async def lab_write_cloudinit(self, vm) -> None:
+        """The VM's cloud-init drive on RBD, written from its config (lab/pve/cloudinit.py); TaskError when that fails."""
+        for _key, volume, _props in drives_of(vm.config):
+            sid, name = volume_ref(volume)
+            if not (self._rbd(sid) and name == f"vm-{vm.vmid}-cloudinit"):
+                continue
+            try:
+                data = cloudinit.iso(cloudinit.files(vm.config, vm.vmid))
+                await self.ceph_access.write_image(sid, self.storages[sid], name, data)
+            except (ValueError, RbdError) as exc:
+                raise TaskError(str(exc)) from None
+
+    def _routes_lab_cloudinit(self):
+        """PUT .../cloudinit (Qemu.pm cloudinit_update: `Regenerate and change cloudinit config drive`)."""
+        return [("PUT", "/nodes/{node}/qemu/{vmid}/cloudinit", self._qm_cloudinit_update)]
+
+    async def _qm_cloudinit_update(self, v, user):
+        vm = self.find(v["node"], v["vmid"])
+        self.require(user, f"/vms/{vm.vmid}", "VM.Config.Cloudinit")
+        self._check_lock(vm)
+        try:
+            await self.lab_write_cloudinit(vm)
+        except TaskError as exc:
+            raise die(str(exc)) from None
+        return None
 
     # ------------------------------------------------------------------ template
 
