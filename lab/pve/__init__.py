@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from lab.pve import calllog, procs
+from lab.pve import calllog, imports, procs
 from lab.pve.control import Control, ControlError
 
 __all__ = ["CONTROL", "ISOS", "NODES", "STACK_TOKEN_ID", "TOKEN_ID", "Control", "ControlError", "calls", "fault", "info", "start", "stop", "unmodelled"]
@@ -218,6 +218,7 @@ def start(
         "lock_wait": lock_wait,
         "fake_ceph": bool(fake_ceph),
         "isos": dict(ISOS),
+        "imports": imports.make(p["dir"] / "import"),
         # a `poweroff` typed on a node (the shim) also stops that node's sshd: only in the lab
         # whose sshd runs on these nodes' addresses
         "manage_sshd": bool(lab_state.get("ssh")) and nodes == NODES,

@@ -105,6 +105,8 @@ class LabPve(
         self._background: set[asyncio.Task] = set()
         self.calls: calllog.CallLog | None = None
         self.seed_isos(dict(config.get("isos") or {}))
+        self.import_files: dict[str, str] = {}  # local's `import/<name>` volumes -> their files
+        self.seed_imports(dict(config.get("imports") or {}))
 
     # ------------------------------------------------------------------ basics
 

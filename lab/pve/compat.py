@@ -42,6 +42,7 @@ HOOKS = {
     "_ns_status": "0125db4a9460067a",
     "_permissions": "fbb40567d3631fd1",
     "_qm_alloc": "21ae536d385cef9a",
+    "_qm_check_drive": "802d6de748e1ef91",
     "_qm_clone": "7bdb558d9ee8798a",
     "_qm_create": "e5759131df02c662",
     "_qm_destroy": "a716780a5ba444cb",

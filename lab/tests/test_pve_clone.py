@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from pve_client import Api, make_rbd_storage, rbd_ls
 
+from lab.pve import imports
 from lab.pve.rbdstore import _import_rados, _import_rbd
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300), pytest.mark.usefixtures("pve_restore")]
@@ -182,3 +184,26 @@ def test_a_clones_cloud_init_drive_holds_its_user_key_and_address(clones: Api, c
     api.ok("PUT", f"/nodes/pve-node1/qemu/{LINKED}/config", ipconfig0="ip=dhcp")
     task(api, "POST", f"/nodes/pve-node1/qemu/{LINKED}/status/start")
     assert "- type: dhcp4" in cloudinit_files(ceph_pool, LINKED, tmp_path)["network-config"]
+
+
+@pytest.mark.parametrize("name", [imports.QCOW2, imports.RAW])
+def test_a_disk_imported_from_a_cloud_image_holds_its_bytes_and_a_template_of_it_passes_them_on(clones: Api, ceph_pool: dict[str, Any], name: str) -> None:
+    """`<storage>:0,import-from=local:import/<image>` (Qemu.pm create_disks): the image's size and data on RBD."""
+    api = clones
+    source = f"local:import/{name}"
+    assert source in {c["volid"] for c in api.ok("GET", "/nodes/pve-node1/storage/local/content", content="import")}
+    status, message = api.err("POST", "/nodes/pve-node1/qemu", vmid=TEMPLATE, scsi0=f"{SID}:4,import-from={source}")
+    assert (status, message) == (400, "Parameter verification failed."), message
+    task(api, "POST", "/nodes/pve-node1/qemu", vmid=TEMPLATE, name="golden", scsi0=f"{SID}:0,import-from={source},discard=on")
+    config = api.ok("GET", f"/nodes/pve-node1/qemu/{TEMPLATE}/config")
+    found = re.fullmatch(rf"{SID}:(vm-{TEMPLATE}-disk-\d+),discard=on,size=64M", config["scsi0"])  # the import-from is not kept
+    assert found, config
+    assert info(ceph_pool, found.group(1))["size"] == imports.IMAGE_SIZE
+    expected = hashlib.sha256(imports.marker()).hexdigest()
+    with image(ceph_pool, found.group(1)) as disk:
+        assert hashlib.sha256(disk.read(imports.MARKER_AT, len(imports.marker()))).hexdigest() == expected
+        assert disk.read(0, 1024**2) == bytes(1024**2)
+    task(api, "POST", f"/nodes/pve-node1/qemu/{TEMPLATE}/template")
+    task(api, "POST", f"/nodes/pve-node1/qemu/{TEMPLATE}/clone", newid=LINKED, name="from-image")
+    with image(ceph_pool, f"vm-{LINKED}-disk-0") as disk:
+        assert hashlib.sha256(disk.read(imports.MARKER_AT, len(imports.marker()))).hexdigest() == expected

@@ -231,7 +231,11 @@ def test_pves_router_rules():
 def test_local_storage_holds_the_lab_stacks_iso_on_every_node(lab_env):
     api = Client(lab_env["pve"])
     cfg = api.ok("GET", "/storage/local")
-    assert (cfg["type"], cfg["path"], set(cfg["content"].split(","))) == ("dir", "/var/lib/vz", {"iso", "vztmpl", "backup"})
+    # PVE's default contents, and `import` (PVE >= 8.2), where the lab keeps its cloud images (lab/pve/imports.py)
+    assert (cfg["type"], cfg["path"], set(cfg["content"].split(","))) == ("dir", "/var/lib/vz", {"iso", "vztmpl", "backup", "import"})
+    images = {v["volid"]: v for v in api.ok("GET", "/nodes/pve-node1/storage/local/content", content="import")}
+    assert set(images) == {"local:import/lab-cloud.raw", "local:import/lab-cloud.qcow2"}, images
+    assert {v["content"] for v in images.values()} == {"import"}
     for node in lab_env["pve"]["nodes"]:
         listed = {v["volid"]: v for v in api.ok("GET", f"/nodes/{node}/storage/local/content", content="iso")}
         iso = listed["local:iso/debian-12.iso"]

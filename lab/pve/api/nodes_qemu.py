@@ -334,8 +334,9 @@ class NodesQemuApi:
         for key in sorted(k for k in p if DRIVE_KEY.match(k)):
             volume, props = split_drive(str(p[key]))
             found = NEW_DISK.match(volume or "")
-            if volume.endswith(":cloudinit"):  # create_disks: the volume vm-<vmid>-cloudinit (nodes_qemu_clone.py)
-                p[key] = await self._allocate_now(lambda v=volume, k=key: self._qm_new_drive(vm.vmid, k, v, None)[0])
+            if volume.endswith(":cloudinit") or props.get("import-from"):  # create_disks: nodes_qemu_clone.py
+                self._qm_check_drive(user, vm.vmid, None, key, str(p[key]), None)
+                p[key] = await self._allocate_now(lambda v=str(p[key]), k=key: self._qm_new_drive(vm.vmid, k, v, None)[0])
                 continue
             if not found or is_cdrom(volume, props):
                 # $update_vm_api parses every drive and prints it again (parse_drive/print_drive):

@@ -30,10 +30,10 @@ from typing import Any
 
 from fakepve.lxc import format_size, split_props
 from fakepve.model import FakeVm, PveError, TaskError
-from fakepve.qemu import CLONE_SKIP, DRIVE_KEY, drives_of, is_cdrom, join_drive, split_drive, volume_ref, with_mac
+from fakepve.qemu import CLONE_SKIP, DRIVE_KEY, NEW_DISK, drives_of, is_cdrom, join_drive, split_drive, volume_ref, with_mac
 from fakepve.routing import die, param_error
 
-from lab.pve import cloudinit
+from lab.pve import cloudinit, imports
 from lab.pve.api.tasks import OPS
 from lab.pve.rbdstore import RbdError
 
@@ -63,8 +63,29 @@ class NodesQemuCloneApi:
             self._ops().append(("create", sid, name, size, dict(store)))
         return f"{sid}:{name}"
 
+    def _qm_check_drive(self, user, vmid, pool, key, value, default):
+        """check_storage_access, and for `import-from` its own checks (Qemu.pm: the special syntax
+        `<storage>:0`, a source of type images or import the user may access)."""
+        super()._qm_check_drive(user, vmid, pool, key, value, default)
+        volume, props = split_drive(value)
+        source = props.get("import-from")
+        if not source:
+            return
+        found = NEW_DISK.match(volume)
+        if not found or float(found.group(2)) != 0:
+            raise param_error(**{key: "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"})
+        sid, name = volume_ref(source)
+        if sid is None:
+            raise die(f"import from '{source}': only a volume of a storage is modelled by the lab (a path is root@pam's alone on PVE)")
+        vtype, owner, _fmt = self._parse_volname(self._store(sid), name)
+        if vtype not in ("images", "import"):
+            raise param_error(**{key: f"{source} has wrong type '{vtype}' - needs to be 'images' or 'import'"})
+        self._check_access(user, sid, vtype, owner, source)
+
     def _qm_new_drive(self, vmid, key, value, default):
         volume, props = split_drive(value)
+        if props.get("import-from"):
+            return self._import_drive(vmid, volume, dict(props), default)
         if not volume.endswith(":cloudinit") and volume != "cloudinit":
             return super()._qm_new_drive(vmid, key, value, default)
         sid = volume_ref(volume)[0] or default
@@ -74,6 +95,32 @@ class NodesQemuCloneApi:
         props.pop("format", None)
         props["media"] = "cdrom"
         volid = self._alloc_named(sid, vmid, f"vm-{vmid}-cloudinit", CLOUDINIT_SIZE)
+        return join_drive(volid, props), [volid]
+
+    def _import_drive(self, vmid: int, volume: str, props: dict[str, str], default: str | None) -> tuple[str, list[str]]:
+        """create_disks with `import-from` ($import_from_volid -> clone_disk, full): a volume of the
+        source's size on the target storage, the source's data written onto it; the config keeps
+        the new volume, without `import-from`."""
+        source = props.pop("import-from")
+        found = NEW_DISK.match(volume)
+        target = (found.group(1) if found else None) or default
+        if not target:
+            raise die("no storage ID specified (and no default storage)")
+        sid, name = volume_ref(source)
+        path = self.import_files.get(name) if sid == "local" else None
+        known = (self._volumes(sid).get(name) or {}) if sid else {}
+        size = imports.virtual_size(path) if path else int(known.get("size") or 0)
+        if not size:
+            raise die(f"cannot import from '{source}' - could not get size of {source}")
+        volid, _fmt = self._qm_alloc(target, vmid, props.pop("format", None), size)
+        image = volume_ref(volid)[1]
+        if path:
+            self._ops().append(("import", target, image, path, dict(self.storages[target])))
+        elif self._rbd(sid) and sid == target:
+            self._ops().append(("copy", target, name.rsplit("/", 1)[-1], image, dict(self.storages[target])))
+        else:
+            raise die(f"cannot import from '{source}' - the lab imports a file of local's import content, or a volume of the target RBD storage")
+        props["size"] = format_size(size)
         return join_drive(volid, props), [volid]
 
     # ------------------------------------------------------------------ the cloud-init drive

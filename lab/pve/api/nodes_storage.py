@@ -51,6 +51,19 @@ class NodesStorageApi:
         for name, size in isos.items():
             self.store_file("local", name, int(size), "iso")
 
+    def seed_imports(self, files: dict[str, str]) -> None:
+        """Disk images on `local` for import (`local:import/<name>`, lab/pve/imports.py): their
+        volumes, and the real files behind them, which an `import-from` reads. `local` lists
+        `import` among its contents, as after `pvesm set local --content iso,vztmpl,backup,import`."""
+        from lab.pve import imports
+
+        local = self.storages["local"]
+        if "import" not in str(local.get("content", "")).split(","):
+            local["content"] = f"{local.get('content')},import"
+        for name, path in files.items():
+            self.store_file("local", name, imports.virtual_size(path), "import")
+            self.import_files[f"import/{name}"] = path
+
     async def _rbd_status(self, sid: str, refresh: bool = False) -> dict[str, Any] | None:
         store = self.storages.get(sid)
         if store is None or store.get("type") != "rbd":

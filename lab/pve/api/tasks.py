@@ -74,7 +74,7 @@ class TasksApi:
 
     async def _run_ops(self, ops: list, notes: list[str]) -> None:
         """Do the pending Ceph work in order: what a task makes (an image, a template's base image,
-        a linked clone, a full clone's data: a failure is the task's error, TaskError, and the
+        a linked clone, a full clone's data, an imported file's data: a failure is the task's error, TaskError, and the
         later work of that kind is dropped), and what it frees (a failure is a warning, as
         qemu-server's destroy_vm warns `Could not remove disk ..., check manually`)."""
         while ops:
@@ -90,6 +90,8 @@ class TasksApi:
                     await self.ceph_access.clone_image(sid, store, name, op[3])
                 elif kind == "copy":
                     await self.ceph_access.copy_data(sid, store, name, op[3])
+                elif kind == "import":
+                    await self.ceph_access.import_data(sid, store, name, op[3])
                 elif kind == "remove":
                     await self._free_image(sid, store, name)
             except RbdError as exc:
