@@ -389,3 +389,16 @@ def test_a_drive_given_to_a_config_update_is_stored_as_pve_prints_it(lab_env, vm
     vms(948, cores=1)
     api.ok("PUT", "/nodes/pve-node1/qemu/948/config", ide3="file=cdrom,media=cdrom,")
     assert api.ok("GET", "/nodes/pve-node1/qemu/948/config")["ide3"] == "cdrom,media=cdrom"
+    # a disk-size given in bytes (bpg's update of a cloned disk) is printed as PVE prints sizes
+    scsi0 = api.ok("GET", "/nodes/pve-node1/qemu/948/config")["scsi0"]
+    api.ok("PUT", "/nodes/pve-node1/qemu/948/config", scsi0=re.sub(r"size=[^,]+", "size=1073741824", scsi0) + ",discard=on")
+    assert "size=1G" in api.ok("GET", "/nodes/pve-node1/qemu/948/config")["scsi0"]
+
+
+def test_a_nic_given_without_a_mac_gets_one_as_pve_gives_it(lab_env, vms):
+    """$update_vm_api: parse_net makes a MAC for a NIC given without one (Network.pm), print_net writes `<model>=<MAC>` first."""
+    api = Client(lab_env["pve"], agent=GO_CLIENT)
+    vms(949, cores=1)
+    api.ok("PUT", "/nodes/pve-node1/qemu/949/config", net1="model=virtio,bridge=vmbr0,firewall=0,tag=20")
+    net1 = api.ok("GET", "/nodes/pve-node1/qemu/949/config")["net1"]
+    assert re.fullmatch(r"virtio=([0-9A-F]{2}:){5}[0-9A-F]{2},bridge=vmbr0,firewall=0,tag=20", net1), net1

@@ -38,7 +38,7 @@ from typing import Any
 
 from fakepve.lxc import SIZE_UNITS, format_size
 from fakepve.model import PveError, TaskError
-from fakepve.qemu import DRIVE_KEY, NEW_DISK, drives_of, is_cdrom, join_drive, split_drive, volume_ref
+from fakepve.qemu import DRIVE_KEY, NEW_DISK, drives_of, is_cdrom, join_drive, split_drive, volume_ref, with_mac
 from fakepve.routing import die, ok, param_error
 from fakepve.server import USER
 
@@ -138,6 +138,14 @@ def config_value(key: str, value: Any) -> Any:
     if kind == "boolean" and text.lower() in ("1", "0", "true", "false", "yes", "no", "on", "off"):
         return 1 if text.lower() in ("1", "true", "yes", "on") else 0
     return value
+
+
+def drive_size(text: str) -> int:
+    """PVE::JSONSchema::parse_size: a disk-size (`1073741824`, `32G`, `512M`) in bytes."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT])?", str(text))
+    if found is None:
+        raise param_error(size=f"unable to parse size '{text}'")
+    return int(float(found.group(1)) * SIZE_UNITS.get(found.group(2) or "", 1))
 
 
 class NodesQemuApi:
@@ -323,6 +331,8 @@ class NodesQemuApi:
         """A config update: fakepve keeps `scsi1: ceph-rbd:4` as written; PVE allocates the disk,
         but only after load_and_check_config (Qemu.pm $update_vm_api): the digest, then the lock."""
         p = {key: config_value(key, value) for key, value in p.items()}
+        for key in [k for k in p if re.fullmatch(r"net\d+", k)]:
+            p[key] = with_mac(p[key])  # $update_vm_api: parse_net (a new MAC when none is given) and print_net
         self._check_bridges(user, p)
         new_disks = [k for k in p if DRIVE_KEY.match(k) and (NEW_DISK.match(volume := split_drive(str(p[k]))[0] or "") or volume.endswith(":cloudinit"))]
         if new_disks:
@@ -340,7 +350,10 @@ class NodesQemuApi:
                 continue
             if not found or is_cdrom(volume, props):
                 # $update_vm_api parses every drive and prints it again (parse_drive/print_drive):
-                # bpg's `file=cdrom,media=cdrom,` is stored as `cdrom,media=cdrom`.
+                # bpg's `file=cdrom,media=cdrom,` is stored as `cdrom,media=cdrom`, and a size in
+                # bytes (`size=1073741824`) as PVE prints a disk-size (`size=1G`)
+                if props.get("size"):
+                    props = {**props, "size": format_size(drive_size(props["size"]))}
                 if volume:
                     p[key] = join_drive(volume, props)
                 continue
