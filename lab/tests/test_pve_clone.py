@@ -5,12 +5,10 @@ drive's volume; and a template's base image kept while a linked clone uses it.""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from pve_client import Api, make_rbd_storage, rbd_ls
 
 from lab.pve import imports
-from lab.pve.rbdstore import _import_rados, _import_rbd
+from lab.testing import rbd
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300), pytest.mark.usefixtures("pve_restore")]
 
@@ -30,18 +28,9 @@ MARKER_AT = 300 * 1024**2  # a 1 MiB marker 300 MiB into a 1 GiB disk
 MARKER = os.urandom(1024**2)
 
 
-@contextlib.contextmanager
-def image(ceph_pool: dict[str, Any], name: str, write: bool = False) -> Iterator[Any]:
+def image(ceph_pool: dict[str, Any], name: str, write: bool = False) -> Any:
     """One image of the test pool through librbd, as the admin."""
-    rados, rbd = _import_rados(), _import_rbd()
-    conf, keyring = ceph_pool["adm"][1], ceph_pool["adm"][3]
-    cluster = rados.Rados(conffile=conf, conf={"keyring": keyring})
-    cluster.connect(timeout=10)
-    try:
-        with cluster.open_ioctx(ceph_pool["pool"]) as ioctx, rbd.Image(ioctx, name, read_only=not write) as opened:
-            yield opened
-    finally:
-        cluster.shutdown()
+    return rbd.image(ceph_pool["pool"], name, write)
 
 
 def info(ceph_pool: dict[str, Any], name: str) -> dict[str, Any]:
@@ -138,14 +127,7 @@ def test_a_disk_that_is_not_a_base_image_cannot_be_linked(clones: Api, ceph_pool
 
 
 def cloudinit_files(ceph_pool: dict[str, Any], vmid: int, folder: Path) -> dict[str, str]:
-    """The cloud-init drive read back from Ceph, its ISO's files as isoinfo (Debian's genisoimage) reads them."""
-    with image(ceph_pool, f"vm-{vmid}-cloudinit") as drive:
-        (folder / "ci.iso").write_bytes(drive.read(0, drive.size()))
-    out = {}
-    for name in ("user-data", "network-config", "meta-data"):
-        done = subprocess.run(["isoinfo", "-R", "-i", str(folder / "ci.iso"), "-x", f"/{name}"], capture_output=True, text=True, timeout=30, check=True)
-        out[name] = done.stdout
-    return out
+    return rbd.cloudinit_files(ceph_pool["pool"], vmid, folder)
 
 
 def test_a_clones_cloud_init_drive_holds_its_user_key_and_address(clones: Api, ceph_pool: dict[str, Any], tmp_path: Path) -> None:
