@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +85,29 @@ def monhost_list(monhost: str) -> str:
     return ",".join(m for m in re.split(r"[\s,;]+", str(monhost or "")) if m)
 
 
-def _import_rados():
-    if DIST_PACKAGES not in sys.path:
-        sys.path.append(DIST_PACKAGES)
-    import rados
+def _system_module(name: str) -> Any:
+    """Debian's binding NAME (python3-rados, python3-rbd), imported from the system's
+    dist-packages, which are on the path only for that import: the other system packages there
+    (pyOpenSSL, ...) must not take the place of the venv's, nor add to them."""
+    if name not in sys.modules:
+        added = DIST_PACKAGES not in sys.path
+        if added:
+            sys.path.append(DIST_PACKAGES)
+        try:
+            __import__(name)
+        finally:
+            if added:
+                sys.path.remove(DIST_PACKAGES)
+    return sys.modules[name]
 
-    return rados
+
+def _import_rados():
+    return _system_module("rados")
 
 
 def _import_rbd():
     _import_rados()
-    import rbd
-
-    return rbd
+    return _system_module("rbd")
 
 
 def _connect(cli: dict[str, str]) -> Any:
@@ -119,6 +130,18 @@ def _connect(cli: dict[str, str]) -> Any:
             cluster.shutdown()
         raise
     return cluster
+
+
+@contextlib.contextmanager
+def _pool(cli: dict[str, str]) -> Iterator[Any]:
+    """The storage's pool (a librados I/O context) on a connection of its own, shut down after."""
+    cluster = _connect(cli)
+    try:
+        with cluster.open_ioctx(cli["pool"]) as ioctx:
+            yield ioctx
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.shutdown()
 
 
 def _errno_of(exc: BaseException) -> int:
@@ -351,87 +374,61 @@ class CephAccess:
             args += ["--data-pool", str(store["data-pool"])]
         await self.rbd(sid, store, [*args, f"{pool}/{name}"], f"rbd clone '{base}' error")
 
+    async def _in_thread(self, what: str, timeout: float, job: Any, *args: Any) -> Any:
+        """JOB(*ARGS) in a worker thread (librbd blocks), bounded by TIMEOUT seconds; any failure
+        is an RbdError `<what> failed: <why>`."""
+        if self.fake:
+            raise RbdError("rbd: couldn't connect to the cluster! (the lab runs without Ceph)")
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, job, *args), timeout)
+        except TimeoutError:
+            raise RbdError(f"{what} failed: got timeout") from None
+        except RbdError:
+            raise
+        except Exception as exc:
+            raise RbdError(f"{what} failed: {_rados_message(exc)}") from None
+
     async def copy_data(self, sid: str, store: dict[str, Any], source: str, target: str) -> None:
         """A full clone's data (QemuServer.pm clone_disk -> clone_disk_copy_data: `qemu-img convert
         -n` of the source onto the target vdisk_alloc made): every allocated extent of SOURCE (a
         linked clone's read through its parent) written at its offset into TARGET, through librbd
         as the storage's client."""
-        if self.fake:
-            raise RbdError("rbd: couldn't connect to the cluster! (the lab runs without Ceph)")
-        cli = self.client(sid, store)
-        try:
-            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._librbd_copy, cli, source, target), CLI_TIMEOUT * 4)
-        except TimeoutError:
-            raise RbdError(f"copy '{source}' to '{target}' failed: got timeout") from None
-        except RbdError:
-            raise
-        except Exception as exc:
-            raise RbdError(f"copy '{source}' to '{target}' failed: {_rados_message(exc)}") from None
+        await self._in_thread(f"copy '{source}' to '{target}'", CLI_TIMEOUT * 4, self._librbd_copy, self.client(sid, store), source, target)
 
     @staticmethod
     def _librbd_copy(cli: dict[str, str], source: str, target: str) -> None:
         rbd = _import_rbd()
-        cluster = _connect(cli)
-        try:
-            with cluster.open_ioctx(cli["pool"]) as ioctx, rbd.Image(ioctx, source, read_only=True) as src, rbd.Image(ioctx, target) as dst:
-                if dst.size() < src.size():
-                    raise RbdError(f"copy '{source}' to '{target}' failed: the target is smaller than the source")
+        with _pool(cli) as ioctx, rbd.Image(ioctx, source, read_only=True) as src, rbd.Image(ioctx, target) as dst:
+            if dst.size() < src.size():
+                raise RbdError(f"copy '{source}' to '{target}' failed: the target is smaller than the source")
 
-                def extent(offset: int, length: int, exists: bool) -> None:
-                    if exists:
-                        dst.write(src.read(offset, length), offset)
+            def extent(offset: int, length: int, exists: bool) -> None:
+                if exists:
+                    dst.write(src.read(offset, length), offset)
 
-                src.diff_iterate(0, src.size(), None, extent)
-                dst.flush()
-        finally:
-            with contextlib.suppress(Exception):
-                cluster.shutdown()
+            src.diff_iterate(0, src.size(), None, extent)
+            dst.flush()
 
     async def write_image(self, sid: str, store: dict[str, Any], name: str, data: bytes) -> None:
         """DATA written over the whole image (the cloud-init drive: Cloudinit.pm
         commit_cloudinit_disk's `qemu-img dd -n ... osize=<the volume's size>`; a larger DATA
         grows the image to the next 4 MiB first), through librbd as the storage's client."""
-        if self.fake:
-            raise RbdError("rbd: couldn't connect to the cluster! (the lab runs without Ceph)")
-        try:
-            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._librbd_write, self.client(sid, store), name, data), CLI_TIMEOUT)
-        except TimeoutError:
-            raise RbdError(f"writing '{name}' failed: got timeout") from None
-        except RbdError:
-            raise
-        except Exception as exc:
-            raise RbdError(f"writing '{name}' failed: {_rados_message(exc)}") from None
+        await self._in_thread(f"writing '{name}'", CLI_TIMEOUT, self._librbd_write, self.client(sid, store), name, data)
 
     @staticmethod
     def _librbd_write(cli: dict[str, str], name: str, data: bytes) -> None:
         rbd = _import_rbd()
-        cluster = _connect(cli)
-        try:
-            with cluster.open_ioctx(cli["pool"]) as ioctx, rbd.Image(ioctx, name) as image:
-                if image.size() < len(data):
-                    image.resize(-(-len(data) // (4 * 1024**2)) * 4 * 1024**2)
-                image.write(data.ljust(image.size(), b"\0"), 0)
-                image.flush()
-        finally:
-            with contextlib.suppress(Exception):
-                cluster.shutdown()
+        with _pool(cli) as ioctx, rbd.Image(ioctx, name) as image:
+            if image.size() < len(data):
+                image.resize(-(-len(data) // (4 * 1024**2)) * 4 * 1024**2)
+            image.write(data.ljust(image.size(), b"\0"), 0)
+            image.flush()
 
     async def import_data(self, sid: str, store: dict[str, Any], name: str, source: str) -> None:
         """A disk image file's data onto the image NAME (an `import-from` of a file: Qemu.pm's
         qemu-img convert onto the volume it allocated): a qcow2 converted to raw first (imports.py),
         every non-zero 4 MiB block written at its offset, through librbd as the storage's client."""
-        if self.fake:
-            raise RbdError("rbd: couldn't connect to the cluster! (the lab runs without Ceph)")
-        try:
-            await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(None, self._librbd_import, self.client(sid, store), name, source), CLI_TIMEOUT * 10
-            )
-        except TimeoutError:
-            raise RbdError(f"import '{source}' failed: got timeout") from None
-        except RbdError:
-            raise
-        except Exception as exc:
-            raise RbdError(f"import '{source}' failed: {_rados_message(exc)}") from None
+        await self._in_thread(f"import '{source}'", CLI_TIMEOUT * 10, self._librbd_import, self.client(sid, store), name, source)
 
     @staticmethod
     def _librbd_import(cli: dict[str, str], name: str, source: str) -> None:
@@ -439,18 +436,13 @@ class CephAccess:
 
         rbd = _import_rbd()
         block = 4 * 1024**2
-        cluster = _connect(cli)
-        try:
-            with imports.raw_view(source) as raw, open(raw, "rb") as data, cluster.open_ioctx(cli["pool"]) as ioctx, rbd.Image(ioctx, name) as image:
-                offset = 0
-                while chunk := data.read(block):
-                    if chunk.count(0) != len(chunk):
-                        image.write(chunk, offset)
-                    offset += len(chunk)
-                image.flush()
-        finally:
-            with contextlib.suppress(Exception):
-                cluster.shutdown()
+        with imports.raw_view(source) as raw, open(raw, "rb") as data, _pool(cli) as ioctx, rbd.Image(ioctx, name) as image:
+            offset = 0
+            while chunk := data.read(block):
+                if chunk.count(0) != len(chunk):
+                    image.write(chunk, offset)
+                offset += len(chunk)
+            image.flush()
 
     async def resize_image(self, sid: str, store: dict[str, Any], name: str, size_bytes: int) -> None:
         mib = max(1, (int(size_bytes) + 1024 * 1024 - 1) // (1024 * 1024))
@@ -491,20 +483,15 @@ class CephAccess:
         if not cli["mon_host"] or not self.has_keyring(sid):
             return None
         try:
-            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._librbd_size, cli, name), CONNECT_TIMEOUT * 2)
-        except Exception:  # any failure: the CLI tells it in PVE's words
+            return int(await self._in_thread("rbd info", CONNECT_TIMEOUT * 2, self._librbd_size, cli, name))
+        except RbdError:  # any failure: the CLI tells it in PVE's words
             return None
 
     @staticmethod
     def _librbd_size(cli: dict[str, str], name: str) -> int:
         rbd = _import_rbd()
-        cluster = _connect(cli)
-        try:
-            with cluster.open_ioctx(cli["pool"]) as ioctx, rbd.Image(ioctx, name, read_only=True) as image:
-                return int(image.size())
-        finally:
-            with contextlib.suppress(Exception):
-                cluster.shutdown()
+        with _pool(cli) as ioctx, rbd.Image(ioctx, name, read_only=True) as image:
+            return int(image.size())
 
     async def image_names(self, sid: str, store: dict[str, Any]) -> list[str]:
         """The pool's image names, `rbd ls --format json`: what pve-storage's RBDPlugin
