@@ -170,21 +170,12 @@ class NodesQemuCloneApi:
     async def _qm_template(self, v, user):
         vm = self.find(v["node"], v["vmid"])
         self.require(user, f"/vms/{vm.vmid}", "VM.Allocate")  # Qemu.pm template: permissions
-        for sid in {volume_ref(volume)[0] for _k, volume, _p in self._drives(vm.config)}:
+        for sid in {volume_ref(volume)[0] for _k, volume, _p in drives_of(vm.config)}:
             if self._rbd(sid):
                 await self._rbd_sync(sid, sizes=False)
         return await super()._qm_template(v, user)
 
     # ------------------------------------------------------------------ clone
-
-    @staticmethod
-    def _drives(config: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
-        out = []
-        for key in sorted(config):
-            if DRIVE_KEY.match(key):
-                volume, props = split_drive(str(config[key]))
-                out.append((key, volume, props))
-        return out
 
     async def _qm_clone(self, v, user):
         node, vmid, newid = v["node"], int(v["vmid"]), int(v["newid"])
