@@ -9,110 +9,36 @@ Keys are camelCase in YAML (``ceph.pool.pgNum``) and snake_case in Python (``cep
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-PROJECT = "pve-ceph-ha"
+from components.config_base import (
+    API_TOKEN,
+    ENDPOINT,
+    PROJECT,
+    SECRET_KEYS,
+    Bool,
+    ClientName,
+    ConfigError,
+    HaName,
+    Host,
+    Int,
+    Model,
+    NodeName,
+    PoolName,
+    Port,
+    StorageId,
+    UserName,
+    _pattern,
+    _true_or_false,
+    _whole_number,
+)
+from components.config_vm import NicSpec, TemplateSpec, VmSpec
 
-# Names that reach a shell or an API path. Ceph pool names may hold more than this, PVE storage
-# ids less; these are the intersection an operator can rely on everywhere.
-POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-STORAGE_ID = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")  # PVE's pve-storage-id
-NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a host name label
-HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
-VM_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")  # PVE's dns-name
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-ISO_VOLUME = re.compile(r"^[a-z][a-z0-9_-]{1,62}:iso/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.iso$")
-BRIDGE = re.compile(r"^vmbr[0-9]{1,4}$|^[a-z][a-z0-9]{0,14}$")
-CPU_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-HA_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")
-API_TOKEN = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z][A-Za-z0-9._-]*=[A-Za-z0-9-]{8,128}$")
-ENDPOINT = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
-VM_ID_MIN, VM_ID_MAX = 100, 999_999_999  # PVE's pve-vmid range
-
-SECRET_KEYS = frozenset({"proxmoxApiToken", "sshPrivateKey"})
-
-
-class ConfigError(Exception):
-    """A config that cannot be deployed. ``str()`` is the operator's message, one line per problem."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(f"config error: {p}" for p in problems))
-
-
-def _pattern(regex: re.Pattern[str], rule: str, fix: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not regex.fullmatch(value):
-            raise ValueError(f"{rule}; {fix}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _host(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-        return value
-    except ValueError:
-        pass
-    if HOSTNAME.fullmatch(value) and not re.fullmatch(r"[0-9.]+", value):
-        return value
-    raise ValueError("must be an IP address or a host name (letters, digits, '-', '.'); e.g. 10.10.10.101")
-
-
-def _whole_number(value: Any) -> Any:
-    """An integer key takes a YAML integer, or digits alone as a string (what `pulumi config set`
-    stores): ``+101``, ``1_000``, ``101.0``, `` 101`` and ``true`` are refused, as typos are,
-    where Python's int() would take them."""
-    if isinstance(value, bool | float) or (isinstance(value, str) and not re.fullmatch(r"[0-9]+", value)):
-        raise ValueError("must be a whole number written as digits alone, e.g. 101")
-    return int(value) if isinstance(value, str) else value
-
-
-def _true_or_false(value: Any) -> Any:
-    """A boolean key takes true or false (YAML's, or the words as `pulumi config set` stores them):
-    ``yes``, ``on``, ``1`` and ``True`` are refused, where pydantic would read them as true."""
-    if isinstance(value, bool):
-        return value
-    if value in ("true", "false"):
-        return value == "true"
-    raise ValueError("must be true or false")
-
-
-Int = Annotated[int, BeforeValidator(_whole_number)]
-Bool = Annotated[bool, BeforeValidator(_true_or_false)]
-
-PoolName = Annotated[str, _pattern(POOL_NAME, "must be 1-63 of a-z 0-9 _ . - starting with a letter or digit", "e.g. rbd-pool")]
-ClientName = Annotated[str, _pattern(CLIENT_NAME, "must be 1-63 of a-z 0-9 _ - without the 'client.' prefix", "e.g. proxmox")]
-StorageId = Annotated[str, _pattern(STORAGE_ID, "must be a PVE storage id: 2-63 of a-z 0-9 _ - starting with a letter", "e.g. ceph-rbd")]
-NodeName = Annotated[str, _pattern(NODE_NAME, "must be a PVE node name (a host name label: a-z 0-9 -)", "e.g. pve-node1")]
-Host = Annotated[str, AfterValidator(_host)]
-UserName = Annotated[str, _pattern(USER_NAME, "must be a POSIX user name", "e.g. root")]
-HaName = Annotated[str, _pattern(HA_NAME, "must be 2-63 of a-z 0-9 _ - starting with a letter", "e.g. ha-prefer-node1")]
-Port = Annotated[Int, Field(ge=1, le=65535)]
-
-
-class Model(BaseModel):
-    """Base of every config section: camelCase keys, unknown keys refused, immutable."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+__all__ = ["PROJECT", "SECRET_KEYS", "ConfigError", "NicSpec", "TemplateSpec", "VmSpec"]
 
 
 class SshEndpoint(Model):
@@ -246,22 +172,6 @@ class StorageSpec(Model):
         return sorted(set(value))
 
 
-class VmSpec(Model):
-    """Runbook 3-1: a VM with its disk on the RBD storage."""
-
-    id: Int = Field(ge=VM_ID_MIN, le=VM_ID_MAX, description="VM id (100-999999999)")
-    name: Annotated[str, _pattern(VM_NAME, "must be a DNS name (a-z 0-9 - .)", "e.g. vm101")]
-    node: NodeName = Field(description="initial node; after a failover HA decides where it runs")
-    cores: Int = Field(default=2, ge=1, le=512, description="CPU cores")
-    memory_mb: Int = Field(default=2048, ge=16, le=4_194_304, description="memory in MiB")
-    disk_gb: Int = Field(default=32, ge=1, le=131_072, description="scsi0 size in GiB, on the RBD storage")
-    iso: Annotated[str, _pattern(ISO_VOLUME, "must be an ISO volume id '<storage>:iso/<file>.iso'", "e.g. local:iso/debian-12.iso")] | None = None
-    bridge: Annotated[str, _pattern(BRIDGE, "must be a Linux bridge name", "e.g. vmbr0")] = "vmbr0"
-    cpu_type: Annotated[str, _pattern(CPU_TYPE, "must be a QEMU CPU model name", "e.g. x86-64-v2-AES")] = "x86-64-v2-AES"
-    ha: Bool = Field(default=True, description="register as an HA resource")
-    affinity: HaName | None = Field(default=None, description="name of an ha.affinities entry")
-
-
 class AffinitySpec(Model):
     """Where HA prefers to run a VM: an HA group (PVE 8) or a node-affinity rule (PVE 9)."""
 
@@ -310,7 +220,8 @@ class StackConfig(Model):
     ssh: SshSpec = SshSpec()
     proxmox: ProxmoxSpec
     storage: StorageSpec = StorageSpec()
-    vms: list[VmSpec] = []
+    vms: list[VmSpec] = Field(default=[], description="the VMs, each on the RBD storage and (by default) HA")
+    templates: list[TemplateSpec] = Field(default=[], description="templates the stack makes from a cloud image, for `vms[].clone`")
     ha: HaSpec = HaSpec()
     adopt: AdoptSpec = AdoptSpec()
     best_practices: BestPracticesSpec = BestPracticesSpec()
@@ -381,6 +292,7 @@ def _cross_checks(raw: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         problems.extend(
             (f"vms[{i}].cpuType", cpu, f"every HA VM must use one CPU type (runbook 8); others use {first[0]}") for i, cpu in ha_cpu.items() if cpu != first[0]
         )
+    problems += _vm_build_checks(raw, vms, ids, nodes, known_nodes)
     seen: set[str] = set()
     for i, affinity in affinities:
         members = affinity.get("nodes")
@@ -391,6 +303,44 @@ def _cross_checks(raw: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         if isinstance(name, str) and name in seen:
             problems.append((f"ha.affinities[{i}].name", name, "HA group/rule names must be unique"))
         seen.add(str(name))
+    return problems
+
+
+def _vm_build_checks(
+    raw: Mapping[str, Any], vms: list[tuple[int, Mapping[str, Any]]], ids: list[Any], nodes: list[str], known_nodes: str
+) -> list[tuple[str, Any, str]]:
+    """How each VM is built: one way per part (diskGb or disks, bridge or nics, an ISO or a clone),
+    the templates' ids apart from the VMs' and unique, a clone's template not one of the VMs, MACs unique."""
+    problems: list[tuple[str, Any, str]] = []
+    templates = _entries(raw, "templates")
+    template_ids = [_valid(_whole_number, t.get("id")) for _, t in templates]
+    for i, template in templates:
+        tid = template_ids[i]
+        if tid is not None and (template_ids.count(tid) > 1 or tid in ids):
+            problems.append((f"templates[{i}].id", tid, "template ids must be unique and apart from the VMs' ids; give it its own id"))
+        node = template.get("node")
+        if nodes and isinstance(node, str) and node not in nodes:
+            problems.append((f"templates[{i}].node", node, known_nodes))
+    macs: list[str] = []
+    for i, vm in vms:
+        for one, other, fix in (
+            ("diskGb", "disks", "set the size of scsi0 as disks[0].sizeGb"),
+            ("bridge", "nics", "set net0's bridge as nics[0].bridge"),
+            ("iso", "clone", "a clone boots the template's disk; drop the iso"),
+        ):
+            if vm.get(one) is not None and vm.get(other) is not None:
+                problems.append((f"vms[{i}].{one}", vm[one], f"is set with vms[{i}].{other}: {fix}"))
+        clone = vm.get("clone")
+        source = _valid(_whole_number, clone.get("template")) if isinstance(clone, Mapping) else None
+        if source is not None and source in ids:
+            rule = "must be a template's id: it is one of vms (a VM, not a template); name an existing template or one of templates"
+            problems.append((f"vms[{i}].clone.template", source, rule))
+        for n, nic in _entries(vm, "nics"):
+            mac = nic.get("mac")
+            if isinstance(mac, str):
+                if mac in macs:
+                    problems.append((f"vms[{i}].nics[{n}].mac", mac, "MAC addresses must be unique; drop it to have one derived"))
+                macs.append(mac)
     return problems
 
 

@@ -32,14 +32,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components import pve_rights
+from components import pve_rights, vm_changes
 from components.dynamic import has_unknowns
 from components.errors import OperatorError, failed
 from components.graph import child_options
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # the client is imported where it is called (the provider pro
     from clients.pve.api import ApiProps, PveApi
 
 ID = "owners"
+_SAID: set[str] = set()  # the VM change lines this provider process printed
 TAG_PREFIX = "pulumi-stack."  # tools/proxmoxve/ownership.go OwnerTagPrefix
 
 
@@ -145,6 +147,31 @@ def problems(
     return out
 
 
+def template_problems(clones: Sequence[dict[str, Any]], vms: Sequence[dict[str, Any]]) -> list[str]:
+    """Each clone's template (one the stack does not make) against the cluster's VMs (/cluster/resources):
+    it must exist, be a template, and be where the clone is told to find it."""
+    out = []
+    for clone in clones:
+        template, key = plain(clone["template"]), clone["key"]
+        found = next((vm for vm in vms if plain(vm.get("vmid")) == template), None)
+        if found is None:
+            out.append(
+                f"{key}.template = {template}: the cluster has no VM {template} (or the token may not see it: PVETemplateUser on /vms/{template}); "
+                "name an existing template, or one of templates"
+            )
+        elif str(found.get("template", 0)) not in ("1", "1.0", "True"):
+            out.append(
+                f"{key}.template = {template}: VM {template} {found.get('name', '')!r} on {found.get('node', '?')} is not a template "
+                f"(a clone of a running VM copies a disk in use); name a template, or make this one with `qm template {template}`"
+            )
+        elif found.get("node") != (clone.get("node") or clone["vmNode"]):
+            out.append(
+                f"{key}.node = {clone.get('node') or '(not set)'}: template {template} is on {found.get('node')}, and PVE clones "
+                f"a template on its own node; set {key}.node: {found.get('node')}"
+            )
+    return out
+
+
 def read_state(stack: str, work_dir: str) -> dict[tuple[str, str], str]:
     """The state's objects and their recorded owner tags (``pulumi stack export``: no secret is decrypted)."""
     pulumi_bin = shutil.which("pulumi")
@@ -173,7 +200,7 @@ def rights_problem(api: PveApi, rights: dict[str, Any], only: tuple[str, ...] = 
         raise failed("rights: GET /access/permissions failed", reason(exc)) from None
     if not isinstance(effective, dict):
         return None  # not PVE's answer: the calls themselves will say
-    vms = [pve_rights.VmRights(int(v["id"]), v["name"], v["bridge"], v.get("iso") or None, bool(v["ha"])) for v in rights.get("vms") or []]
+    vms = [pve_rights.VmRights.from_input(v) for v in rights.get("vms") or []]
     lacking = [n for n in pve_rights.missing(effective, pve_rights.needed(rights["storageId"], vms)) if not only or n.privilege in only]
     if not lacking:
         return None
@@ -190,6 +217,8 @@ class OwnersInputs(TypedDict):
     stack: str  # org/project/stack, for `pulumi stack export`
     workDir: str
     rights: dict[str, Any] | None  # what the token's rights check needs (components/stack.py rights_input); None: not checked
+    builds: NotRequired[list[dict[str, Any]]]  # each VM's build (components/vm_changes.py build_of): the next run's baseline
+    clones: NotRequired[list[dict[str, Any]]]  # clones of templates the stack does not make: {"entry", "key", "template", "node", "vmNode"}
 
 
 def owners_inputs(props: Mapping[str, Any]) -> OwnersInputs:
@@ -220,6 +249,7 @@ class OwnersProvider(ResourceProvider):
                         continue
                     raise failed(f"owners: GET /{KINDS[name].path} failed", reason(exc)) from None
             found = problems(wanted, cluster, props["owner"], lambda: read_state(props["stack"], props["workDir"])) if wanted else []
+            found += template_problems(props.get("clones") or [], cluster.get("vm") or [])
             if found:
                 raise OperatorError("owners: " + "; ".join(found) + "; nothing was changed")
         return self.outputs(props)
@@ -229,7 +259,15 @@ class OwnersProvider(ResourceProvider):
     # removes only what the state holds, whoever holds the names now).
     def check(self, old: dict[str, Any], new: dict[str, Any]) -> CheckResult:
         if not has_unknowns(new):
+            builds = owners_inputs(new).get("builds") or []
+            refused = vm_changes.refusals(old.get("builds"), builds)
+            if refused:
+                raise OperatorError("VM changes: " + "; ".join(refused) + "; nothing was changed")
             self.run_check(owners_inputs(new))
+            for line in vm_changes.effects(old.get("builds"), builds):
+                if line not in _SAID:  # once a provider process: the engine asks for the check more than once
+                    _SAID.add(line)
+                    print(f"warning: {line}", file=sys.stderr, flush=True)
         return CheckResult(inputs=new, failures=[])
 
     @staticmethod
@@ -261,7 +299,7 @@ class OwnersProvider(ResourceProvider):
 
     def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
         olds, news = owners_inputs(old), owners_inputs(new)
-        changed = [key for key in ("objects", "owner") if olds.get(key) != news.get(key)]
+        changed = [key for key in ("objects", "owner", "builds", "clones") if olds.get(key) != news.get(key)]
         return DiffResult(changes=bool(changed), replaces=[], stables=[])
 
     def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
@@ -288,10 +326,14 @@ class Owners(pulumi.ComponentResource):
         objects: Sequence[dict[str, Any]],
         work_dir: str,
         rights: dict[str, Any] | None = None,
+        builds: Sequence[dict[str, Any]] = (),
+        clones: Sequence[dict[str, Any]] = (),
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("pveceph:proxmox:Owners", name, None, opts)
         stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-        props = OwnersInputs(api=api, owner=owner, objects=list(objects), stack=stack, workDir=work_dir, rights=rights)
+        props = OwnersInputs(
+            api=api, owner=owner, objects=list(objects), stack=stack, workDir=work_dir, rights=rights, builds=list(builds), clones=list(clones)
+        )
         self.check = OwnersResource(f"{name}-check", props, child_options(self, opts))
         self.register_outputs({})

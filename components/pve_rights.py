@@ -28,6 +28,10 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from components.config import StackConfig
 
 ROLE = "PulumiCephHA"  # PVE refuses role ids in its own namespace: "PVE..." (API2/Role.pm create_role)
 
@@ -45,11 +49,16 @@ ROLE_PRIVILEGES: dict[str, str] = {
     "VM.Config.Disk": "POST /nodes/{node}/qemu and PUT .../config: boot, the disk",
     "VM.Config.CDROM": "PUT /nodes/{node}/qemu/{vmid}/config: ide2 (the VM's ISO)",
     "VM.Config.Network": "POST /nodes/{node}/qemu and PUT .../config: net0",
+    "VM.Config.Cloudinit": "POST /nodes/{node}/qemu and PUT .../config: ciuser, sshkeys, ipconfig0, nameserver, searchdomain (vms[].cloudInit)",
+    "VM.Clone": "POST /nodes/{node}/qemu/{template}/clone (on the template's /vms/<id>: vms[].clone)",
+    "Pool.Audit": "GET /pools and /pools/{poolid} (bpg reads the VM's PVE pool there: vms[].pvePool)",
     "VM.Config.Options": "POST /nodes/{node}/qemu and PUT .../config: name, onboot, ostype, agent, bios, tags, protection",
     "VM.Config.HWType": "POST /nodes/{node}/qemu and PUT .../config: acpi, scsihw, tablet, vga, smbios1",
     "SDN.Use": "POST /nodes/{node}/qemu and PUT .../config: net0's bridge (PVE 8+, on /sdn/zones/localnetwork/<bridge>)",
 }
-VM_PRIVILEGES = tuple(p for p in ROLE_PRIVILEGES if p.startswith("VM."))
+# What every VM needs on its own path; VM.Config.Cloudinit only with cloud-init, VM.Clone only on a template.
+VM_PRIVILEGES = tuple(p for p in ROLE_PRIVILEGES if p.startswith("VM.") and p not in ("VM.Clone", "VM.Config.Cloudinit"))
+TEMPLATE_ROLE = "PVETemplateUser"  # PVE's built-in role: VM.Clone and VM.Audit, on a template the stack does not own
 HA_PRIVILEGES = ("Sys.Audit", "Sys.Console")
 STORAGE_PRIVILEGES = ("Datastore.Allocate", "Datastore.AllocateSpace")
 
@@ -61,10 +70,13 @@ class Acl:
     path: str
     propagate: bool
     why: str
+    role: str = ROLE
 
     def command(self, token_id: str) -> str:
         user = token_id.split("!")[0]
-        return f"pveum acl modify {self.path} --users {user} --tokens {shlex.quote(token_id)} --roles {ROLE}" + ("" if self.propagate else " --propagate 0")
+        return f"pveum acl modify {self.path} --users {user} --tokens {shlex.quote(token_id)} --roles {self.role}" + (
+            "" if self.propagate else " --propagate 0"
+        )
 
 
 @dataclass(frozen=True)
@@ -84,13 +96,73 @@ def bridge_path(bridge: str) -> str:
 
 @dataclass(frozen=True)
 class VmRights:
-    """What the rights of one VM depend on (config.VmSpec's fields)."""
+    """What the rights of one VM (or a template the stack makes) depend on (config.VmSpec's fields)."""
 
     id: int
     name: str
     bridge: str
     iso: str | None
     ha: bool
+    bridges: tuple[str, ...] = ()  # every NIC's bridge (none: BRIDGE alone)
+    clone_of: int | None = None  # the template it is cloned from
+    cloud_init: bool = False
+    pool: str | None = None  # its PVE pool
+    image: str | None = None  # a template the stack makes: the cloud image it imports
+
+    def all_bridges(self) -> tuple[str, ...]:
+        return self.bridges or (self.bridge,)
+
+    def as_input(self) -> dict[str, object]:
+        """As the Owners resource's inputs hold it (components/stack.py rights_input)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "bridge": self.bridge,
+            "iso": self.iso or "",
+            "ha": self.ha,
+            "bridges": list(self.bridges),
+            "cloneOf": self.clone_of,
+            "cloudInit": self.cloud_init,
+            "pool": self.pool,
+            "image": self.image,
+        }
+
+    @classmethod
+    def from_input(cls, v: Mapping[str, object]) -> VmRights:
+        """From :meth:`as_input` (numbers come back as floats; an older state lacks the later keys)."""
+        clone_of = v.get("cloneOf")
+        return cls(
+            int(str(v["id"]).split(".")[0]),
+            str(v["name"]),
+            str(v["bridge"]),
+            str(v.get("iso") or "") or None,
+            bool(v["ha"]),
+            tuple(str(b) for b in v.get("bridges") or ()),  # type: ignore[attr-defined]
+            int(str(clone_of).split(".")[0]) if clone_of not in (None, "") else None,
+            bool(v.get("cloudInit")),
+            str(v.get("pool") or "") or None,
+            str(v.get("image") or "") or None,
+        )
+
+
+def for_config(config: StackConfig) -> list[VmRights]:
+    """What each VM's and each stack template's rights depend on (components/pve_rights.py)."""
+    out = [
+        VmRights(
+            vm.id,
+            vm.name,
+            vm.nic_list()[0].bridge,
+            vm.iso,
+            vm.ha,
+            bridges=tuple(dict.fromkeys(nic.bridge for nic in vm.nic_list())),
+            clone_of=vm.clone.template if vm.clone else None,
+            cloud_init=vm.cloud_init is not None,
+            pool=vm.pve_pool,
+        )
+        for vm in config.vms
+    ]
+    out += [VmRights(t.id, t.name, t.bridge, None, False, image=t.image) for t in config.templates]
+    return out
 
 
 def acls(storage_id: str, vms: Sequence[VmRights]) -> list[Acl]:
@@ -100,7 +172,13 @@ def acls(storage_id: str, vms: Sequence[VmRights]) -> list[Acl]:
         Acl("/storage", True, f"Datastore.*: a storage is created and deleted with rights on /storage itself ({storage_id} and the ISOs' storages below it)"),
     ]
     out += [Acl(f"/vms/{vm.id}", True, f"VM.*: {vm.name} (PVE drops this ACL when the VM is destroyed)") for vm in vms]
-    out += [Acl(bridge_path(b), True, "SDN.Use: the VMs' bridge") for b in sorted({vm.bridge for vm in vms})]
+    own = {vm.id for vm in vms}
+    out += [
+        Acl(f"/vms/{t}", False, f"VM.Clone: the template {t} the VMs clone (PVE's {TEMPLATE_ROLE}: clone and read, nothing else)", TEMPLATE_ROLE)
+        for t in sorted({vm.clone_of for vm in vms if vm.clone_of is not None} - own)
+    ]
+    out += [Acl(f"/pool/{p}", False, "Pool.Audit: the VMs' PVE pool (not propagated to its other members)") for p in sorted({vm.pool for vm in vms if vm.pool})]
+    out += [Acl(bridge_path(b), True, "SDN.Use: the VMs' bridge") for b in sorted({b for vm in vms for b in vm.all_bridges()})]
     return out
 
 
@@ -117,10 +195,16 @@ def needed(storage_id: str, vms: Sequence[VmRights]) -> list[Need]:
         entry = f"vms[{i}] ({vm.name})"
         acl = by_path[f"/vms/{vm.id}"]
         out += [Need(p, f"/vms/{vm.id}", acl, entry) for p in VM_PRIVILEGES]
-        if vm.iso:
-            iso_storage = vm.iso.split(":", 1)[0]
-            out.append(Need("Datastore.AllocateSpace", f"/storage/{iso_storage}", storages, f"{entry}.iso {vm.iso}", ("Datastore.Audit",)))
-        out.append(Need("SDN.Use", bridge_path(vm.bridge), by_path[bridge_path(vm.bridge)], f"{entry}.bridge {vm.bridge}"))
+        for volume, key in ((vm.iso, "iso"), (vm.image, "image")):
+            if volume:
+                out.append(Need("Datastore.AllocateSpace", f"/storage/{volume.split(':', 1)[0]}", storages, f"{entry}.{key} {volume}", ("Datastore.Audit",)))
+        if vm.cloud_init:
+            out.append(Need("VM.Config.Cloudinit", f"/vms/{vm.id}", acl, f"{entry}.cloudInit"))
+        if vm.clone_of is not None:
+            out.append(Need("VM.Clone", f"/vms/{vm.clone_of}", by_path[f"/vms/{vm.clone_of}"], f"{entry}.clone.template {vm.clone_of}"))
+        if vm.pool:
+            out.append(Need("Pool.Audit", f"/pool/{vm.pool}", by_path[f"/pool/{vm.pool}"], f"{entry}.pvePool {vm.pool}"))
+        out += [Need("SDN.Use", bridge_path(b), by_path[bridge_path(b)], f"{entry}.bridge {b}") for b in vm.all_bridges()]
     return out
 
 
@@ -148,7 +232,7 @@ def grant_command(need: Need, token_id: str, effective: Effective) -> str:
     """The command that grants NEED: the role lacks the privilege when the token holds some of the
     role's other privileges on the path; otherwise the ACL is missing."""
     others = [p for p in ROLE_PRIVILEGES if p != need.privilege and held(effective, need.path, p)]
-    if others:
+    if others and need.acl.role == ROLE:
         return f"pveum role modify {ROLE} --append 1 --privs {need.privilege}"
     return need.acl.command(token_id)
 

@@ -17,6 +17,7 @@ import pulumi
 import pulumi_proxmoxve as proxmoxve
 
 from clients.pve.api import api_props
+from components import pve_rights
 from components.ceph_client import CephClient
 from components.ceph_common import CephCommonPackage
 from components.ceph_health import CephHealthGate
@@ -25,10 +26,11 @@ from components.ceph_scrub import CephScrubWindow
 from components.config import ConfigError, StackConfig
 from components.credentials import Credentials
 from components.ha_preflight import HaPreflight
-from components.ha_vm import HaVm, ha_group, ha_rule, sid
+from components.ha_vm import HaVm, ha_group, ha_rule, sid, stack_template
 from components.owners import Owners, owner_tag
 from components.pve_storage import RbdStorage
 from components.rbd_images import VmImages
+from components.vm_changes import build_of
 
 
 def require_host_keys(config: StackConfig, credentials: Credentials) -> None:
@@ -57,6 +59,8 @@ def declared_objects(config: StackConfig) -> list[dict[str, Any]]:
         out.append({"kind": "vm", "name": str(vm.id), "entry": f"vms[{i}].id {vm.id} ({vm.name})"})
         if vm.ha:
             out.append({"kind": "haresource", "name": sid(vm), "entry": f"vms[{i}] ({vm.name}), its HA resource"})
+    for i, template in enumerate(config.templates):
+        out.append({"kind": "vm", "name": str(template.id), "entry": f"templates[{i}].id {template.id} ({template.name})"})
     used = {vm.affinity for vm in config.vms if vm.ha}
     for i, affinity in enumerate(config.ha.affinities):
         if config.ha.mode == "groups" or affinity.name in used:
@@ -67,14 +71,24 @@ def declared_objects(config: StackConfig) -> list[dict[str, Any]]:
 
 def rights_input(config: StackConfig) -> dict[str, Any]:
     """What the token's rights check needs (components/pve_rights.py): the token's id (not its
-    secret), the storage, and each VM's id, name, bridge, ISO and HA flag; and the cephx id of the
-    program's Ceph commands (the policy pack reads both identities here)."""
+    secret), the storage, and what each VM's rights depend on; and the cephx id of the program's
+    Ceph commands (the policy pack reads both identities here)."""
     return {
         "tokenId": config.proxmox_api_token.get_secret_value().split("=", 1)[0],
         "cephId": config.ceph.admin.client_id,
         "storageId": config.storage.id,
-        "vms": [{"id": vm.id, "name": vm.name, "bridge": vm.bridge, "iso": vm.iso or "", "ha": vm.ha} for vm in config.vms],
+        "vms": [rights.as_input() for rights in pve_rights.for_config(config)],
     }
+
+
+def outside_templates(config: StackConfig) -> list[dict[str, Any]]:
+    """The clones of templates the stack does not make: the owner check finds each template in the cluster."""
+    made = {t.id for t in config.templates}
+    return [
+        {"key": f"vms[{i}].clone", "template": vm.clone.template, "node": vm.clone.node, "vmNode": vm.node}
+        for i, vm in enumerate(config.vms)
+        if vm.clone and vm.clone.template not in made
+    ]
 
 
 class PveCephHa(pulumi.ComponentResource):
@@ -108,7 +122,17 @@ class PveCephHa(pulumi.ComponentResource):
         # Whose object is at each VM id and HA name the stack declares, before anything is changed:
         # the stack's own, or stop.
         owner = owner_tag(pulumi.get_project(), pulumi.get_stack())
-        self.owners = Owners(f"{name}-owners", api, owner, declared_objects(config), os.getcwd(), rights=rights_input(config), opts=child)
+        self.owners = Owners(
+            f"{name}-owners",
+            api,
+            owner,
+            declared_objects(config),
+            os.getcwd(),
+            rights=rights_input(config),
+            builds=[build_of(i, vm, (config.ha.state == "started") if vm.ha else True) for i, vm in enumerate(config.vms)],
+            clones=outside_templates(config),
+            opts=child,
+        )
         child = pulumi.ResourceOptions(parent=self, depends_on=[self.owners])
 
         # 1-1: the health gate, before anything in Ceph is touched.
@@ -146,6 +170,8 @@ class PveCephHa(pulumi.ComponentResource):
                 )
                 for a in config.ha.affinities
             }
+        # 3: the templates the stack makes (a cloud image imported onto the storage), before their clones.
+        self.templates = {t.id: (stack_template(f"{name}-template-{t.name}", t, self.storage.storage_id, owner, with_pve), t.node) for t in config.templates}
         # 3 and 5: the VMs and their HA resources.
         self.vms = [
             HaVm(
@@ -154,6 +180,8 @@ class PveCephHa(pulumi.ComponentResource):
                 config.ha,
                 self.storage.storage_id,
                 group=groups.get(vm.affinity or ""),
+                template=self.templates[vm.clone.template][0] if vm.clone and vm.clone.template in self.templates else None,
+                template_node=self.templates[vm.clone.template][1] if vm.clone and vm.clone.template in self.templates else None,
                 ha_depends_on=[self.preflight],
                 create_timeout=config.proxmox.vm_create_timeout,
                 owner=owner,

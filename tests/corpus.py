@@ -85,6 +85,25 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("vms[0].cores", True, "vms[0].cores", "digits alone"),
     ("vms[0].ha", "yes", "vms[0].ha", "true or false"),
     ("ha.affinities[0].nodes", {"pve-node1": "1.5"}, "ha.affinities[0].nodes.pve-node1", "digits alone"),
+    # VMs as operators build them (issue #25): clones, cloud-init, disks, NICs
+    ("vms[0].nics", [{"bridge": "vmbr0", "vlan": 4095}], "vms[0].nics[0].vlan", "<="),
+    ("vms[0].nics", [{"bridge": "vmbr0", "vlan": 0}], "vms[0].nics[0].vlan", ">="),
+    ("vms[0].cloudInit", {"sshKeys": ["ssh-ed25519 not-base64!"]}, "vms[0].cloudInit.sshKeys[0]", "public key"),
+    (
+        "vms[0].cloudInit",
+        {"sshKeys": ["ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"]},
+        "vms[0].cloudInit.sshKeys[0]",
+        "not a ssh-rsa",
+    ),
+    ("vms[0].cloudInit", {"sshKeys": ["-----BEGIN OPENSSH PRIVATE KEY-----"]}, "vms[0].cloudInit.sshKeys[0]", "public key"),
+    ("vms[0].cloudInit", {"ip": "192.0.2.10"}, "vms[0].cloudInit.ip", "prefix"),
+    ("vms[0].cloudInit", {"ip": "192.0.2.10/24", "gateway": "198.51.100.1"}, "vms[0].cloudInit", "not in"),
+    ("vms[0].disks", [{"sizeGb": 32}, {"sizeGb": 0}], "vms[0].disks[1].sizeGb", ">="),
+    ("vms[0].clone", {"template": 9000}, "vms[0].iso", "clone"),  # the VM has an ISO: one way to boot
+    ("vms[0].clone", {"template": 101}, "vms[0].clone.template", "not a template"),
+    ("vms[0].tags", ["pulumi-stack.other.dev"], "vms[0].tags[0]", "marker"),
+    ("templates", [{"id": 101, "name": "golden", "node": "pve-node1", "image": "local:import/a.qcow2"}], "templates[0].id", "apart"),
+    ("templates", [{"id": 9000, "name": "golden", "node": "pve-node1", "image": "local:iso/a.iso"}], "templates[0].image", "import volume"),
     ("proxmoxApiToken", "root@pam:password", "proxmoxApiToken", "API token"),
     ("proxmoxApiToken", DELETE, "proxmoxApiToken", "required"),
 ]

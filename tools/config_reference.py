@@ -79,7 +79,7 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[str]:
             doc = f"secret: `pulumi config set --secret {key}`"
         out.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {doc} |")
         for sub in nested:
-            list_like = typing.get_origin(field.annotation) is list
+            list_like = any(typing.get_origin(a) is list for a in (field.annotation, *typing.get_args(field.annotation)))
             out.extend(rows(sub, f"{key}[]." if list_like else f"{key}."))
     return out
 

@@ -147,7 +147,7 @@ def bridge(ctx: Context, f: Finding) -> None:
 
 
 def _vm_rights(ctx: Context) -> list[pve_rights.VmRights]:
-    return [pve_rights.VmRights(vm.id, vm.name, vm.bridge, vm.iso, vm.ha) for vm in ctx.config.vms]
+    return pve_rights.for_config(ctx.config)
 
 
 @check("pve-rights", "8", f"the API token holds the role {pve_rights.ROLE} on its paths and no more (docs/permissions.md)", best_practice="leastPrivilege")

@@ -43,7 +43,8 @@ STACK = "badeng"  # its pool, client and storage: badeng-pool, client.badeng, ba
 ROOT_TYPE = "pulumi:pulumi:Stack"
 TOKEN_KEY = "proxmoxApiToken"
 PLAINTEXT = object()  # the engine-only case: a well-formed token set without --secret
-VM_KEYS = [field.alias or name for name, field in cfg.VmSpec.model_fields.items()]  # id, name, node, ..., memoryMb, ..., affinity
+# id, name, node, ..., memoryMb, ..., affinity; not the VM's notes, free text (tests/unit/test_shell_payloads.py FREE_TEXT)
+VM_KEYS = [field.alias or name for name, field in cfg.VmSpec.model_fields.items() if name != "description"]
 VM_PAYLOADS = PAYLOADS + API_PAYLOADS
 
 
