@@ -147,9 +147,11 @@ def problems(
     return out
 
 
-def template_problems(clones: Sequence[dict[str, Any]], vms: Sequence[dict[str, Any]]) -> list[str]:
+def template_problems(clones: Sequence[dict[str, Any]], vms: Sequence[dict[str, Any]], owner: str = "") -> list[str]:
     """Each clone's template (one the stack does not make) against the cluster's VMs (/cluster/resources):
-    it must exist, be a template, and be where the clone is told to find it."""
+    it must exist, be a template, be where the clone is told to find it, and not be one the stack
+    made and no longer declares (the next up would delete it, which PVE refuses while a linked
+    clone uses its base image: "base volume ... is still in use by linked cloned", PVE::Storage vdisk_free)."""
     out = []
     for clone in clones:
         template, key = plain(clone["template"]), clone["key"]
@@ -163,6 +165,11 @@ def template_problems(clones: Sequence[dict[str, Any]], vms: Sequence[dict[str, 
             out.append(
                 f"{key}.template = {template}: VM {template} {found.get('name', '')!r} on {found.get('node', '?')} is not a template "
                 f"(a clone of a running VM copies a disk in use); name a template, or make this one with `qm template {template}`"
+            )
+        elif owner and owner_of(found.get("tags")) == owner:
+            out.append(
+                f"{key}.template = {template}: template {template} {found.get('name', '')!r} is this stack's and is no longer in templates, "
+                "so this up would delete it while its clones use it; keep it in templates, or clone another template"
             )
         elif found.get("node") != (clone.get("node") or clone["vmNode"]):
             out.append(
@@ -249,7 +256,7 @@ class OwnersProvider(ResourceProvider):
                         continue
                     raise failed(f"owners: GET /{KINDS[name].path} failed", reason(exc)) from None
             found = problems(wanted, cluster, props["owner"], lambda: read_state(props["stack"], props["workDir"])) if wanted else []
-            found += template_problems(props.get("clones") or [], cluster.get("vm") or [])
+            found += template_problems(props.get("clones") or [], cluster.get("vm") or [], props["owner"])
             if found:
                 raise OperatorError("owners: " + "; ".join(found) + "; nothing was changed")
         return self.outputs(props)

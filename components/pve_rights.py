@@ -271,8 +271,8 @@ def describe_missing(lacking: Sequence[Need], token_id: str, effective: Effectiv
     return "; ".join(lines)
 
 
-# The per-cluster forms of the narrow ACLs (docs/permissions.md): every VM, every local bridge.
-CLUSTER_WIDE = ("/vms", "/sdn/zones/localnetwork")
+# The per-cluster forms of the narrow ACLs (docs/permissions.md): every VM, every PVE pool, every local bridge.
+CLUSTER_WIDE = ("/vms", "/pool", "/sdn/zones/localnetwork")
 
 
 def excess(effective: Effective, storage_id: str, vms: Sequence[VmRights]) -> list[str]:

@@ -126,7 +126,7 @@ def _api_call(url: str, ca_file: str, token: str, method: str, path: str, fields
 
 # The per-cluster form of the documented ACLs (docs/permissions.md; components/pve_rights.py):
 # the lab serves many stacks, whose VMs come and go (PVE drops a /vms/<id> ACL with its VM).
-STACK_ACLS = (("/", 0), ("/storage", 1), ("/vms", 1), ("/sdn/zones/localnetwork", 1))
+STACK_ACLS = (("/", 0), ("/storage", 1), ("/vms", 1), ("/pool", 1), ("/sdn/zones/localnetwork", 1))
 
 
 def grant_stack_token(url: str, ca_file: str, root_token: str) -> str:

@@ -133,6 +133,9 @@ def test_a_clones_template_is_found_in_the_cluster() -> None:
     assert "VM 9001 'web' on pve-node1 is not a template" in template_problems([{**clone, "template": 9001}], vms)[0]
     assert "set vms[0].clone.node: pve-node2" in template_problems([{**clone, "template": 9000}], vms)[0]
     assert template_problems([{**clone, "template": 9000, "node": "pve-node2"}], vms) == []
+    ours = [{**vms[0], "tags": "pulumi-stack.p.s;no-ha"}]
+    dropped = template_problems([{**clone, "template": 9000, "node": "pve-node2"}], ours, "pulumi-stack.p.s")
+    assert dropped and "is this stack's and is no longer in templates" in dropped[0]
 
 
 def test_the_rights_of_a_clone_with_cloud_init_in_a_pool() -> None:

@@ -14,6 +14,7 @@ qemu-server src/PVE/API2/Qemu.pm) with what the lab adds to match PVE on externa
 - start/stop/shutdown run the VM's process (vmproc.py); an HA-managed VM is started or stopped
   through the HA manager (`Requesting HA start for VM <vmid>`, Qemu.pm vm_start/vm_stop with
   PVE::HA::Config::vm_is_ha_managed);
+- a change to a running VM is hot-plugged or left pending as PVE does it (hotplug.py);
 - PUT .../resize resizes the RBD image (Qemu.pm resize_vm); POST .../migrate moves the VM (an
   HA-managed one through the HA manager: `Requesting HA migration for VM <vmid> to node <node>`);
 - the LRM's `qm start|stop|migrate` (ha/lrm.py) run as the same tasks (qmstart, qmstop, qmigrate);
@@ -43,6 +44,7 @@ from fakepve.routing import die, ok, param_error
 from fakepve.server import USER
 
 from lab.pve.api.tasks import AFTER, BEFORE, OPS
+from lab.pve.hotplug import hotplug_pending
 from lab.pve.rbdstore import RbdError
 
 
@@ -371,7 +373,10 @@ class NodesQemuApi:
             props["size"] = format_size(size)
             p[key] = join_drive(volid, props)
         with root_only_is_a_die():
-            return await super()._apply_config(vm, user, p)
+            done = await super()._apply_config(vm, user, p)
+        if vm.status == "running":  # fakepve leaves every device change pending: PVE hot-plugs (hotplug.py)
+            hotplug_pending(vm.config, vm.pending)
+        return done
 
     async def _allocate_now(self, allocate):
         """A config update's disk, made before the config is written (Qemu.pm $update_vm_api, outside
