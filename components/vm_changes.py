@@ -101,7 +101,7 @@ def effects(old: Any, new: Sequence[Mapping[str, Any]]) -> list[str]:
         said: list[str] = []
         for what, unit, key in (("cores", "", "cores"), ("memory", " MiB", "memoryMb")):
             if _number(was.get(key)) not in (None, _number(now[key])):
-                said.append(f"{what} {_number(was[key])}{unit} → {now[key]}{unit}")
+                said.append(f"{what} {_number(was[key])}{unit} → {_number(now[key])}{unit}")
         restart = bool(said)
         old_sizes = [int(s) for s in was.get("disks") or []]
         for n, size in enumerate(int(s) for s in now["disks"]):

@@ -193,8 +193,10 @@ def storage(ctx: Context, f: Finding) -> None:
 
 
 def _disks(conf: dict[str, Any], storage: str) -> list[str]:
-    """The images of a VM config's disks on ``storage``: ``scsi0: ceph-rbd:vm-101-disk-0,cache=...``."""
-    return [volume.split(":", 1)[1] for volume in nodes_qemu.volumes_on(conf, storage)]
+    """The images of a VM config's disks on ``storage``: ``scsi0: ceph-rbd:vm-101-disk-0,cache=...``;
+    a linked clone's volume ``base-970-disk-0/vm-971-disk-0`` is the image ``vm-971-disk-0``
+    (RBDPlugin.pm parse_volname: the base image, then the clone's own)."""
+    return [volume.split(":", 1)[1].rsplit("/", 1)[-1] for volume in nodes_qemu.volumes_on(conf, storage)]
 
 
 @check("images", "3-2", lambda c: f"rbd ls {c.pool}: every VM's disks in the pool")

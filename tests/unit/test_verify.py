@@ -548,3 +548,10 @@ def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path, monkeypatch: pytest
     assert "verify: pve-ceph-ha:ceph.admin = (not set): is required" in out
     assert "verify: could not run (exit 2)" in out
     assert "Traceback" not in out
+
+
+def test_a_linked_clones_disk_is_its_own_image() -> None:
+    """A linked clone's volume ``base-900-disk-0/vm-102-disk-0`` is the RBD image ``vm-102-disk-0`` (RBDPlugin.pm parse_volname)."""
+    clone = {**vm_config(102), "scsi0": "ceph-rbd:base-900-disk-0/vm-102-disk-0,cache=writeback,discard=on,size=1G"}
+    findings = run(api={"nodes/pve-node2/qemu/102/config": clone}, outputs={})
+    assert findings["images"].status == "pass", findings["images"].problems

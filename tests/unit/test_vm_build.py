@@ -120,6 +120,8 @@ def test_what_each_change_does_to_a_running_vm_is_said() -> None:
         "net2 on vmbr0 (VLAN 40) hot-plugged; no restart"
     ]
     assert vm_changes.effects(old, [build()]) == []
+    as_floats = [{**old[0], "memoryMb": 2048.0}]  # the engine hands both sides' numbers back as floats
+    assert vm_changes.effects(as_floats, [{**build(memoryMb=4096), "memoryMb": 4096.0}])[0].startswith("vms[0] (vm101): memory 2048 MiB → 4096 MiB;")
     assert vm_changes.effects(None, [build(memoryMb=4096)]) == []  # a new VM: nothing to say
 
 

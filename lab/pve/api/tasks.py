@@ -11,6 +11,7 @@ _task_log); this module is the lab's side of running them.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 
@@ -40,6 +41,8 @@ class TasksApi:
         if before is not None:
             BEFORE.set(None)
 
+        upid_of: dict[str, str] = {}
+
         async def wrapped():
             for check in before or []:
                 await check()
@@ -60,9 +63,24 @@ class TasksApi:
                 extra = await callback()
                 if extra:
                     notes.append(extra)
+            warned = sum(1 for note in notes for line in note.splitlines() if line.startswith("WARN: "))
+            if warned:
+                # fakepve ends the task `OK` once this returns, without awaiting again; PVE's worker
+                # counts its warnings (pve-common RESTEnvironment fork_worker: `WARN: <message>`
+                # lines, then `TASK WARNINGS: <n>`, exit status `WARNINGS: <n>`)
+                asyncio.get_running_loop().call_soon(self._task_warned, upid_of, warned)
             return "\n".join(notes) if notes else None
 
-        return await super().task(node, ttype, tid, user, wrapped, vm=vm, lock=lock, log=log)
+        upid = await super().task(node, ttype, tid, user, wrapped, vm=vm, lock=lock, log=log)
+        upid_of["upid"] = upid
+        return upid
+
+    def _task_warned(self, upid_of: dict[str, str], warned: int) -> None:
+        record = self.tasks.get(upid_of.get("upid", ""))
+        if record is not None and record.get("exitstatus") == "OK":
+            record["exitstatus"] = f"WARNINGS: {warned}"
+            if record["log"] and record["log"][-1] == "TASK OK":
+                record["log"][-1] = f"TASK WARNINGS: {warned}"
 
     def _ops(self) -> list:
         ops = OPS.get()
@@ -98,7 +116,7 @@ class TasksApi:
                 if kind != "remove":
                     ops[:] = [o for o in ops if o[0] == "remove"]
                     raise TaskError(str(exc)) from None
-                notes.append(f"Could not remove disk '{sid}:{name}', check manually: {exc}")
+                notes.append(f"WARN: Could not remove disk '{sid}:{name}', check manually: {exc}")
 
     async def _free_image(self, sid: str, store: dict, volname: str) -> None:
         """PVE::Storage::vdisk_free of an RBD volume: a base image a linked clone still uses is
