@@ -118,7 +118,9 @@ class DiskSpec(Model):
 
 class NicSpec(Model):
     """One VirtIO NIC: net0, net1, ... in the order listed. Its MAC address is derived from the VM id
-    and the NIC's position unless given, so it stays the same across updates (components/ha_vm.py)."""
+    and the NIC's position unless given, so it stays the same across updates (components/ha_vm.py).
+    A VM moved from `bridge` to `nics` gets the derived MAC on net0: give nics[0].mac its current
+    one (`qm config <id>`, net0) to keep it."""
 
     bridge: Bridge = Field(default="vmbr0", description="Linux bridge")
     vlan: Int | None = Field(default=None, ge=1, le=4094, description="802.1Q VLAN tag (1-4094); none: untagged")

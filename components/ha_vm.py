@@ -57,8 +57,12 @@ def mac_address(vm_id: int, index: int, nic: NicSpec) -> str:
 
 
 def network_devices(vm: VmSpec) -> list[proxmoxve.VmLegacyNetworkDeviceArgs]:
+    """net0..N. A VM configured with `bridge` alone (before `nics` existed) keeps the MAC PVE gave
+    it: sending a derived one would change a running guest's MAC on the first `up` after an upgrade."""
     return [
-        proxmoxve.VmLegacyNetworkDeviceArgs(bridge=nic.bridge, model="virtio", vlan_id=nic.vlan, mac_address=mac_address(vm.id, index, nic))
+        proxmoxve.VmLegacyNetworkDeviceArgs(
+            bridge=nic.bridge, model="virtio", vlan_id=nic.vlan, mac_address=mac_address(vm.id, index, nic) if vm.nics is not None else None
+        )
         for index, nic in enumerate(vm.nic_list())
     ]
 

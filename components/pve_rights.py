@@ -51,14 +51,21 @@ ROLE_PRIVILEGES: dict[str, str] = {
     "VM.Config.Network": "POST /nodes/{node}/qemu and PUT .../config: net0",
     "VM.Config.Cloudinit": "POST /nodes/{node}/qemu and PUT .../config: ciuser, sshkeys, ipconfig0, nameserver, searchdomain (vms[].cloudInit)",
     "VM.Clone": "POST /nodes/{node}/qemu/{template}/clone (on the template's /vms/<id>: vms[].clone)",
-    "Pool.Audit": "GET /pools and /pools/{poolid} (bpg reads the VM's PVE pool there: vms[].pvePool)",
     "VM.Config.Options": "POST /nodes/{node}/qemu and PUT .../config: name, onboot, ostype, agent, bios, tags, protection",
     "VM.Config.HWType": "POST /nodes/{node}/qemu and PUT .../config: acpi, scsihw, tablet, vga, smbios1",
     "SDN.Use": "POST /nodes/{node}/qemu and PUT .../config: net0's bridge (PVE 8+, on /sdn/zones/localnetwork/<bridge>)",
 }
+# privilege -> the calls that need it, for the role's and those PVE's built-in roles grant (Pool.Audit: PVEPoolUser)
+PRIVILEGE_CALLS: dict[str, str] = {
+    **ROLE_PRIVILEGES,
+    "Pool.Audit": "GET /pools and /pools/{poolid} (bpg reads the VM's PVE pool there: vms[].pvePool)",
+}
 # What every VM needs on its own path; VM.Config.Cloudinit only with cloud-init, VM.Clone only on a template.
 VM_PRIVILEGES = tuple(p for p in ROLE_PRIVILEGES if p.startswith("VM.") and p not in ("VM.Clone", "VM.Config.Cloudinit"))
 TEMPLATE_ROLE = "PVETemplateUser"  # PVE's built-in role: VM.Clone and VM.Audit, on a template the stack does not own
+# PVE's built-in role: Pool.Audit alone. A pool's roles reach each of its members whatever the
+# ACL's propagate flag (RPCEnvironment.pm $compile_acl_path), and the pool's other VMs are not the stack's.
+POOL_ROLE = "PVEPoolUser"
 HA_PRIVILEGES = ("Sys.Audit", "Sys.Console")
 STORAGE_PRIVILEGES = ("Datastore.Allocate", "Datastore.AllocateSpace")
 
@@ -177,7 +184,10 @@ def acls(storage_id: str, vms: Sequence[VmRights]) -> list[Acl]:
         Acl(f"/vms/{t}", False, f"VM.Clone: the template {t} the VMs clone (PVE's {TEMPLATE_ROLE}: clone and read, nothing else)", TEMPLATE_ROLE)
         for t in sorted({vm.clone_of for vm in vms if vm.clone_of is not None} - own)
     ]
-    out += [Acl(f"/pool/{p}", False, "Pool.Audit: the VMs' PVE pool (not propagated to its other members)") for p in sorted({vm.pool for vm in vms if vm.pool})]
+    out += [
+        Acl(f"/pool/{p}", False, f"Pool.Audit: the VMs' PVE pool (PVE's {POOL_ROLE}: a pool's roles reach all its members)", POOL_ROLE)
+        for p in sorted({vm.pool for vm in vms if vm.pool})
+    ]
     out += [Acl(bridge_path(b), True, "SDN.Use: the VMs' bridge") for b in sorted({b for vm in vms for b in vm.all_bridges()})]
     return out
 
@@ -266,7 +276,7 @@ def describe_missing(lacking: Sequence[Need], token_id: str, effective: Effectiv
         either = " (or " + " or ".join(need.alternatives) + ")" if need.alternatives else ""
         lines.append(
             f"the API token {token_id} lacks {need.privilege}{either} on {need.path} for {need.what}, "
-            f"needed by {ROLE_PRIVILEGES[need.privilege]}; grant it: {grant_command(need, token_id, effective)}"
+            f"needed by {PRIVILEGE_CALLS[need.privilege]}; grant it: {grant_command(need, token_id, effective)}"
         )
     return "; ".join(lines)
 
@@ -288,7 +298,7 @@ def excess(effective: Effective, storage_id: str, vms: Sequence[VmRights]) -> li
         if not covered(path):
             out += [f"{p} on {path}" for p in sorted(privileges)]
             continue
-        out += [f"{p} on {path}" for p in sorted(privileges) if p not in ROLE_PRIVILEGES]
+        out += [f"{p} on {path}" for p in sorted(privileges) if p not in PRIVILEGE_CALLS]
         if path == "/":
             out += [f"{p} on / propagated to every path" for p in sorted(privileges) if p in ROLE_PRIVILEGES and str(privileges[p]) not in ("0", "False")]
     return out

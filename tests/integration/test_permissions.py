@@ -1,7 +1,9 @@
 """#23: least privilege, proven with the real engine and plugin against the lab with PVE's
 permission model enforced (lab/pve/api/access.py) and the lab's real Ceph checking caps.
 
-One small stack (its own pool, client, storage and VM 430) runs with the identities of docs/permissions.md,
+One small stack (its own pool, client, storage, a template made from the lab's cloud image and
+VM 430, a linked clone of it with cloud-init in a PVE pool, so that each privilege of the role is
+one the stack needs) runs with the identities of docs/permissions.md,
 made here the way an operator makes them:
 - PVE: the role PulumiCephHA, a user and its privilege-separated token, the narrow ACLs
   (components/pve_rights.py: `/` not propagated, `/storage`, `/vms/430`, the bridge's SDN zone);
@@ -27,6 +29,7 @@ import pytest
 from pulumi import automation as auto
 
 from components import ceph_rights, pve_rights
+from lab.pve import imports
 from lab.testing.shared import own_corner
 from lab.testing.stack import LabStack, admin, api, changes, leftovers, names, program_identity, remember_secret
 from lab.testing.steps import run_steps
@@ -34,7 +37,8 @@ from lab.testing.steps import run_steps
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
 
-PREFIX, VMID = "perm", 430
+PREFIX, VMID, TEMPLATE = "perm", 430, 439
+PVE_POOL = "perm-vms"  # the operator's PVE pool the VM joins (the test makes it as root: the stack never does)
 POOL, STORAGE, CLIENT = f"{PREFIX}-pool", f"{PREFIX}-rbd", PREFIX
 USER, TOKEN_NAME, CEPH_ID = "perm@pve", "ha", "permceph"
 TOKEN_ID = f"{USER}!{TOKEN_NAME}"
@@ -42,14 +46,23 @@ ROLE = pve_rights.ROLE
 
 
 def edit(config: dict[str, Any]) -> None:
+    """The VM is a linked clone, with cloud-init and in a PVE pool, of a template the stack makes:
+    every privilege of the role is then one the stack needs."""
     names(PREFIX)(config)
-    config["vms"] = [{**config["vms"][0], "id": VMID, "name": f"vm{VMID}", "node": "pve-node1"}]
+    config["templates"] = [{"id": TEMPLATE, "name": f"golden{TEMPLATE}", "node": "pve-node1", "image": f"local:import/{imports.QCOW2}", "diskGb": 1}]
+    vm = {k: v for k, v in config["vms"][0].items() if k != "iso"}
+    config["vms"] = [
+        {**vm, "id": VMID, "name": f"vm{VMID}", "node": "pve-node1", "clone": {"template": TEMPLATE}, "cloudInit": {"user": "ops"}, "pvePool": PVE_POOL}
+    ]
     config["allowPoolDeletion"] = True  # the test leaves no pool behind
     config["ceph"]["admin"]["clientId"] = CEPH_ID
 
 
 def vm_rights() -> list[pve_rights.VmRights]:
-    return [pve_rights.VmRights(VMID, f"vm{VMID}", "vmbr0", "local:iso/debian-12.iso", True)]
+    return [
+        pve_rights.VmRights(VMID, f"vm{VMID}", "vmbr0", None, True, clone_of=TEMPLATE, cloud_init=True, pool=PVE_POOL),
+        pve_rights.VmRights(TEMPLATE, f"golden{TEMPLATE}", "vmbr0", None, False, image=f"local:import/{imports.QCOW2}"),
+    ]
 
 
 def set_role(privileges: list[str]) -> None:
@@ -57,8 +70,8 @@ def set_role(privileges: list[str]) -> None:
     api().access.roles(ROLE).put(privs=",".join(privileges))
 
 
-def grant(path: str, propagate: bool = True) -> None:
-    api().access.acl.put(path=path, users=USER, tokens=TOKEN_ID, roles=ROLE, propagate=int(propagate))
+def grant(path: str, propagate: bool = True, role: str = ROLE) -> None:
+    api().access.acl.put(path=path, users=USER, tokens=TOKEN_ID, roles=role, propagate=int(propagate))
 
 
 def caps(mon: str, osd: str) -> None:
@@ -69,7 +82,9 @@ def caps(mon: str, osd: str) -> None:
 def stack(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
     root = api()
     # Ceph: the identity and its keyring where the admin node's ceph.conf looks for it
-    with own_corner(lab_state, PREFIX, [VMID]), program_identity(lab_state, CEPH_ID, POOL, CLIENT, pool_deletion=True) as documented:
+    if PVE_POOL not in {p["poolid"] for p in root.pools.get()}:
+        root.pools.post(poolid=PVE_POOL)
+    with own_corner(lab_state, PREFIX, [VMID, TEMPLATE]), program_identity(lab_state, CEPH_ID, POOL, CLIENT, pool_deletion=True) as documented:
         # PVE: the user, its token and the narrow ACLs (docs/permissions.md)
         if USER not in {u["userid"] for u in root.access.users.get()}:
             root.access.users.post(userid=USER)
@@ -78,7 +93,7 @@ def stack(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         secret = root.access.users(USER).token(TOKEN_NAME).post(privsep=1)["value"]
         remember_secret(secret, "pve-token")
         for acl in pve_rights.acls(STORAGE, vm_rights()):
-            grant(acl.path, acl.propagate)
+            grant(acl.path, acl.propagate, acl.role)
         perm = LabStack(PREFIX, lab_state, tmp_path_factory.mktemp(PREFIX), edit)
         perm.stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{TOKEN_ID}={secret}", secret=True))
         perm.documented = documented  # type: ignore[attr-defined]
@@ -147,6 +162,7 @@ def each_privilege_taken_away_fails_before_any_change_and_given_back_converges(s
         assert f"grant it: pveum role modify {ROLE} --append 1 --privs {privilege}" in text, text[-2000:]
         assert "nothing was changed" in text
         assert last_changes(stack).keys() <= {"same"}, last_changes(stack)
+        print(f"  {privilege}: refused; given back", flush=True)
         assert stack.up().summary.result == "succeeded", stack.text()[-2000:]
         results.append(f"{privilege}: refused in {took:.1f} s")
     print("\n  " + "\n  ".join(results))
@@ -205,7 +221,7 @@ def destroy_refused_at_its_first_call_then_completes(stack: LabStack) -> None:
         set_role(every)
     assert f"Permission check failed (/vms/{VMID}, VM.PowerMgmt)" in str(failed.value) + stack.text(), stack.text()[-2000:]
     stack.destroy()
-    assert leftovers(POOL, STORAGE, CLIENT, [VMID]) == {}
+    assert leftovers(POOL, STORAGE, CLIENT, [VMID, TEMPLATE]) == {}
 
 
 def test_the_documented_rights_from_nothing_to_destroy(stack: LabStack, lab_state: dict[str, Any]) -> None:

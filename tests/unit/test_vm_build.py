@@ -149,4 +149,5 @@ def test_the_rights_of_a_clone_with_cloud_init_in_a_pool() -> None:
     assert ("VM.Clone", "/vms/101") not in needs  # only on the template
     commands = pve_rights.setup_commands("pulumi@pve!stack", "ceph-rbd", vms)
     assert "pveum acl modify /vms/9000 --users pulumi@pve --tokens 'pulumi@pve!stack' --roles PVETemplateUser --propagate 0" in commands
+    assert "pveum acl modify /pool/prod --users pulumi@pve --tokens 'pulumi@pve!stack' --roles PVEPoolUser --propagate 0" in commands
     assert pve_rights.VmRights.from_input(vms[0].as_input()) == vms[0]

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/bpg/terraform-provider-proxmox/proxmox/api"
 	"github.com/bpg/terraform-provider-proxmox/proxmox/cluster"
 	"github.com/bpg/terraform-provider-proxmox/proxmoxtf"
 
@@ -194,6 +195,47 @@ func dropWhenNotOurs(read schema.ReadContextFunc) schema.ReadContextFunc {
 	}
 }
 
+// readStatus: PVE's answer to GET /nodes/{node}/qemu/{vmid}/status/current (nil: it answered). A
+// variable for the tests.
+var readStatus = func(ctx context.Context, m any, node string, vmid int) error {
+	cfg, ok := m.(proxmoxtf.ProviderConfiguration)
+	if !ok {
+		return errNoClient
+	}
+	client, err := cfg.GetClient()
+	if err != nil {
+		return err
+	}
+	var body map[string]any
+	return client.API().DoRequest(ctx, http.MethodGet, fmt.Sprintf("nodes/%s/qemu/%d/status/current", node, vmid), nil, &body)
+}
+
+// keepWhenHidden wraps the VM resource's Read. bpg looks the VM up in /cluster/resources and
+// reports it gone when the list does not hold it; PVE lists only the VMs the token may audit, so
+// a token that lost VM.Audit would have every VM dropped from the state by a refresh, and the next
+// `up` would "create" them again: bpg's already-exists retry adopts an ISO VM, and a template's
+// create fails at its conversion ("you can't convert a template to a template"). When the read
+// reports a recorded VM gone, the VM's own status is asked: PVE's 403 keeps the VM in the state and
+// fails the read, naming the privilege; any other answer leaves bpg's verdict.
+func keepWhenHidden(read schema.ReadContextFunc) schema.ReadContextFunc {
+	return func(ctx context.Context, d *schema.ResourceData, m any) diag.Diagnostics {
+		id := d.Id()
+		node, _ := d.Get("node_name").(string)
+		vmid, _ := d.Get("vm_id").(int)
+		diags := read(ctx, d, m)
+		if diags.HasError() || id == "" || d.Id() != "" || node == "" || vmid <= 0 {
+			return diags
+		}
+		var refused *api.HTTPError
+		if err := readStatus(ctx, m, node, vmid); errors.As(err, &refused) && refused.Code == http.StatusForbidden {
+			d.SetId(id)
+			return append(diags, diag.Errorf("cannot read VM %d on %s: %s; PVE lists only the VMs the API token may audit, so the VM "+
+				"stays in the stack's state. Grant VM.Audit on /vms/%d (docs/permissions.md)", vmid, node, refused.Message, vmid)...)
+		}
+		return diags
+	}
+}
+
 // checkPlannedCreate wraps the VM resource's CustomizeDiff, so that `pulumi preview` already
 // refuses a create over a VM that is not the stack's.
 func checkPlannedCreate(inner schema.CustomizeDiffFunc) schema.CustomizeDiffFunc {
@@ -219,7 +261,7 @@ func withOwnership(p *schema.Provider) *schema.Provider {
 		return p
 	}
 	if vm.ReadContext != nil {
-		vm.ReadContext = dropWhenNotOurs(vm.ReadContext)
+		vm.ReadContext = keepWhenHidden(dropWhenNotOurs(vm.ReadContext))
 	}
 	if vm.CreateContext != nil {
 		vm.CreateContext = guardCreate(vm.CreateContext)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bpg/terraform-provider-proxmox/proxmox/api"
 	"github.com/hashicorp/terraform-plugin-sdk/v2/diag"
 	"github.com/hashicorp/terraform-plugin-sdk/v2/helper/schema"
 	"github.com/hashicorp/terraform-plugin-sdk/v2/terraform"
@@ -142,5 +143,35 @@ func TestAReadOfTheStacksOwnVmKeepsIt(t *testing.T) {
 		if diags := read(context.Background(), d, nil); len(diags) != 0 || d.Id() != "150" {
 			t.Fatalf("%v: want the VM kept, got id %q and %v", tags, d.Id(), diags)
 		}
+	}
+}
+
+// statusAnswers makes readStatus answer ERR for the test's duration.
+func statusAnswers(t *testing.T, err error) {
+	t.Helper()
+	saved := readStatus
+	readStatus = func(context.Context, any, string, int) error { return err }
+	t.Cleanup(func() { readStatus = saved })
+}
+
+func gone(_ context.Context, d *schema.ResourceData, _ any) diag.Diagnostics {
+	d.SetId("") // what bpg's read does when /cluster/resources does not list the VM
+	return nil
+}
+
+func TestAVmTheTokenMayNotAuditStaysInTheState(t *testing.T) {
+	statusAnswers(t, &api.HTTPError{Code: 403, Message: "Permission check failed (/vms/150, VM.Audit)"})
+	d := recorded(t, lab)
+	diags := keepWhenHidden(gone)(context.Background(), d, nil)
+	if !diags.HasError() || d.Id() != "150" || !strings.Contains(diags[0].Summary, "Grant VM.Audit on /vms/150") {
+		t.Fatalf("want the VM kept and the read failed naming VM.Audit, got id %q and %v", d.Id(), diags)
+	}
+}
+
+func TestAVmPveNoLongerHasIsGone(t *testing.T) {
+	statusAnswers(t, &api.HTTPError{Code: 500, Message: "Configuration file 'nodes/pve-node1/qemu-server/150.conf' does not exist"})
+	d := recorded(t, lab)
+	if diags := keepWhenHidden(gone)(context.Background(), d, nil); diags.HasError() || d.Id() != "" {
+		t.Fatalf("want the VM gone, got id %q and %v", d.Id(), diags)
 	}
 }
