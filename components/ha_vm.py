@@ -162,7 +162,7 @@ class HaVm(pulumi.ComponentResource):
             stop_on_destroy=True,
             # bpg's client has no per-call timeout: a hung API call is bounded by the create's own
             timeout_create=create_timeout,
-            timeout_clone=create_timeout,
+            timeout_clone=create_timeout if clone else None,
             # A replacement (a new template; allowed only with vms[].allowReplace, components/vm_changes.py)
             # frees the VM id first: PVE cannot hold two VMs at one id.
             opts=pulumi.ResourceOptions.merge(
