@@ -151,3 +151,14 @@ def test_the_rights_of_a_clone_with_cloud_init_in_a_pool() -> None:
     assert "pveum acl modify /vms/9000 --users pulumi@pve --tokens 'pulumi@pve!stack' --roles PVETemplateUser --propagate 0" in commands
     assert "pveum acl modify /pool/prod --users pulumi@pve --tokens 'pulumi@pve!stack' --roles PVEPoolUser --propagate 0" in commands
     assert pve_rights.VmRights.from_input(vms[0].as_input()) == vms[0]
+
+
+def test_a_vm_without_nics_keeps_the_mac_pve_gave_it() -> None:
+    import pulumi
+
+    from components.ha_vm import network_devices
+
+    legacy = cfg.validate(valid_raw()).vms[0]
+    assert pulumi.get(network_devices(legacy)[0], "mac_address") is None  # an upgrade never changes a running guest's MAC
+    cloned = cfg.validate(clone_raw()).vms[0]
+    assert [pulumi.get(nic, "mac_address") for nic in network_devices(cloned)] == [mac_address(101, i, NicSpec()) for i in range(2)]
