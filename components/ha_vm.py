@@ -176,7 +176,10 @@ class HaVm(pulumi.ComponentResource):
         if vm.ha:
             self.resource = proxmoxve.Haresource(
                 f"{name}-ha",
-                resource_id=sid(vm),
+                # through the VM's id: a VM replaced (vms[].allowReplace) makes it unknown in the plan,
+                # so the engine replaces the HA resource with the VM, deleting it first (the VM's
+                # delete purges it from HA: bpg's purge_on_destroy); the same value otherwise
+                resource_id=self.machine.id.apply(lambda _: sid(vm)),
                 type="vm",
                 state=ha.state,
                 max_restart=ha.max_restart,
@@ -185,7 +188,11 @@ class HaVm(pulumi.ComponentResource):
                 comment=owned_comment(owner),
                 opts=pulumi.ResourceOptions.merge(
                     child,
-                    pulumi.ResourceOptions(depends_on=[self.machine, *(ha_depends_on or []), *([group] if group else [])]),
+                    pulumi.ResourceOptions(
+                        depends_on=[self.machine, *(ha_depends_on or []), *([group] if group else [])],
+                        replace_on_changes=["resourceId"],
+                        delete_before_replace=True,  # one HA resource per sid: the old one goes first
+                    ),
                 ),
             )
         self.register_outputs({"vm_id": self.vm_id, "sid": self.sid})

@@ -15,7 +15,8 @@ every preview and up with the last run's inputs and this run's, sees what change
   ends in its requested state. A disk grows online (``rbd resize``, no restart); a NIC or a disk
   is hot-plugged; a NIC's VLAN tag changes on the running VM (QemuServer.pm vmconfig_update_net).
 
-The record is the last run's *inputs*: when an ``up`` fails after the check, the record is this
+The engine drops a None from a resource's inputs, so every key is read with ``get``. The record
+is the last run's *inputs*: when an ``up`` fails after the check, the record is this
 run's, and a later shrink is judged against it. Pure: no pulumi, no I/O.
 """
 
@@ -63,20 +64,20 @@ def refusals(old: Any, new: Sequence[Mapping[str, Any]]) -> list[str]:
         if was is None:
             continue
         key = now["key"]
-        sizes, old_sizes = [int(s) for s in now["disks"]], [int(s) for s in was.get("disks") or []]
+        sizes, old_sizes = [int(s) for s in now.get("disks") or []], [int(s) for s in was.get("disks") or []]
         for n, (size, old_size) in enumerate(zip(sizes, old_sizes, strict=False)):
             if size < old_size:
                 out.append(
                     f"{key}.disks[{n}].sizeGb = {size}: scsi{n} of {now['entry']} is {old_size} GiB and a disk cannot shrink "
                     f"(PVE resizes only up); set {old_size} or more"
                 )
-        if now["allowReplace"]:
+        if now.get("allowReplace"):
             continue
         if len(sizes) < len(old_sizes):
             dropped = ", ".join(f"scsi{n}" for n in range(len(sizes), len(old_sizes)))
             out.append(f"{key}.disks: {dropped} of {now['entry']} would be deleted with its data; put it back, or set {key}.allowReplace: true to delete it")
         old_source = (_number(was.get("template")), bool(was.get("full")))
-        new_source = (_number(now["template"]), bool(now["full"]))
+        new_source = (_number(now.get("template")), bool(now.get("full")))
         if old_source != new_source:
             out.append(
                 f"{key}.clone = {_describe(new_source)}: {now['entry']} was made as {_describe(old_source)}, and bpg applies this "
@@ -96,21 +97,21 @@ def effects(old: Any, new: Sequence[Mapping[str, Any]]) -> list[str]:
     out: list[str] = []
     for now in new:
         was = before.get(int(now["id"]))
-        if was is None or not now["runs"]:
+        if was is None or not now.get("runs"):
             continue
         said: list[str] = []
         for what, unit, key in (("cores", "", "cores"), ("memory", " MiB", "memoryMb")):
-            if _number(was.get(key)) not in (None, _number(now[key])):
-                said.append(f"{what} {_number(was[key])}{unit} → {_number(now[key])}{unit}")
+            if _number(was.get(key)) not in (None, _number(now.get(key))):
+                said.append(f"{what} {_number(was[key])}{unit} → {_number(now.get(key))}{unit}")
         restart = bool(said)
         old_sizes = [int(s) for s in was.get("disks") or []]
-        for n, size in enumerate(int(s) for s in now["disks"]):
+        for n, size in enumerate(int(s) for s in now.get("disks") or []):
             if n >= len(old_sizes):
                 said.append(f"scsi{n} ({size} GiB) hot-plugged")
             elif size > old_sizes[n]:
                 said.append(f"scsi{n} grown online {old_sizes[n]} → {size} GiB (rbd resize, no restart)")
         old_nics = [list(nic) for nic in was.get("nics") or []]
-        for n, (bridge, vlan) in enumerate(now["nics"]):
+        for n, (bridge, vlan) in enumerate(now.get("nics") or []):
             tag = f"VLAN {_number(vlan)}" if vlan is not None else "untagged"
             if n >= len(old_nics):
                 said.append(f"net{n} on {bridge} ({tag}) hot-plugged")
@@ -120,7 +121,7 @@ def effects(old: Any, new: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         how = (
             "; the VM restarts: shut down and started again"
-            + (" through the HA manager, and ends started" if now["ha"] else "")
+            + (" through the HA manager, and ends started" if now.get("ha") else "")
             + " (PVE hot-plugs neither cores nor memory by default)"
             if restart
             else "; no restart"

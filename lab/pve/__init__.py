@@ -126,7 +126,9 @@ def _api_call(url: str, ca_file: str, token: str, method: str, path: str, fields
 
 # The per-cluster form of the documented ACLs (docs/permissions.md; components/pve_rights.py):
 # the lab serves many stacks, whose VMs come and go (PVE drops a /vms/<id> ACL with its VM).
-STACK_ACLS = (("/", 0), ("/storage", 1), ("/vms", 1), ("/pool", 1), ("/sdn/zones/localnetwork", 1))
+STACK_ACLS = (("/", 0), ("/storage", 1), ("/vms", 1), ("/sdn/zones/localnetwork", 1))
+# every PVE pool, with PVE's PVEPoolUser (Pool.Audit): a pool's roles reach all its members (docs/permissions.md)
+STACK_POOL_ACL = ("/pool", 1)
 
 
 def grant_stack_token(url: str, ca_file: str, root_token: str) -> str:
@@ -141,8 +143,9 @@ def grant_stack_token(url: str, ca_file: str, root_token: str) -> str:
     _api_call(url, ca_file, root_token, "POST", "/access/roles", {"roleid": pve_rights.ROLE, "privs": privs})
     _api_call(url, ca_file, root_token, "POST", "/access/users", {"userid": user})
     made = _api_call(url, ca_file, root_token, "POST", f"/access/users/{user}/token/{name}", {"privsep": 1})
-    for path, propagate in STACK_ACLS:
-        fields = {"path": path, "users": user, "tokens": STACK_TOKEN_ID, "roles": pve_rights.ROLE, "propagate": propagate}
+    acls = [(path, propagate, pve_rights.ROLE) for path, propagate in STACK_ACLS] + [(*STACK_POOL_ACL, pve_rights.POOL_ROLE)]
+    for path, propagate, role in acls:
+        fields = {"path": path, "users": user, "tokens": STACK_TOKEN_ID, "roles": role, "propagate": propagate}
         _api_call(url, ca_file, root_token, "PUT", "/access/acl", fields)
     return str(made["value"])
 

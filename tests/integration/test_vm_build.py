@@ -245,6 +245,34 @@ def data_losing_changes_are_refused_before_any_change(vmb: LabStack) -> None:
     assert images() == before
 
 
+def a_replacement_needs_the_flag_and_shows_as_one(vmb: LabStack) -> None:
+    """The full clone made a linked one, with vms[1].allowReplace: the plan shows the VM and its HA
+    resource replaced; after the up the VM is an RBD clone of the base image, HA-managed and
+    started, and the next preview is clean."""
+
+    def linked(config: dict[str, Any]) -> None:
+        config["vms"][1] = {**config["vms"][1], "clone": {"template": TEMPLATE}, "allowReplace": True}
+
+    vmb.reconfigure(linked)
+    ops: dict[str, set[str]] = {}
+
+    def seen(event: Any) -> None:
+        pre = event.resource_pre_event
+        if pre is not None:
+            ops.setdefault(pre.metadata.urn.rsplit("::", 1)[-1], set()).add(str(pre.metadata.op).lower())
+
+    vmb.stack.preview(on_event=seen, color="never")
+    for name in (f"{PREFIX}-full{FULL}-vm", f"{PREFIX}-full{FULL}-ha"):
+        assert any("replace" in op for op in ops[name]), (name, ops[name])
+    assert vmb.up().summary.result == "succeeded", vmb.text()[-3000:]
+    assert images()[f"vm-{FULL}-disk-0"]["parent"]["image"] == f"base-{TEMPLATE}-disk-0"
+    managed = {r["sid"]: r for r in api().cluster.ha.resources.get()}
+    assert managed[f"vm:{FULL}"]["state"] == "started", managed
+    assert api().nodes("pve-node1").qemu(FULL).status.current.get()["status"] == "running"
+    marker_intact(FULL)
+    assert planned_changes(vmb) == set(), vmb.text()[-3000:]
+
+
 def wait_task(upid: str) -> dict[str, Any]:
     node = upid.split(":")[1]
     status = api().nodes(node).tasks(upid).status.get()
@@ -286,6 +314,7 @@ def test_a_template_its_clones_and_changes_to_a_running_ha_vm(vmb: LabStack, tmp
             a_disk_grows_online_and_a_nic_is_hot_plugged,
             memory_restarts_the_vm_through_ha,
             data_losing_changes_are_refused_before_any_change,
+            a_replacement_needs_the_flag_and_shows_as_one,
             destroy_leaves_the_base_image_a_hand_made_clone_uses,
         ],
         vmb=vmb,

@@ -162,3 +162,11 @@ def test_a_vm_without_nics_keeps_the_mac_pve_gave_it() -> None:
     assert pulumi.get(network_devices(legacy)[0], "mac_address") is None  # an upgrade never changes a running guest's MAC
     cloned = cfg.validate(clone_raw()).vms[0]
     assert [pulumi.get(nic, "mac_address") for nic in network_devices(cloned)] == [mac_address(101, i, NicSpec()) for i in range(2)]
+
+
+def test_the_builds_as_the_engine_hands_them_back_without_their_nones() -> None:
+    """The engine drops a None from a dynamic resource's inputs: an ISO VM's build has no template key."""
+    old = vm_changes.build_of(0, cfg.validate(valid_raw()).vms[0], runs=True)
+    engine = [{k: v for k, v in old.items() if v is not None}]
+    assert vm_changes.refusals(engine, engine) == [] and vm_changes.effects(engine, engine) == []
+    assert vm_changes.effects(engine, [{**engine[0], "memoryMb": 4096}])[0].startswith("vms[0] (vm101): memory 2048 MiB → 4096 MiB;")
