@@ -176,10 +176,10 @@ class HaVm(pulumi.ComponentResource):
         if vm.ha:
             self.resource = proxmoxve.Haresource(
                 f"{name}-ha",
-                # through the VM's id: a VM replaced (vms[].allowReplace) makes it unknown in the plan,
-                # so the engine replaces the HA resource with the VM, deleting it first (the VM's
-                # delete purges it from HA: bpg's purge_on_destroy); the same value otherwise
-                resource_id=self.machine.id.apply(lambda _: sid(vm)),
+                # Through the VM's vm_id, known in a preview (the policy pack reads it), and a property
+                # dependency on the VM: a VM replaced (vms[].allowReplace) replaces its HA resource
+                # too (replace_on_changes), deleted before the VM's delete purges it from HA.
+                resource_id=self.machine.vm_id.apply(lambda _: sid(vm)),
                 type="vm",
                 state=ha.state,
                 max_restart=ha.max_restart,
