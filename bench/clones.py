@@ -112,6 +112,7 @@ def main() -> None:
                         calls[up_key] = served
                     stack.reconfigure(with_vms(kind, 0))
                     figures[down_key].append(timed_up(stack)[0])
+            remove_vms([TEMPLATE])  # the operator's template, then the stack (its pool must be empty)
             stack.destroy()
         finally:
             stack.remove()

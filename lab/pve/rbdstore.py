@@ -445,8 +445,11 @@ class CephAccess:
             image.flush()
 
     async def resize_image(self, sid: str, store: dict[str, Any], name: str, size_bytes: int) -> None:
+        """RBDPlugin volume_resize: `rbd resize` of the volume's own image (parse_volname: a linked
+        clone's `base-N-disk-M/vm-X-disk-K` is the image `vm-X-disk-K`); the error names the volume."""
         mib = max(1, (int(size_bytes) + 1024 * 1024 - 1) // (1024 * 1024))
-        await self.rbd(sid, store, ["resize", "--no-progress", "--size", str(mib), name], f"rbd resize '{name}' error")
+        image = name.rsplit("/", 1)[-1]
+        await self.rbd(sid, store, ["resize", "--no-progress", "--size", str(mib), image], f"rbd resize '{name}' error")
 
     async def image_size(self, sid: str, store: dict[str, Any], name: str) -> int:
         """The image's size in bytes: `rbd info NAME --format json`, what pve-storage's RBDPlugin

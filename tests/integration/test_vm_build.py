@@ -60,7 +60,7 @@ def edit(config: dict[str, Any]) -> None:
             "memoryMb": 512,
             "clone": {"template": TEMPLATE},
             "cloudInit": cloud,
-            "disks": [{"sizeGb": 1}, {"sizeGb": 1, "cache": "none"}],
+            "disks": [{"sizeGb": 2}, {"sizeGb": 1, "cache": "none"}],
             "nics": [{"bridge": "vmbr0"}, {"bridge": "vmbr0", "vlan": 20}],
             "tags": ["web"],
             "description": "the web tier",
@@ -139,6 +139,7 @@ def the_disks_are_the_templates_bytes(vmb: LabStack) -> None:
         assert held[f"vm-{vmid}-disk-0"]["parent"]["image"] == base, held  # linked: an RBD clone
     assert "parent" not in held[f"vm-{FULL}-disk-0"], held  # full: a copy
     assert held[f"vm-{WEB}-disk-1"]["size"] == 1024**3 and "parent" not in held[f"vm-{WEB}-disk-1"], held  # scsi1: a new disk
+    assert held[f"vm-{WEB}-disk-0"]["size"] == 2 * 1024**3, held  # a linked clone grown past its template (RBDPlugin volume_resize)
     for vmid in (WEB, FULL, STATIC):
         marker_intact(vmid)
         assert held[f"vm-{vmid}-cloudinit"]["size"] == 4 * 1024**2
@@ -184,7 +185,7 @@ def change_web(vmb: LabStack, **change: Any) -> None:
 
 def a_disk_grows_online_and_a_nic_is_hot_plugged(vmb: LabStack) -> None:
     pid = holder_pid(WEB)
-    change_web(vmb, disks=[{"sizeGb": 1}, {"sizeGb": 2, "cache": "none"}], nics=[{"bridge": "vmbr0"}, {"bridge": "vmbr0", "vlan": 20}, {"vlan": 30}])
+    change_web(vmb, disks=[{"sizeGb": 2}, {"sizeGb": 2, "cache": "none"}], nics=[{"bridge": "vmbr0"}, {"bridge": "vmbr0", "vlan": 20}, {"vlan": 30}])
     said = f"warning: vms[0] (web{WEB}): scsi1 grown online 1 → 2 GiB (rbd resize, no restart), net2 on vmbr0 (VLAN 30) hot-plugged; no restart"
     shown = vmb.preview().stderr  # what the operator's terminal shows of the providers' warnings
     assert said in shown.splitlines(), shown[-3000:]
@@ -203,7 +204,7 @@ def memory_restarts_the_vm_through_ha(vmb: LabStack) -> None:
     pid = holder_pid(WEB)
     before = set(Control().ha_log())
     change_web(
-        vmb, memoryMb=1024, disks=[{"sizeGb": 1}, {"sizeGb": 2, "cache": "none"}], nics=[{"bridge": "vmbr0"}, {"bridge": "vmbr0", "vlan": 20}, {"vlan": 30}]
+        vmb, memoryMb=1024, disks=[{"sizeGb": 2}, {"sizeGb": 2, "cache": "none"}], nics=[{"bridge": "vmbr0"}, {"bridge": "vmbr0", "vlan": 20}, {"vlan": 30}]
     )
     shown = vmb.preview().stderr
     said = f"vms[0] (web{WEB}): memory 512 MiB → 1024 MiB; the VM restarts: shut down and started again through the HA manager, and ends started"
@@ -229,7 +230,7 @@ def refused(vmb: LabStack) -> str:
 def data_losing_changes_are_refused_before_any_change(vmb: LabStack) -> None:
     before = images()
     web = dict(vmb.config["vms"][0])
-    change_web(vmb, disks=[{"sizeGb": 1}, {"sizeGb": 1, "cache": "none"}])
+    change_web(vmb, disks=[{"sizeGb": 2}, {"sizeGb": 1, "cache": "none"}])
     assert "vms[0].disks[1].sizeGb = 1: scsi1 of vms[0] (web971) is 2 GiB and a disk cannot shrink" in refused(vmb)
     change_web(vmb, disks=web["disks"], clone={"template": TEMPLATE, "full": True})
     assert "vms[0].clone = a full clone of 970: vms[0] (web971) was made as a linked clone of 970" in refused(vmb)
