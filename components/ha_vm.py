@@ -15,7 +15,7 @@ import pulumi_proxmoxve as proxmoxve
 
 from clients.pve import cluster_ha
 from components.config import AffinitySpec, HaSpec, TemplateSpec, VmSpec
-from components.config_vm import NO_HA_TAG, CloudInitSpec, NicSpec
+from components.config_vm import NO_HA_TAG, CloudInitSpec, DiskSpec, NicSpec
 from components.graph import child_options
 from components.owners import owned_comment
 
@@ -67,14 +67,22 @@ def network_devices(vm: VmSpec) -> list[proxmoxve.VmLegacyNetworkDeviceArgs]:
     ]
 
 
+def rbd_disk(index: int, disk: DiskSpec, storage_id: pulumi.Input[str], import_from: str | None = None) -> proxmoxve.VmLegacyDiskArgs:
+    """scsiINDEX on the RBD storage, raw, with DISK's size, cache and discard (IMPORT_FROM: its first data)."""
+    return proxmoxve.VmLegacyDiskArgs(
+        interface=f"scsi{index}",
+        datastore_id=storage_id,
+        import_from=import_from,
+        size=disk.size_gb,
+        file_format="raw",
+        cache=disk.cache,
+        discard=disk.discard,
+    )
+
+
 def disks(vm: VmSpec, storage_id: pulumi.Input[str]) -> list[proxmoxve.VmLegacyDiskArgs]:
     """scsi0..N on the RBD storage; for a clone, scsi0 is the template's disk (grown to its size)."""
-    return [
-        proxmoxve.VmLegacyDiskArgs(
-            interface=f"scsi{index}", datastore_id=storage_id, size=disk.size_gb, file_format="raw", cache=disk.cache, discard=disk.discard
-        )
-        for index, disk in enumerate(vm.disk_list())
-    ]
+    return [rbd_disk(index, disk, storage_id) for index, disk in enumerate(vm.disk_list())]
 
 
 def initialization(cloud: CloudInitSpec, storage_id: pulumi.Input[str], interface: str) -> proxmoxve.VmLegacyInitializationArgs:
@@ -238,11 +246,7 @@ def stack_template(name: str, spec: TemplateSpec, storage_id: pulumi.Input[str],
         template=True,
         started=False,
         scsi_hardware=SCSI_CONTROLLER,
-        disks=[
-            proxmoxve.VmLegacyDiskArgs(
-                interface="scsi0", datastore_id=storage_id, import_from=spec.image, size=spec.disk_gb, file_format="raw", cache="writeback", discard="on"
-            )
-        ],
+        disks=[rbd_disk(0, DiskSpec(size_gb=spec.disk_gb), storage_id, import_from=spec.image)],  # the runbook's writeback and discard
         network_devices=[proxmoxve.VmLegacyNetworkDeviceArgs(bridge=spec.bridge, model="virtio")],
         operating_system=proxmoxve.VmLegacyOperatingSystemArgs(type="l26"),
         tags=sorted({owner, NO_HA_TAG} - {""}),
