@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from components import ha_affinity
 from components.config_base import (
     API_TOKEN,
     ENDPOINT,
@@ -36,7 +37,7 @@ from components.config_base import (
     _true_or_false,
     _whole_number,
 )
-from components.config_vm import NicSpec, TemplateSpec, VmSpec
+from components.config_vm import NicSpec, TemplateSpec, VmName, VmSpec
 
 __all__ = ["PROJECT", "SECRET_KEYS", "ConfigError", "NicSpec", "TemplateSpec", "VmSpec"]
 
@@ -181,6 +182,24 @@ class AffinitySpec(Model):
     failback: Bool = Field(default=True, description="move back to the preferred node when it returns")
 
 
+class ResourceAffinitySpec(Model):
+    """PVE 9: VMs kept together on one node or apart on different nodes, after a failover too (an
+    HA rule of type resource-affinity; pve-ha-manager Rules/ResourceAffinity.pm)."""
+
+    name: HaName = Field(description="the HA rule's name (one namespace with ha.affinities)")
+    vms: list[VmName] = Field(description="the HA VMs it keeps together or apart, by vms[].name (two or more)")
+    keep: Literal["together", "apart"] = Field(description="`together` (positive: one node) or `apart` (negative: each on its own node)")
+
+    @field_validator("vms")
+    @classmethod
+    def _two_or_more(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a VM twice; name each VM once")
+        if len(value) < 2:
+            raise ValueError("must name two or more VMs: PVE drops a rule of one (it keeps nothing together or apart)")
+        return value
+
+
 class HaSpec(Model):
     """Runbook 5: the HA resource (max restart/relocate) and an optional group or rule."""
 
@@ -189,6 +208,9 @@ class HaSpec(Model):
     max_relocate: Int = Field(default=1, ge=0, le=10, description="max relocate")
     state: Literal["started", "stopped", "ignored", "disabled"] = Field(default="started", description="requested HA state")
     affinities: list[AffinitySpec] = Field(default=[], description="HA groups or node-affinity rules")
+    resource_affinities: list[ResourceAffinitySpec] = Field(
+        default=[], description="PVE 9 (rules mode): VMs kept together or apart (HA rules of type resource-affinity)"
+    )
 
 
 class AdoptSpec(Model):
@@ -293,6 +315,7 @@ def _cross_checks(raw: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
             (f"vms[{i}].cpuType", cpu, f"every HA VM must use one CPU type (runbook 8); others use {first[0]}") for i, cpu in ha_cpu.items() if cpu != first[0]
         )
     problems += _vm_build_checks(raw, vms, ids, nodes, known_nodes)
+    problems += ha_affinity.resource_affinity_checks(raw, vms, nodes)
     seen: set[str] = set()
     for i, affinity in affinities:
         members = affinity.get("nodes")

@@ -14,7 +14,7 @@ import pulumi
 import pulumi_proxmoxve as proxmoxve
 
 from clients.pve import cluster_ha
-from components.config import AffinitySpec, HaSpec, TemplateSpec, VmSpec
+from components.config import AffinitySpec, HaSpec, ResourceAffinitySpec, TemplateSpec, VmSpec
 from components.config_vm import NO_HA_TAG, CloudInitSpec, DiskSpec, NicSpec
 from components.graph import child_options
 from components.owners import owned_comment
@@ -228,6 +228,20 @@ def ha_rule(name: str, affinity: AffinitySpec, owner: str, resources: list[str],
         resources=resources,
         nodes=dict(affinity.nodes),
         strict=affinity.strict,
+        comment=owned_comment(owner),
+        opts=opts,
+    )
+
+
+def resource_affinity_rule(name: str, spec: ResourceAffinitySpec, owner: str, resources: list[str], opts: pulumi.ResourceOptions) -> proxmoxve.Harule:
+    """PVE 9: VMs kept together (positive) or apart (negative), an HA rule of type resource-affinity
+    (bpg v0.111.1's proxmoxve_harule carries `affinity`)."""
+    return proxmoxve.Harule(
+        name,
+        rule=spec.name,
+        type="resource-affinity",
+        affinity="positive" if spec.keep == "together" else "negative",
+        resources=resources,
         comment=owned_comment(owner),
         opts=opts,
     )

@@ -26,7 +26,7 @@ from components.ceph_scrub import CephScrubWindow
 from components.config import ConfigError, StackConfig
 from components.credentials import Credentials
 from components.ha_preflight import HaPreflight
-from components.ha_vm import HaVm, ha_group, ha_rule, sid, stack_template
+from components.ha_vm import HaVm, ha_group, ha_rule, resource_affinity_rule, sid, stack_template
 from components.owners import Owners, owner_tag
 from components.pve_storage import RbdStorage
 from components.rbd_images import VmImages
@@ -66,6 +66,8 @@ def declared_objects(config: StackConfig) -> list[dict[str, Any]]:
         if config.ha.mode == "groups" or affinity.name in used:
             kind = "hagroup" if config.ha.mode == "groups" else "harule"
             out.append({"kind": kind, "name": affinity.name, "entry": f"ha.affinities[{i}].name"})
+    for i, rule in enumerate(config.ha.resource_affinities):
+        out.append({"kind": "harule", "name": rule.name, "entry": f"ha.resourceAffinities[{i}].name"})
     return out
 
 
@@ -201,6 +203,19 @@ class PveCephHa(pulumi.ComponentResource):
                         [sid(vm) for vm, _ in members],
                         pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=[hv.resource for _, hv in members if hv.resource])),
                     )
+
+        # 5 (PVE 9): VMs kept together or apart, once their HA resources exist.
+        by_name = {vm.name: hv for vm, hv in zip(config.vms, self.vms, strict=True)}
+        for rule in config.ha.resource_affinities:
+            sids = [sid(vm) for vm in config.vms if vm.name in rule.vms]
+            resources = [r for n in rule.vms if (r := by_name[n].resource) is not None]
+            resource_affinity_rule(
+                f"{name}-affinity-{rule.name}",
+                rule,
+                owner,
+                sids,
+                pulumi.ResourceOptions.merge(with_pve, pulumi.ResourceOptions(depends_on=resources)),
+            )
 
         # 3-2: `rbd ls rbd-pool` names every VM's disk, read from Ceph once the VMs exist.
         self.images = VmImages(

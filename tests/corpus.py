@@ -10,8 +10,16 @@ from typing import Any
 DELETE = object()  # set_path(raw, key, DELETE) removes the key
 
 
+class Also(dict):
+    """A case's value that needs more than its key: ``{path: value}`` set in order, the case's key among them."""
+
+
 def set_path(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """Set ``a.b[0].c`` in raw config; ``value=DELETE`` removes the key."""
+    """Set ``a.b[0].c`` in raw config; ``value=DELETE`` removes the key; an :class:`Also` sets each of its paths."""
+    if isinstance(value, Also):
+        for other, one in value.items():
+            set_path(raw, other, one)
+        return raw
     parts: list[str | int] = []
     for piece in path.replace("]", "").split("."):
         name, *indexes = piece.split("[")
@@ -26,6 +34,11 @@ def set_path(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         target[parts[-1]] = value
     return raw
 
+
+# two to four valid VMs for the cases between them (vm201..vm204, one per node and a fourth)
+VM_A, VM_B, VM_C, VM_D = ({"id": 200 + i, "name": f"vm20{i}", "node": f"pve-node{min(i, 3)}", "iso": "local:iso/debian-12.iso"} for i in range(1, 5))
+TOGETHER = {"name": "db-together", "vms": ["vm201", "vm202"], "keep": "together"}
+APART = {"name": "db-apart", "vms": ["vm201", "vm202"], "keep": "apart"}
 
 # (key path to break, bad value, the key the message must name, a word of the rule)
 INVALID: list[tuple[str, Any, str, str]] = [
@@ -104,6 +117,30 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("vms[0].tags", ["pulumi-stack.other.dev"], "vms[0].tags[0]", "marker"),
     ("templates", [{"id": 101, "name": "golden", "node": "pve-node1", "image": "local:import/a.qcow2"}], "templates[0].id", "apart"),
     ("templates", [{"id": 9000, "name": "golden", "node": "pve-node1", "image": "local:iso/a.iso"}], "templates[0].image", "import volume"),
+    # VMs kept together or apart (issue #26): each refused as PVE would drop the rule
+    ("ha.resourceAffinities", [{"name": "db-apart", "vms": ["vm101", "vm999"], "keep": "apart"}], "ha.resourceAffinities[0].vms[1]", "must name a VM"),
+    ("ha.resourceAffinities", [{"name": "db-apart", "vms": ["vm101"], "keep": "apart"}], "ha.resourceAffinities[0].vms", "two or more"),
+    ("ha.resourceAffinities", [{"name": "db-apart", "vms": ["vm101", "vm101"], "keep": "apart"}], "ha.resourceAffinities[0].vms", "twice"),
+    ("ha.resourceAffinities", [{"name": "db", "vms": ["vm101", "vm102"], "keep": "aside"}], "ha.resourceAffinities[0].keep", "one of"),
+    (
+        "ha.mode",
+        Also({"ha.mode": "groups", "ha.resourceAffinities": [{"name": "db", "vms": ["vm101", "vm102"], "keep": "apart"}]}),
+        "ha.resourceAffinities",
+        "PVE 8",
+    ),
+    ("ha.resourceAffinities", Also({"vms": [VM_A, VM_B], "ha.resourceAffinities": [dict(TOGETHER), dict(APART)]}), "ha.resourceAffinities[1].vms", "together"),
+    (
+        "ha.resourceAffinities",
+        Also({"vms": [VM_A, VM_B, VM_C, VM_D], "ha.resourceAffinities": [{"name": "four", "vms": ["vm201", "vm202", "vm203", "vm204"], "keep": "apart"}]}),
+        "ha.resourceAffinities[0].vms",
+        "nodes",
+    ),
+    (
+        "ha.resourceAffinities",
+        Also({"vms": [dict(VM_A, affinity="prefer-node1"), VM_B], "ha.resourceAffinities": [dict(APART)]}),
+        "ha.resourceAffinities[0].vms",
+        "one priority",
+    ),
     ("proxmoxApiToken", "root@pam:password", "proxmoxApiToken", "API token"),
     ("proxmoxApiToken", DELETE, "proxmoxApiToken", "required"),
 ]

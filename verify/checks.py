@@ -332,6 +332,49 @@ def ha_placement(ctx: Context, f: Finding) -> None:
     f.fix = "ha-manager migrate vm:ID NODE to a node the affinity allows, or fix the affinity (ha.affinities); see ha-manager status for a service in error"
 
 
+@check(
+    "ha-resource-affinity",
+    "5",
+    lambda c: "; ".join(
+        f"{r.name}: {' and '.join(sid(v.id) for v in c.config.vms if v.name in r.vms)} on {'one node' if r.keep == 'together' else 'different nodes'}"
+        for r in c.config.ha.resource_affinities
+    )
+    or "no VMs kept together or apart (ha.resourceAffinities)",
+)
+def ha_resource_affinity(ctx: Context, f: Finding) -> None:
+    """Issue #26: each rule of ha.resourceAffinities is in PVE, not dropped as infeasible, and its VMs
+    run where it says: apart on different nodes, together on one."""
+    wanted = ctx.config.ha.resource_affinities
+    f.fix = "`pulumi up` puts a missing rule back; a rule PVE lists with errors is dropped by the HA manager: fix what it names; ha-manager migrate vm:ID NODE moves a VM"
+    if not wanted:
+        f.summary = "no VMs kept together or apart"
+        return
+    ids = {vm.name: vm.id for vm in ctx.config.vms}
+    present = {str(r.get("rule")): r for r in cluster_ha.rules(ctx.api)}
+    placed = ctx.vm_nodes()
+    seen = []
+    for rule in wanted:
+        sids = [sid(ids[name]) for name in rule.vms]
+        found = present.get(rule.name)
+        if found is None or found.get("type") != "resource-affinity":
+            f.problems.append(f"HA rule {rule.name} (resource-affinity) does not exist")
+            continue
+        if found.get("errors"):
+            f.problems.append(f"HA rule {rule.name} is dropped by the HA manager: {'; '.join(str(v) for v in found['errors'].values())}")
+        if found.get("disable"):
+            f.problems.append(f"HA rule {rule.name} is disabled")
+        where = {s: str((placed.get(ids[name]) or {}).get("node") or "nowhere") for s, name in zip(sids, rule.vms, strict=True)}
+        text = " and ".join(f"{s} ({n})" for s, n in where.items())
+        nodes = set(where.values())
+        if rule.keep == "apart" and len(nodes) < len(where):
+            f.problems.append(f"{text} share a node; {rule.name} keeps them apart")
+        elif rule.keep == "together" and len(nodes) > 1:
+            f.problems.append(f"{text} are on different nodes; {rule.name} keeps them together")
+        else:
+            seen.append(f"{' and '.join(where)} on {'different nodes' if rule.keep == 'apart' else 'one node'} ({', '.join(sorted(nodes))})")
+    f.summary = "; ".join(seen) or "none as configured"
+
+
 # runbook 8, registered after 1-5
 from verify import best_practices  # noqa: E402
 

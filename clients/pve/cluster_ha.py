@@ -18,6 +18,13 @@ def resources(get: Get) -> list[dict[str, Any]]:
     return get("cluster/ha/resources")
 
 
+def rules(get: Get) -> list[dict[str, Any]]:
+    """GET /cluster/ha/rules (PVE 9): one entry per HA rule, its ``rule``, ``type`` (``node-affinity``,
+    ``resource-affinity``), ``resources`` (``vm:101,vm:102``), ``affinity`` (``positive``,
+    ``negative``), and ``errors`` (``{"resources": "..."}``) when the HA manager drops it as infeasible."""
+    return get("cluster/ha/rules")
+
+
 def status_current(get: Get) -> list[dict[str, Any]]:
     """GET /cluster/ha/status/current: what ``ha-manager status`` prints, one entry per line: ``type``
     ``quorum`` (``quorate``), ``master`` (``node``), ``lrm`` and ``service`` (``sid``, ``node``, ``state``,

@@ -225,6 +225,28 @@ def test_rules_mode_adds_a_node_affinity_rule_after_the_ha_resource() -> None:
     assert any(u.endswith("::rules-vm101-ha") for u in rule.dependencies)
 
 
+def test_resource_affinity_is_an_ha_rule_after_its_vms_ha_resources() -> None:
+    """Issue #26: ha.resourceAffinities as HA rules of type resource-affinity (bpg's proxmoxve_harule
+    `affinity`), made once every member's HA resource exists, and declared to the owner check."""
+    raw = valid_raw()
+    raw["vms"] = [{"id": 200 + i, "name": f"db{i}", "node": f"pve-node{i}"} for i in (1, 2, 3)]
+    raw["ha"]["resourceAffinities"] = [
+        {"name": "db-apart", "vms": ["db1", "db2"], "keep": "apart"},
+        {"name": "db-near", "vms": ["db3", "db2"], "keep": "together"},
+    ]
+    monitor, _ = deploy(raw, stack="aff")
+    apart = monitor.by_name("aff-affinity-db-apart")
+    assert (apart.plain("type"), apart.plain("affinity"), apart.plain("resources")) == ("resource-affinity", "negative", ["vm:201", "vm:202"])
+    assert apart.plain("nodes") is None and apart.plain("strict") is None
+    near = monitor.by_name("aff-affinity-db-near")
+    assert (near.plain("affinity"), near.plain("resources")) == ("positive", ["vm:202", "vm:203"])
+    assert depends(monitor, "aff-affinity-db-apart", "aff-db1-ha") and depends(monitor, "aff-affinity-db-apart", "aff-db2-ha")
+    from components.stack import declared_objects
+
+    declared = declared_objects(cfg.validate(raw))
+    assert {"kind": "harule", "name": "db-apart", "entry": "ha.resourceAffinities[0].name"} in declared
+
+
 def test_groups_mode_adds_an_ha_group_before_the_resource() -> None:
     raw = valid_raw()
     raw["ha"]["mode"] = "groups"

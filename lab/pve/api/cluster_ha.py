@@ -21,7 +21,7 @@ from typing import Any
 
 from fakepve.model import PveError
 
-from lab.pve.ha import encode_node_list, parse_node_list, sid_parts, split_list
+from lab.pve.ha import affinity, encode_node_list, parse_node_list, sid_parts, split_list
 
 DIGEST_CHANGED = "detected modified configuration - file changed by other user? Try again."
 NOT_IN_SCHEMA = "property is not defined in schema and the schema does not allow additional properties"
@@ -223,13 +223,22 @@ class ClusterHaApi:
         target = v["node"]
         if target not in self.nodes:
             raise die(f"no such cluster node '{target}'")
-        sd = self.ha.ss.get(sid)
-        if sd is not None:
-            sd["cmd"] = (cmd, target)
-        self.ha.log(self._ha_local(), "pve-ha-crm", "info", f"got crm command: {cmd} {sid} {target}")
+        # API2/HA/Resources.pm migrate/relocate: the command queued for the CRM (Config.pm
+        # queue_crm_commands; the lab's CRM reads it at once), the answer from
+        # get_resource_motion_info (PVE 9)
+        if sid in self.ha.ss:
+            self.ha.queue_motion(cmd, sid, target)
+        else:
+            self.ha.log(self._ha_local(), "pve-ha-crm", "err", f"crm command error - no such service: {cmd} {sid} {target}")
         self.ha.wake()
         if self.mode == "rules":
-            return {"sid": sid, "requested-node": target}
+            together, blocking = self.ha.motion_info(sid, target)
+            out: dict[str, Any] = {"sid": sid, "requested-node": target}
+            if together:
+                out["comigrated-resources"] = together
+            if blocking:
+                out["blocking-resources"] = [{"sid": b, "cause": "resource-affinity"} for b in blocking]
+            return out
         return None
 
     async def _ha_res_migrate(self, v, user):
@@ -319,7 +328,23 @@ class ClusterHaApi:
         data["resources"] = ",".join(sorted(split_list(data.get("resources"))))
         if data.get("nodes"):
             data["nodes"] = encode_node_list(parse_node_list(data["nodes"]))
+        errors = self._ha_rule_errors().get(rid)
+        if errors:
+            data["errors"] = {"resources": ", ".join(errors)}
         return data
+
+    def _ha_rule_errors(self, rules: dict[str, Any] | None = None) -> dict[str, list[str]]:
+        """API2/HA/Rules.pm $check_feasibility: the enabled rules checked over the cluster's nodes."""
+        return affinity.feasibility_errors(affinity.enabled(self.ha.rules if rules is None else rules, self.ha.rule_order), self.node_names)
+
+    def _ha_assert_feasible(self, rules: dict[str, Any], rid: str, fail: str) -> None:
+        """API2/HA/Rules.pm $assert_feasibility: a PVE::Exception (400 "Rule 'x' is invalid." with the
+        rule's errors) raised inside Config.pm lock_ha_domain, which dies with "$errmsg: $err": the
+        exception stringified (pve-common Exception.pm stringify: code, message, then each error
+        as "field: text"), answered as a 500."""
+        errors = self._ha_rule_errors(rules).get(rid)
+        if errors:
+            raise die(f"{fail}400 Rule '{rid}' is invalid.\nresources: {', '.join(errors)}")
 
     def _ha_rule_options(self, v: dict[str, Any], kind: str, fail: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -388,8 +413,12 @@ class ClusterHaApi:
         if rid in self.ha.rules:
             raise die(fail + f"HA rule '{rid}' already defined")
         opts = self._ha_rule_options(v, kind, fail)
+        if kind == "resource-affinity" and opts.get("affinity") is None:
+            raise PveError(400, "Parameter verification failed.", {"affinity": "property is missing and it is not optional"})
+        order = dict(self.ha.rule_order, **{rid: max(self.ha.rule_order.values(), default=0) + 1})
+        self._ha_assert_feasible(dict(self.ha.rules, **{rid: dict(opts, type=kind)}), rid, fail)
         self.ha.rules[rid] = dict(opts, type=kind)
-        self.ha.rule_order[rid] = max(self.ha.rule_order.values(), default=0) + 1
+        self.ha.rule_order[rid] = order[rid]
         self.ha.wake()
         return None
 
@@ -408,10 +437,15 @@ class ClusterHaApi:
         for key in split_list(v.get("delete")):
             if key in ("resources", "nodes") and not (key == "nodes" and rule["type"] != "node-affinity"):
                 raise die(fail + f"unable to delete required option '{key}'")
-            rule.pop(key, None)
+        new = dict(rule)
+        for key in split_list(v.get("delete")):
+            new.pop(key, None)
         if v.get("disable") is not None and not bool_int(v["disable"]):
-            rule.pop("disable", None)
-        rule.update(opts)
+            new.pop("disable", None)
+        new.update(opts)
+        self._ha_assert_feasible(dict(self.ha.rules, **{rid: new}), rid, fail)
+        rule.clear()
+        rule.update(new)
         self.ha.wake()
         return None
 

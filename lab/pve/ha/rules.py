@@ -1,12 +1,14 @@
 """Where a service may and should run: HA groups (PVE 8) and rules (PVE 9), after pve-ha-manager's
 Groups.pm, Rules.pm and Rules/NodeAffinity.pm (groups migrated to node-affinity rules, Groups.pm
 migrate_groups_to_rules), and Manager.pm select_service_node with the basic scheduler's usage
-(Usage/Basic.pm: services per node)."""
+(Usage/Basic.pm: services per node), resource affinity (PVE 9: affinity.py) and the
+maintenance fallback node."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import lab.pve.ha.affinity as affinity
 from lab.pve.ha.common import (
     parse_node_list,
     split_list,
@@ -65,21 +67,24 @@ class RulesMixin:
             self.resources[sid].pop("group", None)
         self.groups.clear()
 
-    def node_affinity(self, sid: str, cd: dict[str, Any]) -> tuple[dict[str, int], bool] | None:
+    def compiled(self) -> dict[str, Any]:
+        """Manager.pm manage: the rules transformed and compiled again when the rules, the
+        resources or the node list changed; the dropped rules are logged."""
+        key = (self.digest("rules"), self.digest("resources"), tuple(self.pve.node_names))
+        if getattr(self, "_compiled_key", None) != key:
+            rules = affinity.enabled(self.rules, self.rule_order)
+            rules, messages = affinity.transform(rules, self.pve.node_names)
+            for message in messages:
+                self.log(self.master or self.pve.node_names[0], "pve-ha-crm", "info", message)
+            self._compiled = affinity.compile_rules(rules, self.pve.node_names)
+            self._compiled_key = key
+        return self._compiled
+
+    def node_affinity(self, sid: str, cd: dict[str, Any]) -> tuple[dict[str, int] | None, bool]:
         """(nodes with priority, failback) for the service, or None: no restriction."""
+        failback = bool(int(cd.get("failback", 1)))
         if self.pve.mode == "rules":
-            for rid in sorted(self.rules, key=lambda r: self.rule_order.get(r, 0)):
-                rule = self.rules[rid]
-                if rule.get("type") != "node-affinity" or rule.get("disable"):
-                    continue
-                if sid not in split_list(rule.get("resources")):
-                    continue
-                nodes = {n: (p if p is not None else 0) for n, p in parse_node_list(rule["nodes"]).items()}
-                if not rule.get("strict"):
-                    for n in self.pve.node_names:
-                        nodes.setdefault(n, -1)
-                return nodes, bool(int(cd.get("failback", 1)))
-            return None, bool(int(cd.get("failback", 1)))
+            return self.compiled()["node-affinity"].get(sid), failback
         group = self.groups.get(cd.get("group") or "")
         if group is None:
             return None, True
@@ -88,6 +93,46 @@ class RulesMixin:
             for n in self.pve.node_names:
                 nodes.setdefault(n, -1)
         return nodes, not group.get("nofailback")
+
+    def motion_info(self, sid: str, target: str) -> tuple[list[str], list[str]]:
+        """Config.pm get_resource_motion_info (PVE 9): the services that move with SID (positive
+        affinity) and those on or moving to TARGET that block the move (negative affinity)."""
+        if self.pve.mode != "rules":
+            return [], []
+        compiled = self.compiled()
+        together = sorted(c for c in compiled["positive"].get(sid, ()) if c in self.ss)
+        blocking = sorted(
+            c for c in compiled["negative"].get(sid, ()) if c in self.ss and self.ss[c].get("node") == target and self.ss[c].get("target", target) == target
+        )
+        return together, blocking
+
+    def queue_motion(self, cmd: str, sid: str, target: str) -> None:
+        """Manager.pm update_crm_commands / queue_resource_motion: a move refused while a service
+        in negative affinity is on or moving to TARGET; the services in positive affinity move
+        with it."""
+        master = self.master or self.pve.node_names[0]
+        together, blocking = self.motion_info(sid, target)
+        if blocking:
+            self.log(
+                master,
+                "pve-ha-crm",
+                "err",
+                f"crm command '{cmd} {sid} {target}' error - service '{blocking[0]}' on node '{target}' in negative affinity with service '{sid}'",
+            )
+            return
+        self.log(master, "pve-ha-crm", "info", f"got crm command: {cmd} {sid} {target}")
+        self.ss[sid]["cmd"] = (cmd, target)
+        for csid in together:
+            other = self.ss[csid]
+            if other.get("node") == target or other.get("target") == target:
+                continue
+            self.log(
+                master,
+                "pve-ha-crm",
+                "info",
+                f"crm command '{cmd} {sid} {target}' - {cmd} service '{csid}' to node '{target}' (service '{csid}' in positive affinity with service '{sid}')",
+            )
+            other["cmd"] = (cmd, target)
 
     def usage(self) -> dict[str, int]:
         count = {n: 0 for n in self.pve.node_names}
@@ -99,18 +144,29 @@ class RulesMixin:
         return count
 
     def select_service_node(self, sid: str, cd: dict[str, Any], sd: dict[str, Any], preference: str) -> str | None:
+        """Manager.pm select_service_node: node affinity (get_node_affinity: the highest priority
+        among the online nodes), resource affinity (negative, then positive), the maintenance
+        fallback node, then the current node or the least used."""
         current = sd["node"]
-        online = [n for n in self.pve.node_names if self.node_status.get(n) == "online"]
-        affinity, failback = self.node_affinity(sid, cd)
-        allowed = {n: 0 for n in online} if affinity is None else {n: p for n, p in affinity.items() if n in online}
+        online = {n for n in self.pve.node_names if self.node_status.get(n) == "online"}
+        node_aff, failback = self.node_affinity(sid, cd)
+        allowed = {n: 0 for n in online} if node_aff is None else {n: p for n, p in node_aff.items() if n in online}
         if not allowed:
             return None
         top = max(allowed.values())
         pri = {n for n, p in allowed.items() if p == top}
-        if preference == "none" and not failback and current in allowed:
+        together: dict[str, int] = {}
+        separate: set[str] = set()
+        if self.pve.mode == "rules":
+            together, separate = affinity.resource_affinity(self.compiled(), sid, self.ss, online)
+        if preference == "none" and not failback and current in allowed and affinity.allowed_on(together, separate, current):
             return current
         if preference == "try-next":
             pri -= set(sd.get("failed_nodes") or [])
+        pri = affinity.apply_affinity(together, separate, pri)
+        fallback = sd.get("maintenance_node")
+        if fallback and fallback in pri:
+            return fallback
         if preference == "none" and current in pri:
             return current
         usage = self.usage()
