@@ -17,7 +17,7 @@ from drill import faults, preview, report, watch
 from drill import plan as plans
 from drill.faults import Fault, FaultError
 from drill.pve import ApiError, Pve
-from drill.sources import Cluster, SourceError, resolve
+from drill.sources import Cluster, SourceError, add_arguments, resolve
 
 EPILOG = """\
 examples:
@@ -36,23 +36,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = p.add_argument_group("the cluster (a stack, a lab file, or flags; flags win)")
-    src.add_argument("--stack", help="Pulumi stack: its outputs, its Pulumi.<stack>.yaml and its proxmoxApiToken secret")
-    src.add_argument("--project-dir", help="the Pulumi project's folder (default: the current one)")
-    src.add_argument("--stack-outputs", metavar="FILE", help="the JSON of `pulumi stack output --json -s STACK`")
-    src.add_argument("--stack-config", metavar="FILE", help="a Pulumi.<stack>.yaml: API endpoint, CA, node addresses, SSH files")
-    src.add_argument("--lab-file", metavar="FILE", help="the lab's .lab/lab.json")
-    src.add_argument("--endpoint", help="a PVE API URL, https://HOST:8006")
-    src.add_argument("--token-file", metavar="FILE", help="file holding the API token USER@REALM!NAME=UUID")
-    src.add_argument("--token-env", metavar="VAR", help="environment variable holding the API token")
-    src.add_argument("--ca-file", metavar="FILE", help="CA bundle that signed the API certificates")
-    src.add_argument("--insecure", action="store_true", help="do not check the API's TLS certificate")
-    src.add_argument("--node-api", action="append", default=[], metavar="NAME=URL", help="a node's own API (repeatable)")
-    src.add_argument("--node-ssh", action="append", default=[], metavar="NAME=HOST[:PORT]", help="a node's SSH address (repeatable)")
-    src.add_argument("--ssh-user", help="SSH user on the nodes (default root)")
-    src.add_argument("--ssh-key", metavar="FILE", help="SSH private key (default ssh.privateKeyFile or ~/.ssh/id_ed25519)")
-    src.add_argument("--known-hosts", metavar="FILE", help="known_hosts with every node's host key (default ssh.knownHostsFile or ~/.ssh/known_hosts)")
-    src.add_argument("--control", metavar="URL", help="the lab's fault control channel (default: from --lab-file)")
+    add_arguments(p)
     d = p.add_argument_group("the drill")
     d.add_argument("--vm", action="append", type=int, default=[], metavar="ID", help="an HA VM to watch (repeatable; default: every HA VM of the stack)")
     d.add_argument("--node", help="the node to fail (default: the node of the first VM)")

@@ -93,8 +93,30 @@ def _vms_from_outputs(outputs: dict[str, Any]) -> list[Vm]:
     return [Vm(int(vm["id"]), str(vm.get("name") or "")) for vm in vms if isinstance(vm, dict) and vm.get("haSid")]
 
 
-def resolve(args: argparse.Namespace) -> Cluster:
-    """Merge the sources the operator gave into one :class:`Cluster`."""
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that say where the cluster is, shared by the drill and `python -m maintain`."""
+    src = p.add_argument_group("the cluster (a stack, a lab file, or flags; flags win)")
+    src.add_argument("--stack", help="Pulumi stack: its outputs, its Pulumi.<stack>.yaml and its proxmoxApiToken secret")
+    src.add_argument("--project-dir", help="the Pulumi project's folder (default: the current one)")
+    src.add_argument("--stack-outputs", metavar="FILE", help="the JSON of `pulumi stack output --json -s STACK`")
+    src.add_argument("--stack-config", metavar="FILE", help="a Pulumi.<stack>.yaml: API endpoint, CA, node addresses, SSH files")
+    src.add_argument("--lab-file", metavar="FILE", help="the lab's .lab/lab.json")
+    src.add_argument("--endpoint", help="a PVE API URL, https://HOST:8006")
+    src.add_argument("--token-file", metavar="FILE", help="file holding the API token USER@REALM!NAME=UUID")
+    src.add_argument("--token-env", metavar="VAR", help="environment variable holding the API token")
+    src.add_argument("--ca-file", metavar="FILE", help="CA bundle that signed the API certificates")
+    src.add_argument("--insecure", action="store_true", help="do not check the API's TLS certificate")
+    src.add_argument("--node-api", action="append", default=[], metavar="NAME=URL", help="a node's own API (repeatable)")
+    src.add_argument("--node-ssh", action="append", default=[], metavar="NAME=HOST[:PORT]", help="a node's SSH address (repeatable)")
+    src.add_argument("--ssh-user", help="SSH user on the nodes (default root)")
+    src.add_argument("--ssh-key", metavar="FILE", help="SSH private key (default ssh.privateKeyFile or ~/.ssh/id_ed25519)")
+    src.add_argument("--known-hosts", metavar="FILE", help="known_hosts with every node's host key (default ssh.knownHostsFile or ~/.ssh/known_hosts)")
+    src.add_argument("--control", metavar="URL", help="the lab's fault control channel (default: from --lab-file)")
+
+
+def resolve(args: argparse.Namespace, need_vms: bool = True) -> Cluster:
+    """Merge the sources the operator gave into one :class:`Cluster`. NEED_VMS: the drill's VMs must
+    be named (by --vm or the stack's outputs); `maintain` works on every HA service of the cluster."""
     project_dir = Path(args.project_dir or ".").resolve()
     outputs: dict[str, Any] = {}
     config: dict[str, Any] = {}
@@ -134,14 +156,15 @@ def resolve(args: argparse.Namespace) -> Cluster:
         host, ssh_port = _host_port(value, "--node-ssh")
         nodes.setdefault(name, {}).update(ssh_host=host, ssh_port=ssh_port)
 
-    if args.vm:
+    vms: list[Vm] = []
+    if getattr(args, "vm", None):
         named = {vm.vmid: vm.name for vm in (_vms_from_outputs(outputs) if outputs else [])}
         vms = [Vm(vmid, named.get(vmid, "")) for vmid in args.vm]
     elif outputs:
         vms = _vms_from_outputs(outputs)
-    else:
+    elif need_vms:
         raise SourceError("which VMs? give --vm ID (repeatable), or --stack / --stack-outputs with HA VMs in `vms`")
-    if not vms:
+    if need_vms and not vms:
         raise SourceError("the stack outputs list no HA VM (every `vms` entry has haSid null): nothing to drill")
 
     ca_file = args.ca_file or lab_pve.get("ca_file") or relative_to(config_dir, proxmox.get("caFile"))

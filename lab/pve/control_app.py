@@ -184,6 +184,7 @@ def control_app(pve: LabPve) -> web.Application:
             "remove": pve._ha_res_delete,
             "migrate": pve._ha_res_migrate,
             "relocate": pve._ha_res_relocate,
+            "node-maintenance": pve._ha_node_maintenance,
         }
         handler = handlers.get(data.get("cmd"))
         if handler is None:

@@ -241,6 +241,18 @@ class ClusterHaApi:
             return out
         return None
 
+    async def _ha_node_maintenance(self, v, user):
+        """`ha-manager crm-command node-maintenance enable|disable NODE` (CLI/ha_manager.pm
+        node-maintenance-set: PVE::Cluster::check_node_exists, then Config.pm queue_crm_commands);
+        the CRM acts on it in its next round (Manager.pm update_crm_commands)."""
+        node = v["sid"]
+        if node not in self.nodes:
+            raise die(f"no such cluster node '{node}'")
+        verb = "disable" if bool_int(v.get("disable", 0)) else "enable"
+        self.ha.crm_commands.append(f"{verb}-node-maintenance {node}")
+        self.ha.wake()
+        return None
+
     async def _ha_res_migrate(self, v, user):
         return await self._ha_res_motion(v, "migrate")
 

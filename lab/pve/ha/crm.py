@@ -101,15 +101,22 @@ class CrmMixin:
         self.master_ts = wall
         master = self.master
 
-        # NodeStatus::update
+        # NodeStatus::update: a node whose LRM runs in maintenance mode is in `maintenance` while
+        # it stays in the partition (and while its LRM says so, out of it)
         for node in self.pve.node_names:
             state = self.node_status.get(node, "unknown")
+            lrm_mode = self.lrm_mode.get(node, "unknown")
             if node in part:
                 self.last_online[node] = now
                 if state in ("unknown", "gone"):
                     self.set_node_state(node, "online")
-            elif state == "online":
+                elif state == "online" and lrm_mode == "maintenance":
+                    self.set_node_state(node, "maintenance")
+                elif state == "maintenance" and lrm_mode != "maintenance":
+                    self.set_node_state(node, "online")
+            elif state == "online" or (state == "maintenance" and lrm_mode != "maintenance"):
                 self.set_node_state(node, "unknown")
+        self.update_crm_commands()
 
         # new and removed services
         for sid in list(self.ss):
@@ -151,6 +158,27 @@ class CrmMixin:
                 break
         for sid in self.ss:
             self.update_vm_state(sid)
+
+    def update_crm_commands(self) -> None:
+        """Manager.pm update_crm_commands, the node maintenance requests (`ha-manager crm-command
+        node-maintenance enable|disable NODE`, CLI/ha_manager.pm node-maintenance-set)."""
+        commands, self.crm_commands = self.crm_commands, []
+        for cmd in commands:
+            verb, _, node = cmd.partition(" ")
+            state = self.node_status.get(node, "unknown")
+            if verb == "enable-node-maintenance":
+                if state == "online":
+                    self.node_request.setdefault(node, {})["maintenance"] = 1
+                elif state == "maintenance":
+                    self.log(self.master, "pve-ha-crm", "info", f"ignoring crm command - node {node} is already in maintenance state")
+                else:
+                    self.log(self.master, "pve-ha-crm", "err", f"crm command error - node not online: {cmd}")
+            elif verb == "disable-node-maintenance":
+                if state != "maintenance":
+                    self.log(self.master, "pve-ha-crm", "warning", f"clearing maintenance of node {node} requested, but it's in state {state}")
+                self.node_request.get(node, {}).pop("maintenance", None)
+                if not self.node_request.get(node):
+                    self.node_request.pop(node, None)
 
     def freeze_if_restarting(self, sid: str) -> bool:
         """Manager.pm manage: a service on a node whose LRM is in restart mode is frozen."""
@@ -206,13 +234,16 @@ class CrmMixin:
                 return True
             return False
 
-        if state in ("started", "stopped", "request_stop", "migrate", "relocate") and not node_online:
+        in_maintenance = self.node_status.get(sd["node"]) == "maintenance"
+        if state in ("started", "stopped", "request_stop", "migrate", "relocate") and not node_online and not in_maintenance:
             if self.offline_delayed(sd["node"], now):
                 if state == "stopped" and cd["state"] == "disabled":
                     return False
                 self.set_state(sid, sd, "fence")
                 return True
             return False
+        if state == "started" and in_maintenance:
+            sd["maintenance_node"] = sd["node"]  # next_state_started: the fallback for when it comes out of maintenance
 
         if state == "fence":
             if self.fence_node(sd["node"], now):
@@ -320,6 +351,17 @@ class CrmMixin:
                         self.set_state(sid, sd, "error")
                         return False
             target = self.select_service_node(sid, cd, sd, preference)
+            fallback = sd.get("maintenance_node")
+            if target and target != sd["node"] and fallback:
+                if target == fallback:
+                    self.log(self.master, "pve-ha-crm", "info", f"moving service '{sid}' back to '{fallback}', node came back from maintenance.")
+                    sd.pop("maintenance_node", None)
+                elif sd["node"] != fallback:
+                    self.log(self.master, "pve-ha-crm", "info", f"dropping maintenance fallback node '{fallback}' for '{sid}'")
+                    sd.pop("maintenance_node", None)
+            elif fallback and sd["node"] == fallback and self.node_status.get(sd["node"]) == "online":
+                self.log(self.master, "pve-ha-crm", "info", f"service '{sid}': clearing stale maintenance node '{fallback}' setting (is current node)")
+                sd.pop("maintenance_node", None)
             if target and target != sd["node"]:
                 kind = "migrate" if sd.get("running") else "relocate"
                 self.log(

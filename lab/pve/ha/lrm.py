@@ -51,6 +51,11 @@ class LrmMixin:
         (get_ha_agent_lock fails), so an active LRM loses it."""
         state = self.lrm_state[node]
         fence = quorate and self.fence_requested(node)
+        # update_service_status: the node's maintenance request sets the LRM's mode (not while it
+        # shuts down or restarts), and its withdrawal sets it active again
+        if self.lrm_daemon_mode.get(node) in ("active", "maintenance"):
+            self.lrm_daemon_mode[node] = "maintenance" if self.node_request.get(node, {}).get("maintenance") else "active"
+        maintenance = self.lrm_daemon_mode.get(node) == "maintenance"
         if state == "wait_for_agent_lock":
             if not fence and quorate and self.active_count(node):
                 self.take_agent_lock(node, now)
@@ -65,6 +70,9 @@ class LrmMixin:
                 self.set_lrm_state(node, "lost_agent_lock")
             elif not quorate:
                 self.set_lrm_state(node, "lost_agent_lock")
+            elif maintenance:
+                self.take_agent_lock(node, now)
+                self.set_lrm_state(node, "maintenance")
             else:
                 self.take_agent_lock(node, now)
                 if self.configured_here(node):
@@ -75,6 +83,27 @@ class LrmMixin:
                     self.give_up_watchdog(node)
                     self.set_lrm_state(node, "wait_for_agent_lock")
                     self.lrm_idle_since.pop(node, None)
+
+        elif state == "maintenance":
+            busy = self.active_count(node) or any(self.ss.get(sid, {}).get("node") == node for sid in self.jobs)
+            if fence:
+                self.log(node, "pve-ha-lrm", "err", "node needs to be fenced during maintenance mode - releasing agent_lock")
+                self.set_lrm_state(node, "lost_agent_lock")
+            elif busy:
+                if quorate:
+                    self.take_agent_lock(node, now)  # kept while services still leave the node
+                else:
+                    self.set_lrm_state(node, "lost_agent_lock")
+            elif not maintenance:
+                if quorate:
+                    self.take_agent_lock(node, now)
+                    self.set_lrm_state(node, "active")
+                else:
+                    self.set_lrm_state(node, "lost_agent_lock")
+            else:
+                # every active service left: watchdog closed, agent lock released (LRM.pm work, maintenance)
+                self.give_up_watchdog(node)
+                self.lock_renewed[node] = 0.0
 
     def lrm_unit(self, node: str) -> str:
         return self.pve.units.state(node, "pve-ha-lrm")

@@ -45,6 +45,10 @@ class HaManager(RulesMixin, LrmMixin, CrmMixin, StatusMixin):
         self.lrm_mode: dict[str, str] = {}  # as last written in each node's lrm_status
         self.lrm_daemon_mode: dict[str, str] = {}  # the running LRM's own mode (active, restart)
         self.manager_lock_free = False  # the master's CRM released the manager lock (it stopped)
+        # Manager.pm: the manager status's node_request ({node: {"maintenance": 1}}), and the
+        # crm_commands file the CRM reads each round (Config.pm queue_crm_commands)
+        self.node_request: dict[str, dict[str, int]] = {}
+        self.crm_commands: list[str] = []
         # LRM.pm: each LRM's local state (wait_for_agent_lock, active, lost_agent_lock), as last
         # written to its lrm_status, when its watchdog was last updated (present: open), and
         # since when an active LRM has no service configured on its node
@@ -155,6 +159,6 @@ class HaManager(RulesMixin, LrmMixin, CrmMixin, StatusMixin):
         if quorate:
             self.crm(now, wall, part)
             for node in part:
-                if self.lrm_unit(node) == ACTIVE and self.lrm_state[node] == "active":
-                    self.lrm(node)  # LRM.pm work: only an active LRM manages its resources
+                if self.lrm_unit(node) == ACTIVE and self.lrm_state[node] in ("active", "maintenance"):
+                    self.lrm(node)  # LRM.pm work: an active LRM, or one in maintenance, manages its resources
         self.finish_lrm_stops()

@@ -131,8 +131,12 @@ class StatusMixin:
                 entry["target"] = sd["target"]
             if sd.get("failed_nodes"):
                 entry["failed_nodes"] = list(sd["failed_nodes"])
+            if sd.get("maintenance_node"):
+                entry["maintenance_node"] = sd["maintenance_node"]
             ss[sid] = entry
         manager = {"node_status": dict(self.node_status), "service_status": ss}
+        if self.node_request:
+            manager["node_request"] = {n: dict(r) for n, r in self.node_request.items()}
         if self.master is not None:
             manager["master_node"] = self.master
             manager["timestamp"] = int(self.master_ts or 0)

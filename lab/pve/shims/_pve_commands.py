@@ -149,6 +149,17 @@ def ha_manager(args: list[str]) -> int:
                 if not pos:
                     return err("400 not enough arguments\nha-manager crm-command <cmd> ...", 255)
                 cmd, pos = pos[0], pos[1:]
+            if cmd == "node-maintenance":
+                # CLI/ha_manager.pm: node-maintenance enable|disable <node> (node-maintenance-set)
+                if not pos or pos[0] not in ("enable", "disable"):
+                    return err(
+                        "USAGE: ha-manager crm-command node-maintenance <cmd> ...\n\n       ha-manager crm-command node-maintenance disable <node>\n       ha-manager crm-command node-maintenance enable <node>",
+                        255,
+                    )
+                if len(pos) < 2:
+                    return err(f"400 not enough arguments\nha-manager crm-command node-maintenance {pos[0]} <node>", 255)
+                c.ha_command(me, "node-maintenance", pos[1], disable="1" if pos[0] == "disable" else "0")
+                return 0
             if not pos:
                 return err(f"400 not enough arguments\nha-manager {cmd} <sid>", 255)
             sid = pos[0]
