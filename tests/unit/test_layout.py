@@ -11,7 +11,7 @@ from lab.testing.imports import find_cycle
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP = {".venv", ".tools", ".lab", ".state", ".test-logs", "node_modules", ".git"}
-PACKAGES = ("clients", "components", "verify", "drill", "lab", "bench", "tools", "policy", "examples")
+PACKAGES = ("clients", "components", "verify", "drill", "maintain", "lab", "bench", "tools", "policy", "examples")
 MAX_LINES = 600
 
 
