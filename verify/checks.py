@@ -375,6 +375,29 @@ def ha_resource_affinity(ctx: Context, f: Finding) -> None:
     f.summary = "; ".join(seen) or "none as configured"
 
 
+# What each HA shutdown policy does to a node's HA VMs on a graceful reboot or shutdown (LRM.pm shutdown_request).
+SHUTDOWN_POLICIES = {
+    "conditional": "a reboot stops and freezes them (they start again on the node), a poweroff stops them for recovery elsewhere",
+    "freeze": "stopped and frozen: they start again on the node when it is back",
+    "failover": "stopped, not frozen: recovered elsewhere unless the node is back within a minute",
+    "migrate": "live-migrated away first (maintenance mode), moved back when the node is up",
+}
+
+
+@check("ha-shutdown-policy", "5", "datacenter.cfg ha: shutdown_policy, what a node's graceful reboot does to its HA VMs")
+def ha_shutdown_policy(ctx: Context, f: Finding) -> None:
+    """Issue #26: the cluster's HA shutdown policy, reported (read-only)."""
+    f.fix = "Datacenter -> Options -> HA Settings, or pvesh set /cluster/options --ha shutdown_policy=<policy>"
+    try:
+        answer = cluster.options(ctx.api)
+    except ApiError as exc:
+        f.problems.append(f"the cluster's options cannot be read ({exc})")
+        return
+    policy = (answer.get("ha") or {}).get("shutdown_policy") if isinstance(answer.get("ha"), dict) else None
+    shown = policy or "conditional (PVE's default: not set)"
+    f.summary = f"shutdown_policy {shown}: on a graceful reboot or shutdown {SHUTDOWN_POLICIES.get(policy or 'conditional', 'unknown to this version')}"
+
+
 # runbook 8, registered after 1-5
 from verify import best_practices  # noqa: E402
 

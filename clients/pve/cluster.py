@@ -22,3 +22,10 @@ def resources(get: Get) -> list[dict[str, Any]]:
 def resources_of_type(get: Query, kind: str) -> list[dict[str, Any]]:
     """GET /cluster/resources?type=KIND (``vm``, ``storage``, ``node``, ``sdn``): :func:`resources`, only those."""
     return get("cluster/resources", type=kind)
+
+
+def options(get: Get) -> dict[str, Any]:
+    """GET /cluster/options: datacenter.cfg, its property strings as objects: ``ha``
+    (``{"shutdown_policy": ...}``), ``crs`` (``{"ha": "basic|static", "ha-rebalance-on-start": 0|1}``).
+    Without Sys.Audit on / PVE answers only ``console`` and ``tag-style``."""
+    return get("cluster/options") or {}

@@ -33,6 +33,7 @@ from fakepve import FakePve
 from lab.pve import calllog
 from lab.pve.api.access import AccessApi
 from lab.pve.api.cluster_ha import ClusterHaApi
+from lab.pve.api.cluster_options import ClusterOptionsApi
 from lab.pve.api.cluster_resources import ClusterResourcesApi
 from lab.pve.api.cluster_status import ClusterStatusApi
 from lab.pve.api.nodes_qemu import NodesQemuApi
@@ -65,6 +66,7 @@ class LabPve(
     ClusterStatusApi,
     ClusterResourcesApi,
     ClusterHaApi,
+    ClusterOptionsApi,
     NodesQemuApi,
     NodesQemuCloneApi,
     NodesQemuStatusApi,
@@ -101,6 +103,7 @@ class LabPve(
         self.blackholes: dict[str, tuple[socket.socket, socket.socket]] = {}  # isolated nodes' addresses (blackhole)
         self.ssl_ctx: ssl.SSLContext | None = None
         self.ha = HaManager(self)
+        self.datacenter: dict[str, str] = {}  # datacenter.cfg (api/cluster_options.py)
         self.control_runner: web.AppRunner | None = None
         self._background: set[asyncio.Task] = set()
         self.calls: calllog.CallLog | None = None

@@ -18,6 +18,7 @@ from fakepve.model import PveError
 from lab.pve.app import LOCAL, LabPve
 
 LOG = logging.getLogger("lab.pve")
+REBOOT_PVE_SECONDS = 30  # a node's reboot: from power off to powered on again (firmware, kernel, boot)
 
 
 def _json(data: Any = None, status: int = 200, error: str | None = None) -> web.Response:
@@ -28,6 +29,7 @@ def _json(data: Any = None, status: int = 200, error: str | None = None) -> web.
 def control_app(pve: LabPve) -> web.Application:
     routes = web.RouteTableDef()
     sshd_stops: dict[str, asyncio.Task] = {}
+    shutdowns: dict[str, asyncio.Task] = {}  # a node's graceful shutdown or reboot under way
 
     async def body_of(request) -> dict[str, Any]:
         if not request.can_read_body:
@@ -97,6 +99,35 @@ def control_app(pve: LabPve) -> web.Application:
 
                 sshd_stops[node] = asyncio.ensure_future(stop_later())
         return _json(result)
+
+    @routes.post("/node/shutdown")
+    async def node_shutdown(request):
+        """A graceful `reboot` / `shutdown -h now` typed on a node (the shims): the LRM's shutdown
+        request under datacenter.cfg's HA shutdown policy (ha/lrm.py node_shutdown); once the LRM
+        has ended the node powers off (its sshd with it), and a reboot powers it on again after
+        REBOOT_PVE_SECONDS. Answers at once, as systemd does."""
+        data = await body_of(request)
+        node = need_node(data.get("node"))
+        if pve.power.get(node) != "on":
+            return _json(error=f"{node} is not running", status=400)
+        reboot = bool(data.get("reboot"))
+        policy = pve.ha.node_shutdown(node, reboot, pve.shutdown_policy())
+
+        async def power_cycle() -> None:
+            while not pve.ha.lrm_exited(node):
+                await asyncio.sleep(pve.ha.secs(1))
+            pve.ha.log(node, "systemd-shutdown", "info", "Rebooting." if reboot else "Powering off.")
+            await pve.fault(node, "poweroff")
+            if pve.config.get("manage_sshd"):
+                await asyncio.get_running_loop().run_in_executor(None, _sshd_fault, node, "stop")
+            if reboot:
+                await asyncio.sleep(pve.ha.secs(REBOOT_PVE_SECONDS))
+                await pve.fault(node, "restore")
+                if pve.config.get("manage_sshd"):
+                    await asyncio.get_running_loop().run_in_executor(None, _sshd_fault, node, "restore")
+
+        shutdowns[node] = asyncio.ensure_future(power_cycle())
+        return _json({"node": node, "reboot": reboot, "policy": policy})
 
     @routes.post("/mode")
     async def mode(request):

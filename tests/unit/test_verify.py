@@ -137,6 +137,7 @@ def healthy() -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
             {"sid": "vm:101", "type": "vm", "state": "started", "max_restart": 1, "max_relocate": 1},
             {"sid": "vm:102", "type": "vm", "state": "started", "max_restart": 1, "max_relocate": 1},
         ],
+        "cluster/options": {"ha": {"shutdown_policy": "migrate"}, "allowed-tags": []},
     }
     for node in NODES:
         api[f"nodes/{node}/storage/ceph-rbd/status"] = {"active": 1, "enabled": 1, "shared": 1, "type": "rbd"}
@@ -555,3 +556,10 @@ def test_a_linked_clones_disk_is_its_own_image() -> None:
     clone = {**vm_config(102), "scsi0": "ceph-rbd:base-900-disk-0/vm-102-disk-0,cache=writeback,discard=on,size=1G"}
     findings = run(api={"nodes/pve-node2/qemu/102/config": clone}, outputs={})
     assert findings["images"].status == "pass", findings["images"].problems
+
+
+def test_the_ha_shutdown_policy_is_reported() -> None:
+    """Issue #26: datacenter.cfg's HA shutdown policy, with what a graceful reboot does under it."""
+    assert "shutdown_policy migrate: on a graceful reboot or shutdown live-migrated away first" in run()["ha-shutdown-policy"].summary
+    unset = run(api={"cluster/options": {"allowed-tags": []}})["ha-shutdown-policy"]
+    assert unset.status == "pass" and unset.summary.startswith("shutdown_policy conditional (PVE's default: not set): on a graceful reboot")

@@ -51,6 +51,7 @@ class CrmMixin:
         self.lrm_state[node] = "wait_for_agent_lock"
         self.watchdog_updated.pop(node, None)
         self.lrm_idle_since.pop(node, None)
+        self.shutdown_request.pop(node, None)
         self.wake()
 
     def set_state(self, sid: str, sd: dict[str, Any], state: str, **extra: Any) -> None:

@@ -53,7 +53,7 @@ class LrmMixin:
         fence = quorate and self.fence_requested(node)
         # update_service_status: the node's maintenance request sets the LRM's mode (not while it
         # shuts down or restarts), and its withdrawal sets it active again
-        if self.lrm_daemon_mode.get(node) in ("active", "maintenance"):
+        if node not in self.shutdown_request and self.lrm_daemon_mode.get(node) in ("active", "maintenance"):
             self.lrm_daemon_mode[node] = "maintenance" if self.node_request.get(node, {}).get("maintenance") else "active"
         maintenance = self.lrm_daemon_mode.get(node) == "maintenance"
         if state == "wait_for_agent_lock":
@@ -188,7 +188,63 @@ class LrmMixin:
             self.lrm_daemon_mode[node] = "active"
             self.lrm_idle_since.pop(node, None)
 
+    def node_shutdown(self, node: str, reboot: bool, policy: str | None) -> str:
+        """A graceful `reboot` or `shutdown -h now` on NODE: LRM.pm shutdown_request (Env/PVE2.pm
+        is_node_shutdown finds the shutdown job) with datacenter.cfg's ha shutdown_policy
+        (default conditional): `migrate` is maintenance mode (the services move away first);
+        otherwise every service of the node is stopped, then frozen (`freeze`, or `conditional`
+        on a reboot: mode restart, they start again on this node once it is back) or left to the
+        CRM (`failover`, or `conditional` on a poweroff: mode shutdown, recovered elsewhere once the
+        node is gone). The node powers off once :meth:`lrm_exited` (control_app.py)."""
+        policy = policy or "conditional"
+        kind = "reboot" if reboot else "shutdown"
+        self.log(node, "pve-ha-lrm", "info", f"got shutdown request with shutdown policy '{policy}'")
+        if policy not in ("conditional", "freeze", "failover", "migrate"):
+            self.log(node, "pve-ha-lrm", "err", f"unknown shutdown policy '{policy}', fall back to conditional")
+            policy = "conditional"
+        maintenance = policy == "migrate"
+        freeze_all = reboot if policy == "conditional" else policy == "freeze"
+        if not maintenance:  # *always* stop the node's services on a shutdown (queue_resource_command request_stop)
+            for sid, sd in sorted(self.ss.items()):
+                vm = self.vm_of(sid)
+                if sd["node"] == node and vm is not None and self.pve.lab_vm_running(vm) and sid not in self.jobs:
+                    self.spawn(sid, self.job_stop(sid, node, record=False))
+        if self.lrm_daemon_mode.get(node) == "maintenance":
+            why = "ignore maintenance policy, already in maintenance mode" if maintenance else f"ignore {policy} policy as manual maintenance mode is enabled"
+            self.log(node, "pve-ha-lrm", "info", f"{kind} LRM, {why}")
+        elif maintenance:
+            self.log(node, "pve-ha-lrm", "info", f"{kind} LRM, doing maintenance, removing this node from active list")
+            self.lrm_daemon_mode[node] = "maintenance"
+        elif freeze_all:
+            self.log(node, "pve-ha-lrm", "info", f"{kind} LRM, stop and freeze all services")
+            self.lrm_daemon_mode[node] = "restart"
+        else:
+            self.log(node, "pve-ha-lrm", "info", "shutdown LRM, stop all services")
+            self.lrm_daemon_mode[node] = "shutdown"
+        self.shutdown_request[node] = reboot
+        if self.can_write(node):
+            self.write_lrm_status(node, time.time())
+        self.wake()
+        return policy
+
+    def lrm_exited(self, node: str) -> bool:
+        """LRM.pm work with a shutdown request: the LRM ends (its watchdog closed, its agent lock
+        released) once restart or maintenance mode left no active service and no worker, once
+        shutdown mode's stops are done, or at once when it is idle (wait_for_agent_lock)."""
+        if node not in self.shutdown_request:
+            return False
+        workers = any(self.ss.get(sid, {}).get("node") == node for sid in self.jobs)
+        mode = self.lrm_daemon_mode.get(node)
+        done = self.lrm_state.get(node) == "wait_for_agent_lock" or (not workers and (mode == "shutdown" or not self.active_count(node)))
+        if done:
+            self.give_up_watchdog(node)
+            self.lock_renewed[node] = 0.0
+            self.log(node, "pve-ha-lrm", "info", "server stopped")
+        return done
+
     def lrm(self, node: str) -> None:
+        if node in self.shutdown_request and self.lrm_daemon_mode.get(node) != "maintenance":
+            return  # LRM.pm work: a shutting-down LRM only waits for its stop jobs
         for sid, sd in sorted(self.ss.items()):
             if sd["node"] != node or sid in self.jobs:
                 continue
@@ -249,12 +305,14 @@ class LrmMixin:
             self.log(node, "pve-ha-lrm", "warning", f"restart policy: retry number {tries + 1} for service '{sid}'")
             await asyncio.sleep(self.secs(TICK))
 
-    async def job_stop(self, sid: str, node: str) -> None:
+    async def job_stop(self, sid: str, node: str, record: bool = True) -> None:
+        """A stop; RECORD: its result goes to the CRM (a shutdown's stop jobs have no uid: not recorded)."""
         vm = self.vm_of(sid)
         self.log(node, "pve-ha-lrm", "info", f"stopping service {sid}")
         ok, _message = await self.pve.lab_task_stop(vm, node)
         self.log(node, "pve-ha-lrm", "info", f"service status {sid} stopped")
-        self.results[sid] = SUCCESS if ok else ERROR
+        if record:
+            self.results[sid] = SUCCESS if ok else ERROR
 
     async def job_migrate(self, sid: str, node: str, target: str | None, online: bool) -> None:
         vm = self.vm_of(sid)

@@ -49,6 +49,8 @@ class HaManager(RulesMixin, LrmMixin, CrmMixin, StatusMixin):
         # crm_commands file the CRM reads each round (Config.pm queue_crm_commands)
         self.node_request: dict[str, dict[str, int]] = {}
         self.crm_commands: list[str] = []
+        # LRM.pm shutdown_request of a node shutting down gracefully: node -> a reboot (True) or a poweroff
+        self.shutdown_request: dict[str, bool] = {}
         # LRM.pm: each LRM's local state (wait_for_agent_lock, active, lost_agent_lock), as last
         # written to its lrm_status, when its watchdog was last updated (present: open), and
         # since when an active LRM has no service configured on its node

@@ -88,6 +88,10 @@ def _options(args: list[str], flags: tuple[str, ...] = (), valued: tuple[str, ..
 def main(prog: str) -> int:
     """Run PROG as the node's command; each command's module loads only for its own command."""
     args = sys.argv[1:]
+    if prog in ("reboot", "shutdown"):
+        import _pve_commands
+
+        return _pve_commands.graceful(args, prog)
     if prog in ("systemctl", "ha-manager", "qm", "poweroff", "pveversion"):
         import _pve_commands
 

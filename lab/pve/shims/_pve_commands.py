@@ -240,6 +240,21 @@ def poweroff(args: list[str]) -> int:
     return 0
 
 
+def graceful(args: list[str], prog: str) -> int:
+    """`reboot`, `shutdown [-r|-h|-P] [now]`: systemd's graceful shutdown, which stops pve-ha-lrm
+    with a shutdown job queued, so its LRM applies datacenter.cfg's HA shutdown policy (the lab's
+    control channel, /node/shutdown). `poweroff` above stays the lab's power cut (the runbook's
+    "power off the node", the drill's failure)."""
+    reboot = prog == "reboot" or "-r" in args or "--reboot" in args
+    if prog == "shutdown" and "-c" in args:
+        return err("shutdown -c: no shutdown is scheduled in the lab", 1)
+    try:
+        control().call("POST", "/node/shutdown", {"node": node(), "reboot": reboot})
+    except ControlError as exc:
+        return err(f"Failed to {'reboot' if reboot else 'power off'} system via logind: {exc}", 1)
+    return 0
+
+
 KERNELS = {"8": "6.8.12-9-pve", "9": "6.14.11-2-pve"}
 REPOIDS = {"8": "2a5fa54a8503f96d", "9": "c3c7c6d5b2a3e4f1"}  # as the lab API's /version answers
 
