@@ -182,6 +182,7 @@ class HaVm(pulumi.ComponentResource):
         self.sid = pulumi.Output.from_input(sid(vm))
         self.resource: proxmoxve.Haresource | None = None
         if vm.ha:
+            affinity = next((a for a in ha.affinities if a.name == vm.affinity), None)
             self.resource = proxmoxve.Haresource(
                 f"{name}-ha",
                 # Through the VM's vm_id, known in a preview (the policy pack reads it), and a property
@@ -193,6 +194,10 @@ class HaVm(pulumi.ComponentResource):
                 max_restart=ha.max_restart,
                 max_relocate=ha.max_relocate,
                 group=vm.affinity if ha.mode == "groups" and vm.affinity else None,
+                # PVE 9 keeps failback on the resource (PVE 8: the group's nofailback); sent only to
+                # turn it off, so a resource without it keeps PVE's default (on), and bpg deletes it
+                # when it is dropped again
+                failback=False if ha.mode == "rules" and affinity is not None and not affinity.failback else None,
                 comment=owned_comment(owner),
                 opts=pulumi.ResourceOptions.merge(
                     child,

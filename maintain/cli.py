@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import time
@@ -41,6 +42,8 @@ examples:
   python -m maintain --stack dev --all --then 'apt-get -y dist-upgrade && reboot' --json > report.json
 """
 POLL = 0.2
+REBOOTS = re.compile(r"\breboot\b|\bshutdown\s+(-r|--reboot)\b")  # a --then command that reboots the node
+GONE_DEADLINE = 120.0  # seconds a rebooting node has to leave the cluster after the command returned
 
 
 @dataclass
@@ -275,24 +278,33 @@ class Maintenance:
         return Move(sid, source or "?", target)
 
     def then(self, node: str, command: str, t0: float) -> dict[str, Any]:
-        """COMMAND on the node; a session that drops (a reboot) is waited out until the node is back."""
+        """COMMAND on the node. A reboot is waited out until the node is back: the session drops,
+        or, since `reboot` returns before the node goes down, a command that names a reboot is
+        given GONE_DEADLINE seconds to take the node away."""
         self.say(f"  +{time.monotonic() - t0:6.1f}s  on {node}: {command}")
         started = time.monotonic()
-        rebooted = False
+        dropped = False
         try:
             output = _run(_ssh(self.cluster, node), ["sh", "-c", command], shlex.quote(command), timeout=self.args.deadline)
         except FaultError as exc:
             if "connection dropped" not in str(exc) and "did not finish" not in str(exc):
                 raise
-            output, rebooted = "", True
-        if rebooted or not self.online(node):
-            self.say(f"  +{time.monotonic() - t0:6.1f}s  {node} went away (a reboot?): waiting for it to come back")
+            output, dropped = "", True
+        rebooted = False
+        if dropped or REBOOTS.search(command):
+            gone = time.monotonic() + GONE_DEADLINE
+            while self.online(node) and time.monotonic() < gone:
+                time.sleep(POLL)
+            rebooted = not self.online(node)
+            if not rebooted and dropped:
+                raise FaultError(f"the session to {node} dropped during `{command}`, and the node stayed online: check what happened there")
+        if rebooted:
+            self.say(f"  +{time.monotonic() - t0:6.1f}s  {node} went away (a reboot): waiting for it to come back")
             deadline = time.monotonic() + self.args.deadline
             while not self.online(node):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{node} did not come back within {self.args.deadline:.0f} s after `{command}`")
                 time.sleep(POLL)
-            rebooted = True
         took = round(time.monotonic() - started, 2)
         self.say(f"  +{time.monotonic() - t0:6.1f}s  {node}: the command finished ({took:.1f} s{', the node is back' if rebooted else ''})")
         return {"command": command, "ok": True, "seconds": took, "rebooted": rebooted, "output_tail": output[-500:]}

@@ -9,6 +9,9 @@ lab/tests/test_ha_affinity.py). The rule sends it to pve-node3. Then:
 
 - `pulumi preview` shows 0 changes, with the node still down and after it is back: a failover
   is never undone, and the rule is not remade;
+- aff1 prefers pve-node1 (`ha.affinities`, one priority, as PVE requires of a VM in a
+  resource-affinity rule) with `failback: false`, which PVE 9 keeps on the HA resource: when
+  pve-node1 is back, aff1 stays where it was recovered (with failback it would move back);
 - `python -m verify` passes its `ha-resource-affinity` check ("... on different nodes");
 - the HA manager never dropped the rule ("Drop rule" is not in its log);
 - destroy removes the rule with the stack.
@@ -34,10 +37,12 @@ pytestmark = [pytest.mark.lab, pytest.mark.engine]
 PREFIX = "aff"
 VMS = {450: "pve-node1", 451: "pve-node2", 452: "pve-node3"}
 RULE = "aff-db-apart"
+HOME = "aff-home"
 
 
-def vm(vmid: int, node: str) -> dict[str, Any]:
+def vm(vmid: int, node: str, **extra: Any) -> dict[str, Any]:
     return {
+        **extra,
         "id": vmid,
         "name": f"aff{vmid - 449}",
         "node": node,
@@ -52,8 +57,13 @@ def vm(vmid: int, node: str) -> dict[str, Any]:
 
 def edit(config: dict[str, Any]) -> None:
     names(PREFIX)(config)
-    config["vms"] = [vm(vmid, node) for vmid, node in VMS.items()]
-    config["ha"] = {**config["ha"], "mode": "rules", "resourceAffinities": [{"name": RULE, "vms": ["aff1", "aff2"], "keep": "apart"}]}
+    config["vms"] = [vm(vmid, node, **({"affinity": HOME} if vmid == 450 else {})) for vmid, node in VMS.items()]
+    config["ha"] = {
+        **config["ha"],
+        "mode": "rules",
+        "affinities": [{"name": HOME, "nodes": {"pve-node1": 1}, "failback": False}],
+        "resourceAffinities": [{"name": RULE, "vms": ["aff1", "aff2"], "keep": "apart"}],
+    }
     config["allowPoolDeletion"] = True
 
 
@@ -74,7 +84,7 @@ def rules() -> dict[str, dict[str, Any]]:
 def aff(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabStack]:
     forget_stack(PREFIX, list(VMS))
     for rule in rules():
-        if rule.startswith(PREFIX):
+        if rule.startswith(f"{PREFIX}-"):
             api().cluster.ha.rules(rule).delete()
     stack = LabStack(PREFIX, lab_state, tmp_path_factory.mktemp(PREFIX), edit)
     yield stack
@@ -94,6 +104,8 @@ def test_vms_kept_apart_stay_apart_after_a_failover(aff: LabStack, tmp_path: Pat
     rule = rules()[RULE]
     assert (rule["type"], rule["affinity"], rule["resources"]) == ("resource-affinity", "negative", "vm:450,vm:451")
     assert "errors" not in rule, rule
+    assert rules()[HOME]["type"] == "node-affinity" and "errors" not in rules()[HOME]
+    assert int(api().cluster.ha.resources("vm:450").get().get("failback", 1)) == 0
     wait_for("the three VMs started on their nodes", lambda: placed() == {v: (n, "started") for v, n in VMS.items()}, 60)
     assert changes(aff.preview().change_summary) == {}, aff.text()[-3000:]
     check = aff.verified("ha-resource-affinity")["ha-resource-affinity"]
@@ -113,7 +125,7 @@ def test_vms_kept_apart_stay_apart_after_a_failover(aff: LabStack, tmp_path: Pat
     finally:
         lab.fault("pve-node1", "restore")
     wait_for("pve-node1 online", lambda: node_online("pve-node1"), 120)
-    time.sleep(2)  # a few HA rounds with pve-node1 back: nothing moves back (no node affinity, no failback target)
+    time.sleep(2)  # a few HA rounds with pve-node1 back: aff1 prefers it, but its failback is off
     assert placed()[450] == ("pve-node3", "started"), placed()
     assert changes(aff.preview().change_summary) == {}, aff.text()[-3000:]
     log = [line for line in Control().ha_log() if line not in before]

@@ -3,8 +3,9 @@
 
 1. `maintain pve-node1 --then 'sleep 12'`: while pve-node1 is in maintenance and free, `pulumi
    preview` and `pulumi up` show 0 changes and move nothing back.
-2. `maintain --all --json`: a rolling maintenance of the three nodes. Every VM is live-migrated
-   away and back, never restarted (the lab's VM process, its librbd lock holder, keeps its pid:
+2. `maintain --all --then reboot --json`: a rolling maintenance of the three nodes, each rebooted
+   once free (the lab's graceful reboot: the LRM ends, the node powers off and on again). Every
+   VM is live-migrated away and back, never restarted (the lab's VM process, its librbd lock holder, keeps its pid:
    the same guest), each disk's marker (sha256) is intact, each VM ends on its own node, and the
    report times every migration.
 3. Refused before anything changes, exit 2: `--all` while a node is down; the maintenance of a
@@ -116,7 +117,7 @@ def test_rolling_maintenance_of_every_node_live(mnt: LabStack) -> None:
     wait_for("three VMs started on their nodes", lambda: placed() == {v: (n, "started") for v, n in VMS.items()}, 60)
     pids = {vmid: Control().holders()[str(vmid)]["pid"] for vmid in VMS}
     t0 = time.monotonic()
-    code, out, err = finished(maintain("--all", "--json"), timeout=600)
+    code, out, err = finished(maintain("--all", "--then", "reboot", "--json"), timeout=600)
     took = time.monotonic() - t0
     assert code == 0, out + err
     report = json.loads(out)
@@ -124,12 +125,16 @@ def test_rolling_maintenance_of_every_node_live(mnt: LabStack) -> None:
     print(f"\n  rolling maintenance of 3 nodes: {took:.1f} s")
     for run in report["nodes"]:
         assert run["outcome"] == "done", run
+        assert run["then"]["rebooted"] is True, run
         vmid = next(v for v, n in VMS.items() if n == run["node"])
         (move,) = run["moves"]
         assert move["sid"] == f"vm:{vmid}" and move["source"] == run["node"] and move["target"] != run["node"], run
         (back,) = run["back"]
         assert back["sid"] == f"vm:{vmid}" and back["target"] == run["node"], run
-        print(f"  {run['node']}: vm:{vmid} away {move['seconds']:.1f} s, back {back['seconds']:.1f} s, the node's whole maintenance {run['seconds']:.1f} s")
+        print(
+            f"  {run['node']}: vm:{vmid} away {move['seconds']:.1f} s, reboot {run['then']['seconds']:.1f} s, back {back['seconds']:.1f} s, "
+            f"the node's whole maintenance {run['seconds']:.1f} s"
+        )
     assert placed() == {v: (n, "started") for v, n in VMS.items()}
     holders = Control().holders()
     assert {vmid: holders[str(vmid)]["pid"] for vmid in VMS} == pids  # live-migrated twice, never restarted

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.engine]
 
 PREFIX, VM = "vfy", 481
 POOL, STORAGE, CLIENT, SID = f"{PREFIX}-pool", f"{PREFIX}-rbd", PREFIX, f"vm:{VM}"
-CHECKS = 18
+CHECKS = 20  # verify/checks.py: 13 of the runbook (5: resources, placement, resource affinity, the shutdown policy) and 7 best practices
 NODES = ("pve-node1", "pve-node2", "pve-node3")
 
 

@@ -247,6 +247,19 @@ def test_resource_affinity_is_an_ha_rule_after_its_vms_ha_resources() -> None:
     assert {"kind": "harule", "name": "db-apart", "entry": "ha.resourceAffinities[0].name"} in declared
 
 
+def test_rules_mode_sends_failback_off_on_the_ha_resource() -> None:
+    """PVE 9 keeps failback on the resource: an affinity with failback: false turns it off there;
+    with failback on (the default) nothing is sent, so PVE's default holds."""
+    raw = valid_raw()
+    raw["vms"][0]["affinity"] = "prefer-node1"
+    raw["ha"]["affinities"][0]["failback"] = False
+    monitor, _ = deploy(raw, stack="nofb")
+    assert monitor.by_name("nofb-vm101-ha").plain("failback") is False
+    raw["ha"]["affinities"][0]["failback"] = True
+    monitor, _ = deploy(raw, stack="fb")
+    assert monitor.by_name("fb-vm101-ha").plain("failback") is None
+
+
 def test_groups_mode_adds_an_ha_group_before_the_resource() -> None:
     raw = valid_raw()
     raw["ha"]["mode"] = "groups"
