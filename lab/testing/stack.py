@@ -219,6 +219,18 @@ def node_online(node: str) -> bool:
     return any(n["node"] == node and n["status"] == "online" for n in api().nodes.get())
 
 
+def remove_stack(stack: LabStack, prefix: str, vm_ids: list[int]) -> None:
+    """A fault test's teardown: every node the test left off powered on, the stack removed, and
+    whatever of its names the lab still holds forgotten."""
+    import lab
+
+    for node in ("pve-node1", "pve-node2", "pve-node3"):
+        if not node_online(node):
+            lab.fault(node, "restore")
+    stack.remove()
+    forget_stack(prefix, vm_ids)
+
+
 def changes(summary: dict[str, int]) -> dict[str, int]:
     """A change summary without the unchanged resources: {} when nothing would change."""
     return {op: n for op, n in summary.items() if op != "same" and n}

@@ -20,6 +20,32 @@ PAIR = {"name": "hv-pair", "nodes": {"pve-node1": 1, "pve-node2": 1}, "strict": 
 VM_TYPE, HA_TYPE, RULE_TYPE = "proxmoxve:index/vmLegacy:VmLegacy", "proxmoxve:index/haresource:Haresource", "proxmoxve:index/harule:Harule"
 
 
+def iso_vm(vmid: int, node: str, name: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The engine tests' small VM (`vms[]` entry): 1 core, 256 MiB, a 1 GiB disk on the RBD storage, the lab's ISO."""
+    return {
+        "id": vmid,
+        "name": name or f"vm{vmid}",
+        "node": node,
+        "cores": 1,
+        "memoryMb": 256,
+        "diskGb": 1,
+        "iso": "local:iso/debian-12.iso",
+        "bridge": "vmbr0",
+        "cpuType": "x86-64-v2-AES",
+        **extra,
+    }
+
+
+def ha_placement(vm_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """vmid -> (node, HA state) of those of VM_IDS the HA manager knows, from `ha-manager status` (GET /cluster/ha/status/current)."""
+    sids = {f"vm:{vmid}": vmid for vmid in vm_ids}
+    return {
+        sids[str(e["sid"])]: (str(e.get("node")), str(e.get("state")))
+        for e in api().cluster.ha.status.current.get()
+        if e.get("type") == "service" and str(e.get("sid")) in sids
+    }
+
+
 def vm_config(prefix: str, vm_ids: list[int], node: str = "pve-node1", **extra: Any) -> Callable[[dict[str, Any]], None]:
     def edit(config: dict[str, Any]) -> None:
         names(prefix)(config)

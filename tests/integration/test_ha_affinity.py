@@ -29,7 +29,8 @@ import pytest
 import lab
 from lab import wait_for
 from lab.pve.control import Control
-from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online
+from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online, remove_stack
+from lab.testing.vms import ha_placement, iso_vm
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -40,24 +41,9 @@ RULE = "aff-db-apart"
 HOME = "aff-home"
 
 
-def vm(vmid: int, node: str, **extra: Any) -> dict[str, Any]:
-    return {
-        **extra,
-        "id": vmid,
-        "name": f"aff{vmid - 449}",
-        "node": node,
-        "cores": 1,
-        "memoryMb": 256,
-        "diskGb": 1,
-        "iso": "local:iso/debian-12.iso",
-        "bridge": "vmbr0",
-        "cpuType": "x86-64-v2-AES",
-    }
-
-
 def edit(config: dict[str, Any]) -> None:
     names(PREFIX)(config)
-    config["vms"] = [vm(vmid, node, **({"affinity": HOME} if vmid == 450 else {})) for vmid, node in VMS.items()]
+    config["vms"] = [iso_vm(vmid, node, f"aff{vmid - 449}", **({"affinity": HOME} if vmid == 450 else {})) for vmid, node in VMS.items()]
     config["ha"] = {
         **config["ha"],
         "mode": "rules",
@@ -68,12 +54,7 @@ def edit(config: dict[str, Any]) -> None:
 
 
 def placed() -> dict[int, tuple[str, str]]:
-    """vmid -> (node, HA state) from `ha-manager status` (GET /cluster/ha/status/current)."""
-    out = {}
-    for entry in api().cluster.ha.status.current.get():
-        if entry.get("type") == "service" and str(entry.get("sid", "")).startswith("vm:45"):
-            out[int(entry["sid"].split(":")[1])] = (entry.get("node"), entry.get("state"))
-    return out
+    return ha_placement(list(VMS))
 
 
 def rules() -> dict[str, dict[str, Any]]:
@@ -88,11 +69,7 @@ def aff(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
             api().cluster.ha.rules(rule).delete()
     stack = LabStack(PREFIX, lab_state, tmp_path_factory.mktemp(PREFIX), edit)
     yield stack
-    for node in VMS.values():
-        if not node_online(node):
-            lab.fault(node, "restore")
-    stack.remove()
-    forget_stack(PREFIX, list(VMS))
+    remove_stack(stack, PREFIX, list(VMS))
 
 
 def test_vms_kept_apart_stay_apart_after_a_failover(aff: LabStack, tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ import pytest
 import lab
 from lab import wait_for
 from lab.pve.control import Control
-from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online
-from lab.testing.vms import DiskMarker
+from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online, remove_stack
+from lab.testing.vms import DiskMarker, ha_placement, iso_vm
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -41,19 +41,12 @@ VMS = {460: "pve-node1", 461: "pve-node2", 462: "pve-node3"}
 
 def edit(config: dict[str, Any]) -> None:
     names(PREFIX)(config)
-    config["vms"] = [
-        {"id": vmid, "name": f"mnt{vmid}", "node": node, "cores": 1, "memoryMb": 256, "diskGb": 1, "iso": "local:iso/debian-12.iso", "cpuType": "x86-64-v2-AES"}
-        for vmid, node in VMS.items()
-    ]
+    config["vms"] = [iso_vm(vmid, node, f"mnt{vmid}") for vmid, node in VMS.items()]
     config["allowPoolDeletion"] = True
 
 
 def placed() -> dict[int, tuple[str, str]]:
-    out = {}
-    for entry in api().cluster.ha.status.current.get():
-        if entry.get("type") == "service" and str(entry.get("sid", "")).startswith("vm:46"):
-            out[int(entry["sid"].split(":")[1])] = (entry.get("node"), entry.get("state"))
-    return out
+    return ha_placement(list(VMS))
 
 
 def ha_node(node: str) -> str | None:
@@ -85,11 +78,7 @@ def mnt(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     assert up.summary.result == "succeeded", stack.text()[-3000:]
     wait_for("three VMs started on their nodes", lambda: placed() == {v: (n, "started") for v, n in VMS.items()}, 60)
     yield stack
-    for node in VMS.values():
-        if not node_online(node):
-            lab.fault(node, "restore")
-    stack.remove()
-    forget_stack(PREFIX, list(VMS))
+    remove_stack(stack, PREFIX, list(VMS))
 
 
 def test_preview_and_up_during_maintenance_change_nothing(mnt: LabStack) -> None:

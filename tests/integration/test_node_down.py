@@ -32,8 +32,9 @@ from pulumi import automation as auto
 import lab
 from lab import wait_for
 from lab.testing.engine import cli
-from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online
+from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online, remove_stack
 from lab.testing.steps import run_steps
+from lab.testing.vms import iso_vm
 
 # needs the running lab and the Pulumi engine (the project's CLI and plugins) (tools/run-tests.sh selects by these marks)
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
@@ -43,18 +44,7 @@ VM_TYPE = "proxmoxve:index/vmLegacy:VmLegacy"
 
 
 def vm(vmid: int, node: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": vmid,
-        "name": f"vm{vmid}",
-        "node": node,
-        "cores": 1,
-        "memoryMb": 256,
-        "diskGb": 1,
-        "iso": "local:iso/debian-12.iso",
-        "bridge": "vmbr0",
-        "cpuType": "x86-64-v2-AES",
-        **extra,
-    }
+    return iso_vm(vmid, node, **extra)
 
 
 def edit(config: dict[str, Any]) -> None:
@@ -70,11 +60,7 @@ def nd(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> I
     stack.up()
     stack.timings = {"healthy preview": timed(stack.preview)[0]}  # type: ignore[attr-defined]
     yield stack
-    for node in ("pve-node1", "pve-node2", "pve-node3"):
-        if not node_online(node):
-            lab.fault(node, "restore")
-    stack.remove()
-    forget_stack("nd", [VM, ADDED, ON_DEAD, HAND])
+    remove_stack(stack, "nd", [VM, ADDED, ON_DEAD, HAND])
 
 
 def timed(command: Any) -> tuple[float, Any]:
