@@ -384,7 +384,15 @@ SHUTDOWN_POLICIES = {
 }
 
 
-@check("ha-shutdown-policy", "5", "datacenter.cfg ha: shutdown_policy, what a node's graceful reboot does to its HA VMs")
+# How the HA manager picks a node to start or recover a service on (datacenter.cfg crs: ha=...).
+CRS = {
+    "basic": "HA places a service on the node with the fewest HA services",
+    "static": "HA places a service where the configured CPUs and memory of the services leave most room",
+    "dynamic": "HA places a service by the measured CPU and memory usage",
+}
+
+
+@check("ha-shutdown-policy", "5", "datacenter.cfg ha: shutdown_policy, what a node's graceful reboot does to its HA VMs, and the CRS mode")
 def ha_shutdown_policy(ctx: Context, f: Finding) -> None:
     """Issue #26: the cluster's HA shutdown policy, reported (read-only)."""
     f.fix = "Datacenter -> Options -> HA Settings, or pvesh set /cluster/options --ha shutdown_policy=<policy>"
@@ -395,7 +403,14 @@ def ha_shutdown_policy(ctx: Context, f: Finding) -> None:
         return
     policy = (answer.get("ha") or {}).get("shutdown_policy") if isinstance(answer.get("ha"), dict) else None
     shown = policy or "conditional (PVE's default: not set)"
-    f.summary = f"shutdown_policy {shown}: on a graceful reboot or shutdown {SHUTDOWN_POLICIES.get(policy or 'conditional', 'unknown to this version')}"
+    crs = answer.get("crs") if isinstance(answer.get("crs"), dict) else {}
+    scheduler = (
+        f"crs ha={crs.get('ha') or 'basic'}"
+        + ("" if crs.get("ha") else " (PVE's default)")
+        + (", rebalance on start" if int(crs.get("ha-rebalance-on-start") or 0) else "")
+    )
+    effect = SHUTDOWN_POLICIES.get(policy or "conditional", "unknown to this version")
+    f.summary = f"shutdown_policy {shown}: on a graceful reboot or shutdown {effect}; {scheduler}: {CRS.get(crs.get('ha') or 'basic', 'not known here')}"
 
 
 # runbook 8, registered after 1-5

@@ -77,6 +77,7 @@ USED = {
     "_failure_matches": "3b611405e57ed391",
     "_middleware": "f00a742e04aafcbb",
     "_need_running": "2d540b57e5a43aeb",
+    "_node_stats": "e3510e8cf534ba20",
     "_parse_volname": "7fa0a2aeae7dab96",
     "_powerdown": "13287561fbbeeda2",
     "_qm_image_store": "9c5565cfaec0a462",

@@ -56,6 +56,11 @@ class VmProcesses:
     def lab_vm_running(self, vm) -> bool:
         return vm is not None and vm.status == "running"
 
+    def lab_node_capacity(self, node: str) -> tuple[int, int]:
+        """A node's CPUs and memory (bytes), as /cluster/resources and /nodes/{node}/status show them (fakepve's)."""
+        stats = self._node_stats(True)
+        return int(stats["maxcpu"]), int(stats["maxmem"])
+
     async def lab_power_on(self, vm) -> None:
         """Start the VM's process: take its disks' locks (TaskError when that fails)."""
         if vm.start_error:

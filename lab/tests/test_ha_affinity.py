@@ -101,3 +101,24 @@ def test_without_a_rule_recovery_goes_to_the_least_used_node_first_by_name(lab_e
     ctl.fault("pve-node1", "poweroff")
     poll(f"{a} recovered", lambda: started(api, {a: "pve-node2"}), recovery_deadline(ctl, 30))
     assert started(api, {b: "pve-node2", c: "pve-node3"})
+
+
+def test_static_crs_recovers_to_the_node_with_room(lab_env, ctl, vms):
+    """datacenter.cfg `crs: ha=static` (Usage/Static.pm): pve-node2 runs one VM of 3 cores and 6 GiB,
+    pve-node3 two of 1 core and 512 MiB. When pve-node1 dies, the basic scheduler would recover its
+    VM to pve-node2 (one service against two, the control above); static weighs the CPUs and the
+    memory they use and picks pve-node3."""
+    api = Api(lab_env["pve"], "pve-node2")
+    placed = {"vm:969": "pve-node1", "vm:970": "pve-node2", "vm:971": "pve-node3", "vm:972": "pve-node3"}
+    for sid, node in placed.items():
+        vmid = int(sid.split(":")[1])
+        vms(vmid, node=node, **({"memory": 6144, "cores": 3} if vmid == 970 else {"memory": 512}))
+        api.ok("POST", "/cluster/ha/resources", sid=sid)
+    poll("four services started", lambda: started(api, placed), 60)
+    api.ok("PUT", "/cluster/options", crs="ha=static")
+    try:
+        ctl.fault("pve-node1", "poweroff")
+        poll("vm:969 recovered", lambda: (s := service(api, "vm:969")) and s["state"] == "started" and s["node"] != "pve-node1", recovery_deadline(ctl, 30))
+        assert service(api, "vm:969")["node"] == "pve-node3"
+    finally:
+        api.ok("PUT", "/cluster/options", delete="crs")

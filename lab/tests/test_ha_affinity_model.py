@@ -104,3 +104,30 @@ def test_where_resource_affinity_lets_a_service_run():
     assert affinity.apply_affinity({"pve-node3": 1}, set(), online) == {"pve-node3"}
     assert affinity.allowed_on({}, {"pve-node2"}, "pve-node2") is False
     assert affinity.allowed_on({"pve-node2": 1}, {"pve-node2"}, "pve-node2") is True
+
+
+# ---------------------------------------------------------------------- CRS (usage.py)
+
+
+def test_crs_mode_and_a_vms_static_usage():
+    from lab.pve.ha import usage
+
+    assert usage.crs_mode({}) == "basic"
+    assert usage.crs_mode({"crs": "ha=static,ha-rebalance-on-start=1"}) == "static"
+    assert usage.service_usage({"cores": 2, "sockets": 2, "memory": "2048"}) == (4.0, 2 << 30)
+    assert usage.service_usage({"cores": 4, "cpulimit": "1.5", "memory": 512}) == (1.5, 512 << 20)
+
+
+def test_static_scoring_prefers_the_node_with_room_over_the_emptier_one():
+    """The basic scheduler counts services; static weighs what they use. pve-node2 holds one big
+    VM (6 GiB of 8), pve-node3 two small ones (1 GiB): basic picks pve-node2 (fewer services),
+    static pve-node3 (memory weighs most: the highest memory load would be 81 % against 37 %)."""
+    from lab.pve.ha import usage
+
+    capacity = {n: (4, 8 << 30) for n in NODES}
+    load = {"pve-node1": [0.0, 0], "pve-node2": [2.0, 6 << 30], "pve-node3": [2.0, 1 << 30]}
+    scores = usage.static_scores({n: capacity[n] for n in ("pve-node2", "pve-node3")}, load, (1.0, 1 << 30))
+    assert min(scores, key=lambda n: (scores[n], n)) == "pve-node3"
+    assert usage.topsis([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]) == [0.0, 0.0]  # all alike: no preference
+    best, worst = usage.topsis([[0.1, 0.1, 0.1, 0.1], [0.9, 0.9, 0.9, 0.9]])
+    assert best == 1.0 and worst == 0.0

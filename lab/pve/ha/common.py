@@ -67,6 +67,7 @@ class HaCluster(Protocol):
     power: dict[str, str]
     vms: list[Any]
     units: NodeUnits  # the nodes' systemd units: pve-ha-lrm, pve-ha-crm run or not
+    datacenter: dict[str, str]  # datacenter.cfg: `ha` (the shutdown policy), `crs` (the scheduler)
 
     @property
     def node_names(self) -> list[str]: ...
@@ -74,6 +75,8 @@ class HaCluster(Protocol):
     def vm(self, vmid: int) -> Any: ...
 
     def lab_vm_running(self, vm: Any) -> bool: ...
+
+    def lab_node_capacity(self, node: str) -> tuple[int, int]: ...
 
     def lab_kill_vm(self, vm: Any, reason: str) -> None: ...
 

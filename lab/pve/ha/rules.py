@@ -1,14 +1,15 @@
 """Where a service may and should run: HA groups (PVE 8) and rules (PVE 9), after pve-ha-manager's
 Groups.pm, Rules.pm and Rules/NodeAffinity.pm (groups migrated to node-affinity rules, Groups.pm
 migrate_groups_to_rules), and Manager.pm select_service_node with the basic scheduler's usage
-(Usage/Basic.pm: services per node), resource affinity (PVE 9: affinity.py) and the
-maintenance fallback node."""
+(Usage/Basic.pm: services per node; or, with datacenter.cfg `crs: ha=static`, Usage/Static.pm:
+usage.py), resource affinity (PVE 9: affinity.py) and the maintenance fallback node."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import lab.pve.ha.affinity as affinity
+import lab.pve.ha.usage as crs
 from lab.pve.ha.common import (
     parse_node_list,
     split_list,
@@ -143,6 +144,22 @@ class RulesMixin:
                     count[node] += 1
         return count
 
+    def static_scores(self, sid: str, online: set[str]) -> dict[str, float]:
+        """Usage/Static.pm score_nodes_to_start_service (usage.py): the online nodes' capacities, the
+        load of every other service on (or moving to) each, and SID's own configured usage."""
+        capacity = {n: self.pve.lab_node_capacity(n) for n in online}
+        load = {n: [0.0, 0] for n in online}
+        for other, sd in self.ss.items():
+            vm = self.vm_of(other)
+            if other == sid or vm is None:
+                continue
+            cpus, memory = crs.service_usage(vm.config)
+            for node in {n for n in affinity.used_nodes(online, sd) if n}:
+                load[node][0] += cpus or capacity[node][0]
+                load[node][1] += memory
+        vm = self.vm_of(sid)
+        return crs.static_scores(capacity, load, crs.service_usage(vm.config) if vm is not None else (0.0, 0))
+
     def select_service_node(self, sid: str, cd: dict[str, Any], sd: dict[str, Any], preference: str) -> str | None:
         """Manager.pm select_service_node: node affinity (get_node_affinity: the highest priority
         among the online nodes), resource affinity (negative, then positive), the maintenance
@@ -169,8 +186,8 @@ class RulesMixin:
             return fallback
         if preference == "none" and current in pri:
             return current
-        usage = self.usage()
-        nodes = sorted(pri, key=lambda n: (usage.get(n, 0), n))
+        scores: dict[str, float] = self.static_scores(sid, online) if crs.crs_mode(self.pve.datacenter) != "basic" else dict(self.usage())
+        nodes = sorted(pri, key=lambda n: (scores.get(n, 0), n))
         if not nodes:
             return None
         if preference == "try-next" and current in nodes:
