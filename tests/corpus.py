@@ -39,6 +39,7 @@ def set_path(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 VM_A, VM_B, VM_C, VM_D = ({"id": 200 + i, "name": f"vm20{i}", "node": f"pve-node{min(i, 3)}", "iso": "local:iso/debian-12.iso"} for i in range(1, 5))
 TOGETHER = {"name": "db-together", "vms": ["vm201", "vm202"], "keep": "together"}
 APART = {"name": "db-apart", "vms": ["vm201", "vm202"], "keep": "apart"}
+PREFER_NODE1 = {"name": "prefer-node1", "nodes": {"pve-node1": 2, "pve-node2": 1}}  # two priorities
 
 # (key path to break, bad value, the key the message must name, a word of the rule)
 INVALID: list[tuple[str, Any, str, str]] = [
@@ -137,7 +138,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ),
     (
         "ha.resourceAffinities",
-        Also({"vms": [dict(VM_A, affinity="prefer-node1"), VM_B], "ha.resourceAffinities": [dict(APART)]}),
+        Also({"vms": [dict(VM_A, affinity="prefer-node1"), VM_B], "ha.affinities": [PREFER_NODE1], "ha.resourceAffinities": [dict(APART)]}),
         "ha.resourceAffinities[0].vms",
         "one priority",
     ),

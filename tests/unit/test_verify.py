@@ -569,4 +569,6 @@ def test_the_crs_mode_is_reported_with_its_effect() -> None:
     default = run()["ha-shutdown-policy"].summary
     assert default.endswith("crs ha=basic (PVE's default): HA places a service on the node with the fewest HA services"), default
     static = run(api={"cluster/options": {"crs": {"ha": "static", "ha-rebalance-on-start": 1}}})["ha-shutdown-policy"].summary
-    assert static.endswith("crs ha=static, rebalance on start: HA places a service where the configured CPUs and memory of the services leave most room"), static
+    assert static.endswith("crs ha=static, rebalance on start: HA places a service where the configured CPUs and memory of the services leave most room"), (
+        static
+    )
