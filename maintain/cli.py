@@ -319,4 +319,13 @@ class Maintenance:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return Maintenance(args, sys.stderr if args.json else sys.stdout).run()
+    maintenance = Maintenance(args, sys.stderr if args.json else sys.stdout)
+    try:
+        return maintenance.run()
+    except KeyboardInterrupt:
+        node = maintenance.runs[-1].node if maintenance.runs else (args.node or "the node")
+        maintenance.say(
+            f"interrupted: {node} may still be in maintenance, its VMs away. Look with `ha-manager status`; "
+            f"end it with `ha-manager crm-command node-maintenance disable {node}`"
+        )
+        return 130

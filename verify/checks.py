@@ -403,7 +403,8 @@ def ha_shutdown_policy(ctx: Context, f: Finding) -> None:
         return
     policy = (answer.get("ha") or {}).get("shutdown_policy") if isinstance(answer.get("ha"), dict) else None
     shown = policy or "conditional (PVE's default: not set)"
-    crs = answer.get("crs") if isinstance(answer.get("crs"), dict) else {}
+    given = answer.get("crs")
+    crs: dict[str, Any] = given if isinstance(given, dict) else {}
     scheduler = (
         f"crs ha={crs.get('ha') or 'basic'}"
         + ("" if crs.get("ha") else " (PVE's default)")

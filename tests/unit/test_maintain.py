@@ -68,3 +68,15 @@ def test_one_node_or_all() -> None:
     assert "name one node, or --all" in out.getvalue()
     out = io.StringIO()
     assert Maintenance(parser().parse_args(["pve-node1", "--all"]), out).run() == 2
+
+
+def test_an_interrupt_says_how_to_end_the_maintenance(monkeypatch, capsys) -> None:
+    from maintain import cli
+
+    def interrupted(self) -> int:
+        self.runs.append(cli.NodeRun("pve-node2"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.Maintenance, "run", interrupted)
+    assert cli.main(["pve-node2", "--lab-file", "/nonexistent"]) == 130
+    assert "ha-manager crm-command node-maintenance disable pve-node2" in capsys.readouterr().out
