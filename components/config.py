@@ -33,6 +33,7 @@ from components.config_base import (
     Port,
     StorageId,
     UserName,
+    _entries,
     _pattern,
     _true_or_false,
     _whole_number,
@@ -258,14 +259,6 @@ class StackConfig(Model):
         if not API_TOKEN.fullmatch(value.get_secret_value()):
             raise ValueError("must be a PVE API token 'USER@REALM!TOKENID=SECRET', e.g. root@pam!pulumi=<uuid>")
         return value
-
-
-def _entries(raw: Mapping[str, Any], *path: str) -> list[tuple[int, Mapping[str, Any]]]:
-    """The mappings of the list at PATH in raw config, with their positions (none when it is not a list)."""
-    value: Any = raw
-    for part in path:
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return [(i, item) for i, item in enumerate(value) if isinstance(item, Mapping)] if isinstance(value, list) else []
 
 
 def _valid(check: Any, value: Any) -> Any:

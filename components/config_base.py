@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import (
@@ -102,3 +103,11 @@ class Model(BaseModel):
     """Base of every config section: camelCase keys, unknown keys refused, immutable."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def _entries(raw: Mapping[str, Any], *path: str) -> list[tuple[int, Mapping[str, Any]]]:
+    """The mappings of the list at PATH in raw config, with their positions (none when it is not a list)."""
+    value: Any = raw
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, Mapping)] if isinstance(value, list) else []

@@ -23,16 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.config_base import _true_or_false
+from components.config_base import _entries, _true_or_false
 
 Problem = tuple[str, Any, str]
-
-
-def _entries(raw: Any, *path: str) -> list[tuple[int, Mapping[str, Any]]]:
-    value = raw
-    for part in path:
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return [(i, item) for i, item in enumerate(value) if isinstance(item, Mapping)] if isinstance(value, list) else []
 
 
 def _is_ha(vm: Mapping[str, Any]) -> bool:

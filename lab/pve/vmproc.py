@@ -21,6 +21,7 @@ from fakepve.model import TaskError
 from fakepve.qemu import drives_of, volume_ref
 
 from lab.pve import procs
+from lab.pve.ha.usage import service_usage
 from lab.pve.rbdstore import clean_env
 
 LOG = logging.getLogger("lab.pve")
@@ -193,8 +194,8 @@ class VmProcesses:
         if running and online and holder is not None and holder.proc.returncode is None:
             vm.lock = "migrate"
             try:
-                memory_mib = int(str(vm.config.get("memory") or 512).split(",")[0].split("=")[-1])
-                await asyncio.sleep(self.ha.secs(2 + memory_mib / 1024))
+                _cpus, memory = service_usage(vm.config)
+                await asyncio.sleep(self.ha.secs(2 + memory / (1 << 30)))
             finally:
                 vm.lock = None
             holder.node = vm.node = target
