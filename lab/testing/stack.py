@@ -155,6 +155,12 @@ class LabStack:
         return found
 
 
+def lock_files(stack: LabStack) -> list[str]:
+    """The lock files of STACK's backend (a file backend: `PULUMI_BACKEND_URL` is file://...)."""
+    root = Path(stack.env["PULUMI_BACKEND_URL"].removeprefix("file://").split("?")[0])
+    return sorted(str(p.relative_to(root)) for p in (root / ".pulumi" / "locks").rglob("*.json"))
+
+
 def two_ups_at_once(stack: LabStack, timeout: float = 600) -> str:
     """`pulumi up` twice on STACK at the same instant (two workspaces on one backend): one must be
     refused by the backend's lock. Returns the refusal's message."""
@@ -163,6 +169,7 @@ def two_ups_at_once(stack: LabStack, timeout: float = 600) -> str:
     twin = auto.select_stack(stack.name, work_dir=str(stack.work), opts=workspace_options(stack.env, stack.work))
     start = threading.Barrier(2)
     outcomes: dict[str, Any] = {}
+    before = stack.stack.export_stack().deployment.get("resources") or []
 
     def run(label: str, target: auto.Stack) -> None:
         start.wait()
@@ -179,16 +186,20 @@ def two_ups_at_once(stack: LabStack, timeout: float = 600) -> str:
     assert len(outcomes) == 2, f"an up did not end in {timeout} s: {sorted(outcomes)}"
     refused = [str(o) for o in outcomes.values() if isinstance(o, auto.CommandError)]
     raced = [r for r in refused if "could not list bucket" in r and "no such file or directory" in r]
-    # The Pulumi CLI's file backend (v3.274.1) lists the lock folder while the other run writes or
-    # deletes its lock file through a temporary one (gocloud's fileblob); the listing then fails on
-    # the vanished file instead of going on. That run is refused all the same, before it changes
-    # anything, only with that message. Both shapes have been seen in CI: one run refused by the
-    # lock and the other by the race (neither went through), or one through and the other refused
-    # by the race.
-    if len(refused) == 2 and raced:
-        print(f"\n  the CLI's lock-listing race: {raced[0].strip().splitlines()[-1][:200]}; up again alone")
+    # The Pulumi CLI's file backend (v3.274.1, pkg/backend/diy/lock.go Lock) checks for a lock, writes
+    # its own, then checks again and withdraws its own if another is there. Two runs at the same
+    # instant can therefore both be refused: each saw the other's lock (CI has seen it). Neither went
+    # through, which is the safe way to lose the race. Its listing can also fail on the other run's
+    # vanishing temporary file (gocloud's fileblob): that run is refused all the same, before it
+    # changes anything, only with that message. What must never happen is both going through.
+    assert len(refused) in (1, 2), f"both ups went through: {sorted(outcomes)}"
+    assert not lock_files(stack), f"a run left its lock behind: {lock_files(stack)}"
+    if len(refused) == 2:
+        after = stack.stack.export_stack().deployment.get("resources") or []
+        assert after == before, "both ups were refused, yet the state changed"
+        shape = "the CLI's lock-listing race" if raced else "both saw the other's lock"
+        print(f"\n  both refused ({shape}): {refused[0].strip().splitlines()[-1][:200]}; up again alone")
         stack.up()
-    assert len(refused) in (1, 2) and len(refused) - len(raced) <= 1, {k: str(v)[-1500:] for k, v in outcomes.items()}
     locked = [r for r in refused if r not in raced]
     message = locked[0] if locked else raced[0]
     shown = next((line.strip() for line in message.splitlines() if "locked" in line or "list bucket" in line), message[-300:])
