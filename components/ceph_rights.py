@@ -20,8 +20,10 @@ import shlex
 from collections.abc import Sequence
 
 from components.ceph_scrub import KEYS, OWNER_KEY
+from components.ha_options import OWNER_KEY as OPTIONS_KEY
 
 SCRUB_KEY = OWNER_KEY  # the scrub window's owner, in the config-key store
+# OPTIONS_KEY: the owner of datacenter.cfg's HA options (ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart)
 SCRUB_OPTIONS = tuple(KEYS.values())  # osd_scrub_begin_hour, osd_scrub_end_hour
 
 # (the command's words after `ceph`, the argument its grant is narrowed with: "pool" | "entity" | "key" | "who-name")
@@ -43,25 +45,27 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 READS = ("status", "health", "osd pool ls", "config get")
 
 
-def _grant(command: str, narrowed: str, pool: str, client: str) -> list[str]:
+def _grant(command: str, narrowed: str, pool: str, client: str, keys: Sequence[str] = (SCRUB_KEY,)) -> list[str]:
     if narrowed == "pool":
         return [f'allow command "{command}" with pool={pool}']
     if narrowed == "entity":
         return [f'allow command "{command}" with entity=client.{client}']
     if narrowed == "key":
-        return [f'allow command "{command}" with key={SCRUB_KEY}']
+        return [f'allow command "{command}" with key={key}' for key in keys]
     return [f'allow command "{command}" with who=osd name={option}' for option in SCRUB_OPTIONS]
 
 
-def program_caps(pool: str, client: str, *, scrub_window: bool = True, pool_deletion: bool = False) -> dict[str, str]:
-    """The mon and osd caps of the program's Ceph identity for a stack's pool and client."""
+def program_caps(pool: str, client: str, *, scrub_window: bool = True, pool_deletion: bool = False, ha_options: bool = False) -> dict[str, str]:
+    """The mon and osd caps of the program's Ceph identity for a stack's pool and client (HA_OPTIONS:
+    the stack sets datacenter.cfg's HA options, whose owner is kept in the config-key store)."""
     grants = ["allow r"]
+    keys = [key for key, used in ((SCRUB_KEY, scrub_window), (OPTIONS_KEY, ha_options)) if used]
     for command, narrowed in COMMANDS:
         if command == "osd pool delete" and not pool_deletion:
             continue
-        if narrowed in ("key", "who-name") and not scrub_window:
+        if (narrowed == "who-name" and not scrub_window) or (narrowed == "key" and not keys):
             continue
-        grants += _grant(command, narrowed, pool, client)
+        grants += _grant(command, narrowed, pool, client, keys)
     return {"mon": ", ".join(grants), "osd": f"profile rbd pool={pool}"}
 
 

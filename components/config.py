@@ -212,6 +212,24 @@ class HaSpec(Model):
     resource_affinities: list[ResourceAffinitySpec] = Field(
         default=[], description="PVE 9 (rules mode): VMs kept together or apart (HA rules of type resource-affinity)"
     )
+    shutdown_policy: Literal["freeze", "failover", "migrate", "conditional"] | None = Field(
+        default=None,
+        description="datacenter.cfg `ha: shutdown_policy`: what a graceful node shutdown or reboot does with its HA VMs "
+        "(a cluster-wide setting: one stack owns it; unset: not the stack's, PVE's default `conditional`)",
+    )
+    crs: Literal["basic", "static"] | None = Field(
+        default=None,
+        description="datacenter.cfg `crs: ha`: the HA scheduler, `basic` (fewest services) or `static` (the VMs' memory and CPUs "
+        "against the nodes'); cluster-wide, one stack owns it",
+    )
+    rebalance_on_start: Bool | None = Field(
+        default=None,
+        description="datacenter.cfg `crs: ha-rebalance-on-start`: a VM asked to start first moves to the scheduler's best node; cluster-wide",
+    )
+
+    def sets_cluster_options(self) -> bool:
+        """Whether the stack sets datacenter.cfg's HA options (components/ha_options.py): Sys.Modify on /."""
+        return any(v is not None for v in (self.shutdown_policy, self.crs, self.rebalance_on_start))
 
 
 class AdoptSpec(Model):

@@ -208,7 +208,11 @@ def rights_problem(api: PveApi, rights: dict[str, Any], only: tuple[str, ...] = 
     if not isinstance(effective, dict):
         return None  # not PVE's answer: the calls themselves will say
     vms = [pve_rights.VmRights.from_input(v) for v in rights.get("vms") or []]
-    lacking = [n for n in pve_rights.missing(effective, pve_rights.needed(rights["storageId"], vms)) if not only or n.privilege in only]
+    lacking = [
+        n
+        for n in pve_rights.missing(effective, pve_rights.needed(rights["storageId"], vms, bool(rights.get("clusterOptions"))))
+        if not only or n.privilege in only
+    ]
     if not lacking:
         return None
     return pve_rights.describe_missing(lacking, rights["tokenId"], effective)

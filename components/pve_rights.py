@@ -16,6 +16,12 @@ hold) on four paths:
 - ``/sdn/zones/localnetwork/<bridge>`` for each bridge the VMs use (``SDN.Use``, PVE 8+), or
   ``/sdn/zones/localnetwork``, propagated, for every bridge.
 
+A stack that sets the HA manager's cluster-wide options (``ha.shutdownPolicy``, ``ha.crs``,
+``ha.rebalanceOnStart``: components/ha_options.py) also needs ``Sys.Modify`` on ``/`` (PVE's
+API2/Cluster.pm set_options), and only that stack: a second role, :data:`OPTIONS_ROLE`, on ``/``,
+not propagated. Sys.Modify on ``/`` also lets the token change other datacenter-wide settings
+(datacenter.cfg, the cluster firewall's options); PVE has nothing narrower for datacenter.cfg.
+
 :func:`needed` lists the (privilege, path) pairs a stack's config needs; :func:`missing` holds
 them against the token's effective permissions (``GET /access/permissions``: path -> privilege ->
 propagate flag, for ``/``, the top-level paths and every path with an ACL); :func:`excess` lists
@@ -34,6 +40,10 @@ if TYPE_CHECKING:
     from components.config import StackConfig
 
 ROLE = "PulumiCephHA"  # PVE refuses role ids in its own namespace: "PVE..." (API2/Role.pm create_role)
+
+OPTIONS_ROLE = "PulumiCephHAOptions"  # Sys.Modify alone, on / (not propagated): datacenter.cfg's HA options
+OPTIONS_PRIVILEGES = ("Sys.Modify",)
+OPTIONS_CALLS = "PUT /cluster/options (ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart: datacenter.cfg)"
 
 # privilege -> the calls that need it (what the rights check names when it is missing)
 ROLE_PRIVILEGES: dict[str, str] = {
@@ -59,6 +69,7 @@ ROLE_PRIVILEGES: dict[str, str] = {
 PRIVILEGE_CALLS: dict[str, str] = {
     **ROLE_PRIVILEGES,
     "Pool.Audit": "GET /pools and /pools/{poolid} (bpg reads the VM's PVE pool there: vms[].pvePool)",
+    "Sys.Modify": OPTIONS_CALLS,
 }
 # What every VM needs on its own path; VM.Config.Cloudinit only with cloud-init, VM.Clone only on a template.
 VM_PRIVILEGES = tuple(p for p in ROLE_PRIVILEGES if p.startswith("VM.") and p not in ("VM.Clone", "VM.Config.Cloudinit"))
@@ -172,10 +183,12 @@ def for_config(config: StackConfig) -> list[VmRights]:
     return out
 
 
-def acls(storage_id: str, vms: Sequence[VmRights]) -> list[Acl]:
-    """The documented ACLs for a stack's config, narrowest first where PVE allows it."""
+def acls(storage_id: str, vms: Sequence[VmRights], options: bool = False) -> list[Acl]:
+    """The documented ACLs for a stack's config, narrowest first where PVE allows it (OPTIONS: the
+    stack sets datacenter.cfg's HA options)."""
     out = [
         Acl("/", False, "Sys.Audit and Sys.Console: PVE checks the HA API on / itself"),
+        *([Acl("/", False, f"Sys.Modify: {OPTIONS_CALLS}", OPTIONS_ROLE)] if options else []),
         Acl("/storage", True, f"Datastore.*: a storage is created and deleted with rights on /storage itself ({storage_id} and the ISOs' storages below it)"),
     ]
     out += [Acl(f"/vms/{vm.id}", True, f"VM.*: {vm.name} (PVE drops this ACL when the VM is destroyed)") for vm in vms]
@@ -192,13 +205,17 @@ def acls(storage_id: str, vms: Sequence[VmRights]) -> list[Acl]:
     return out
 
 
-def needed(storage_id: str, vms: Sequence[VmRights]) -> list[Need]:
+def needed(storage_id: str, vms: Sequence[VmRights], options: bool = False) -> list[Need]:
     """Every (privilege, path) the config's calls need, with the ACL that grants it."""
-    by_path = {a.path: a for a in acls(storage_id, vms)}
+    every = acls(storage_id, vms, options)
+    by_path = {a.path: a for a in every if a.role != OPTIONS_ROLE}
     root, storages = by_path["/"], by_path["/storage"]
     out: list[Need] = []
     if any(vm.ha for vm in vms):
         out += [Need(p, "/", root, "the HA resources") for p in HA_PRIVILEGES]
+    elif options:  # GET /cluster/options without Sys.Audit answers `console` and `tag-style` alone
+        out.append(Need("Sys.Audit", "/", root, "ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart"))
+    out += [Need(p, "/", a, "ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart") for a in every if a.role == OPTIONS_ROLE for p in OPTIONS_PRIVILEGES]
     out.append(Need("Datastore.Allocate", "/storage", storages, f"storage.id {storage_id} (create, delete)"))
     out += [Need(p, f"/storage/{storage_id}", storages, f"storage.id {storage_id}") for p in STORAGE_PRIVILEGES]
     for i, vm in enumerate(vms):
@@ -242,6 +259,8 @@ def grant_command(need: Need, token_id: str, effective: Effective) -> str:
     """The command that grants NEED: the role lacks the privilege when the token holds some of the
     role's other privileges on the path; otherwise the ACL is missing."""
     others = [p for p in ROLE_PRIVILEGES if p != need.privilege and held(effective, need.path, p)]
+    if need.acl.role == OPTIONS_ROLE:
+        return f"pveum role add {OPTIONS_ROLE} --privs {','.join(OPTIONS_PRIVILEGES)} (once), then {need.acl.command(token_id)}"
     if others and need.acl.role == ROLE:
         return f"pveum role modify {ROLE} --append 1 --privs {need.privilege}"
     return need.acl.command(token_id)
@@ -285,9 +304,9 @@ def describe_missing(lacking: Sequence[Need], token_id: str, effective: Effectiv
 CLUSTER_WIDE = ("/vms", "/pool", "/sdn/zones/localnetwork")
 
 
-def excess(effective: Effective, storage_id: str, vms: Sequence[VmRights]) -> list[str]:
+def excess(effective: Effective, storage_id: str, vms: Sequence[VmRights], options: bool = False) -> list[str]:
     """What the token holds beyond the role on the documented paths ("Sys.Modify on /"), for verify's warning."""
-    documented = {a.path for a in acls(storage_id, vms)} | set(CLUSTER_WIDE)
+    documented = {a.path for a in acls(storage_id, vms, options)} | set(CLUSTER_WIDE)
 
     def covered(path: str) -> bool:
         return path in documented or any(path.startswith(d + "/") for d in documented if d != "/")
@@ -298,9 +317,14 @@ def excess(effective: Effective, storage_id: str, vms: Sequence[VmRights]) -> li
         if not covered(path):
             out += [f"{p} on {path}" for p in sorted(privileges)]
             continue
-        out += [f"{p} on {path}" for p in sorted(privileges) if p not in PRIVILEGE_CALLS]
+        allowed = set(PRIVILEGE_CALLS) - ({"Sys.Modify"} if not options or path != "/" else set())
+        out += [f"{p} on {path}" for p in sorted(privileges) if p not in allowed]
         if path == "/":
-            out += [f"{p} on / propagated to every path" for p in sorted(privileges) if p in ROLE_PRIVILEGES and str(privileges[p]) not in ("0", "False")]
+            out += [
+                f"{p} on / propagated to every path"
+                for p in sorted(privileges)
+                if p in allowed and p in (*ROLE_PRIVILEGES, *OPTIONS_PRIVILEGES) and str(privileges[p]) not in ("0", "False")
+            ]
     return out
 
 
@@ -322,12 +346,13 @@ def describe_excess(extra: Sequence[str], token_id: str) -> str:
     return f"the stack's token {token_id} has " + "; ".join(parts) + ", which the program does not need"
 
 
-def setup_commands(token_id: str, storage_id: str, vms: Sequence[VmRights]) -> list[str]:
-    """The pveum commands that make the role, the user, the token and the ACLs."""
+def setup_commands(token_id: str, storage_id: str, vms: Sequence[VmRights], options: bool = False) -> list[str]:
+    """The pveum commands that make the role (and the options' role), the user, the token and the ACLs."""
     user, _, name = token_id.partition("!")
     return [
         f"pveum role add {ROLE} --privs {shlex.quote(','.join(ROLE_PRIVILEGES))}",
+        *([f"pveum role add {OPTIONS_ROLE} --privs {','.join(OPTIONS_PRIVILEGES)}"] if options else []),
         f"pveum user add {user}",
         f"pveum user token add {user} {name} --privsep 1",
-        *(a.command(token_id) for a in acls(storage_id, vms)),
+        *(a.command(token_id) for a in acls(storage_id, vms, options)),
     ]

@@ -25,6 +25,7 @@ from components.ceph_pool import CephRbdPool
 from components.ceph_scrub import CephScrubWindow
 from components.config import ConfigError, StackConfig
 from components.credentials import Credentials
+from components.ha_options import HaOptions
 from components.ha_preflight import HaPreflight
 from components.ha_vm import HaVm, ha_group, ha_rule, resource_affinity_rule, sid, stack_template
 from components.owners import Owners, owner_tag
@@ -80,6 +81,7 @@ def rights_input(config: StackConfig) -> dict[str, Any]:
         "cephId": config.ceph.admin.client_id,
         "storageId": config.storage.id,
         "vms": [rights.as_input() for rights in pve_rights.for_config(config)],
+        "clusterOptions": config.ha.sets_cluster_options(),
     }
 
 
@@ -163,6 +165,9 @@ class PveCephHa(pulumi.ComponentResource):
         )
         # 4: HA services and quorum, before any HA resource.
         self.preflight = HaPreflight(f"{name}-ha-preflight", node_ssh, config.ha.mode, opts=child)
+        # The HA manager's cluster-wide options (datacenter.cfg), when the config names them.
+        if config.ha.sets_cluster_options():
+            HaOptions(f"{name}-ha-options", config.ha, api, admin_ssh, owner, opts=child)
         # 5 (PVE 8): HA groups come before the resources that name them.
         groups: dict[str, pulumi.Resource] = {}
         if config.ha.mode == "groups":

@@ -156,10 +156,11 @@ def pve_rights_held(ctx: Context, f: Finding) -> None:
     effective = access.permissions(ctx.api)
     token_id = ctx.config.proxmox_api_token.get_secret_value().split("=", 1)[0]
     vms = _vm_rights(ctx)
-    lacking = pve_rights.missing(effective, pve_rights.needed(ctx.storage, vms))
+    options = ctx.config.ha.sets_cluster_options()
+    lacking = pve_rights.missing(effective, pve_rights.needed(ctx.storage, vms, options))
     if lacking:
         f.problems.append(pve_rights.describe_missing(lacking, token_id, effective))
-    extra = pve_rights.excess(effective, ctx.storage, vms)
+    extra = pve_rights.excess(effective, ctx.storage, vms, options)
     if extra:
         f.problems.append(pve_rights.describe_excess(extra, token_id))
     f.summary = (
@@ -167,4 +168,6 @@ def pve_rights_held(ctx: Context, f: Finding) -> None:
         + ("what the program needs" if not lacking else f"{len(lacking)} rights missing")
         + (f", {len(extra)} beyond the role" if extra else ", nothing more")
     )
-    f.fix = "give the stack a privilege-separated token with only the role on its paths: " + "; ".join(pve_rights.setup_commands(token_id, ctx.storage, vms))
+    f.fix = "give the stack a privilege-separated token with only the role on its paths: " + "; ".join(
+        pve_rights.setup_commands(token_id, ctx.storage, vms, options)
+    )

@@ -17,7 +17,7 @@ from clients.pve import cluster, cluster_ha, nodes_qemu, nodes_storage
 from clients.pve import storage as pve_storage
 from clients.pve.cluster_ha import sid
 from clients.ssh import RemoteError
-from components import ceph_common, ha_preflight
+from components import ceph_common, ha_options, ha_preflight
 from components.ceph_health import PEERING
 from components.errors import OperatorError
 from verify.finding import (
@@ -394,24 +394,29 @@ CRS = {
 
 @check("ha-shutdown-policy", "5", "datacenter.cfg ha: shutdown_policy, what a node's graceful reboot does to its HA VMs, and the CRS mode")
 def ha_shutdown_policy(ctx: Context, f: Finding) -> None:
-    """Issue #26: the cluster's HA shutdown policy, reported (read-only)."""
-    f.fix = "Datacenter -> Options -> HA Settings, or pvesh set /cluster/options --ha shutdown_policy=<policy>"
+    """Issue #26: the cluster's HA shutdown policy and scheduler, held against ha.shutdownPolicy,
+    ha.crs and ha.rebalanceOnStart when the config sets them (components/ha_options.py)."""
+    f.fix = "`pulumi up` sets what the config names; or Datacenter -> Options -> HA Settings, pvesh set /cluster/options --ha shutdown_policy=<policy>"
     try:
         answer = cluster.options(ctx.api)
     except ApiError as exc:
         f.problems.append(f"the cluster's options cannot be read ({exc})")
         return
-    policy = (answer.get("ha") or {}).get("shutdown_policy") if isinstance(answer.get("ha"), dict) else None
-    shown = policy or "conditional (PVE's default: not set)"
-    given = answer.get("crs")
-    crs: dict[str, Any] = given if isinstance(given, dict) else {}
-    scheduler = (
-        f"crs ha={crs.get('ha') or 'basic'}"
-        + ("" if crs.get("ha") else " (PVE's default)")
-        + (", rebalance on start" if int(crs.get("ha-rebalance-on-start") or 0) else "")
-    )
-    effect = SHUTDOWN_POLICIES.get(policy or "conditional", "unknown to this version")
-    f.summary = f"shutdown_policy {shown}: on a graceful reboot or shutdown {effect}; {scheduler}: {CRS.get(crs.get('ha') or 'basic', 'not known here')}"
+    seen = ha_options.effective(answer)
+    asked = {
+        k: v
+        for k, v in {"shutdownPolicy": ctx.config.ha.shutdown_policy, "crs": ctx.config.ha.crs, "rebalanceOnStart": ctx.config.ha.rebalance_on_start}.items()
+        if v is not None
+    }
+    f.problems += [
+        f"{ha_options.describe({k: seen[k]})} on the cluster, the config asks for {ha_options.describe({k: v})}" for k, v in asked.items() if seen[k] != v
+    ]
+    unset = [field for field, (key, sub, _, _) in ha_options.FIELDS.items() if ha_options.parsed(answer.get(key)).get(sub) is None]
+    policy, scheduler = seen["shutdownPolicy"], seen["crs"]
+    shown = policy + (" (PVE's default: not set)" if "shutdownPolicy" in unset else "")
+    crs = f"crs ha={scheduler}" + (" (PVE's default)" if "crs" in unset else "") + (", rebalance on start" if seen["rebalanceOnStart"] else "")
+    effect = SHUTDOWN_POLICIES.get(policy, "unknown to this version")
+    f.summary = f"shutdown_policy {shown}: on a graceful reboot or shutdown {effect}; {crs}: {CRS.get(scheduler, 'not known here')}"
 
 
 # runbook 8, registered after 1-5

@@ -141,6 +141,9 @@ def grant_stack_token(url: str, ca_file: str, root_token: str) -> str:
     privs = ",".join(pve_rights.ROLE_PRIVILEGES)
     user, _, name = STACK_TOKEN_ID.partition("!")
     _api_call(url, ca_file, root_token, "POST", "/access/roles", {"roleid": pve_rights.ROLE, "privs": privs})
+    # the HA options' role, made as docs/permissions.md says but not granted: only a stack that sets
+    # ha.shutdownPolicy, ha.crs or ha.rebalanceOnStart needs it (tests/integration/test_ha_options.py grants it)
+    _api_call(url, ca_file, root_token, "POST", "/access/roles", {"roleid": pve_rights.OPTIONS_ROLE, "privs": ",".join(pve_rights.OPTIONS_PRIVILEGES)})
     _api_call(url, ca_file, root_token, "POST", "/access/users", {"userid": user})
     made = _api_call(url, ca_file, root_token, "POST", f"/access/users/{user}/token/{name}", {"privsep": 1})
     acls = [(path, propagate, pve_rights.ROLE) for path, propagate in STACK_ACLS] + [(*STACK_POOL_ACL, pve_rights.POOL_ROLE)]
