@@ -88,6 +88,7 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("ha.maxRestart", -1, "ha.maxRestart", ">="),
     ("ha.maxRelocate", 11, "ha.maxRelocate", "<="),
     ("ha.state", "running", "ha.state", "one of"),
+    ("ha.shutdownPolicy", "reboot", "ha.shutdownPolicy", "one of"),
     ("ha.affinities[0].nodes", {"pve-node7": 1}, "ha.affinities[0].nodes.pve-node7", "proxmox.nodes"),
     ("ha.affinities[0].name", "X", "ha.affinities[0].name", "a-z"),
     ("adopt.pool", "yes please", "adopt.pool", "true or false"),

@@ -45,7 +45,11 @@ def edit(**ha: Any):
     def apply(config: dict[str, Any]) -> None:
         names(PREFIX)(config)
         config["vms"] = [iso_vm(VMID, NODE, f"{PREFIX}{VMID}")]
-        config["ha"] = {key: value for key, value in {**config.get("ha", {}), "shutdownPolicy": None, "crs": None, "rebalanceOnStart": None, **ha}.items() if value is not None}
+        config["ha"] = {
+            key: value
+            for key, value in {**config.get("ha", {}), "shutdownPolicy": None, "crs": None, "rebalanceOnStart": None, **ha}.items()
+            if value is not None
+        }
         config["allowPoolDeletion"] = True
 
     return apply

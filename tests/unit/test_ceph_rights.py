@@ -57,3 +57,12 @@ def test_a_refusal_names_the_missing_clause():
         text = str(exc)
     assert text.startswith("ceph config-key get pve-ceph-ha/scrub-window/owner failed (exit 13): Error EACCES: access denied; ")
     assert "its caps need mon 'allow command \"config-key get\" with key=pve-ceph-ha/scrub-window/owner'" in text
+
+
+def test_the_ha_options_owner_key_only_when_the_stack_sets_them():
+    from components.ha_options import OWNER_KEY
+
+    assert OWNER_KEY not in ceph_rights.program_caps("rbd-pool", "proxmox")["mon"]
+    mon = ceph_rights.program_caps("rbd-pool", "proxmox", scrub_window=False, ha_options=True)["mon"]
+    assert all(f'allow command "config-key {verb}" with key={OWNER_KEY}' in mon for verb in ("get", "set", "rm"))
+    assert "osd_scrub" not in mon and ceph_rights.SCRUB_KEY not in mon

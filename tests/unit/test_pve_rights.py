@@ -95,3 +95,21 @@ def test_the_setup_commands_make_role_user_token_and_acls():
     assert commands[1:3] == ["pveum user add pulumi@pve", "pveum user token add pulumi@pve ha --privsep 1"]
     assert f"pveum acl modify / --users pulumi@pve --tokens 'pulumi@pve!ha' --roles {ROLE} --propagate 0" in commands
     assert f"pveum acl modify /vms/101 --users pulumi@pve --tokens 'pulumi@pve!ha' --roles {ROLE}" in commands
+
+
+def test_the_ha_options_need_sys_modify_on_root_from_their_own_role_and_only_then():
+    needs = pve_rights.needed("ceph-rbd", [VM], options=True)
+    (modify,) = [n for n in needs if n.privilege == "Sys.Modify"]
+    assert modify.path == "/" and modify.acl.role == pve_rights.OPTIONS_ROLE and not modify.acl.propagate
+    held = documented()
+    message = pve_rights.describe_missing(pve_rights.missing(held, needs), TOKEN, held)
+    assert message == (
+        f"the API token {TOKEN} lacks Sys.Modify on / for ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart, needed by "
+        f"{pve_rights.OPTIONS_CALLS}; grant it: pveum role add {pve_rights.OPTIONS_ROLE} --privs Sys.Modify (once), then "
+        f"pveum acl modify / --users pulumi@pve --tokens 'pulumi@pve!ha' --roles {pve_rights.OPTIONS_ROLE} --propagate 0"
+    )
+    held["/"]["Sys.Modify"] = 0
+    assert pve_rights.missing(held, needs) == [] and pve_rights.excess(held, "ceph-rbd", [VM], options=True) == []
+    assert pve_rights.excess(held, "ceph-rbd", [VM]) == ["Sys.Modify on /"]  # a stack that does not set them: too much
+    assert f"pveum role add {pve_rights.OPTIONS_ROLE} --privs Sys.Modify" in pve_rights.setup_commands(TOKEN, "ceph-rbd", [VM], options=True)
+    assert not any(pve_rights.OPTIONS_ROLE in c for c in pve_rights.setup_commands(TOKEN, "ceph-rbd", [VM]))
