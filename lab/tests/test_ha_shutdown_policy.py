@@ -104,3 +104,31 @@ def test_reboot_under_migrate_moves_the_vm_live_and_back(lab_env, ctl, ceph_pool
     poll("moved back", lambda: service(api, "vm:985")["status"] == f"vm:985 ({NODE}, started)", 60)
     assert ctl.holders()["985"]["pid"] == pid  # live, twice
     assert "reboot LRM, doing maintenance, removing this node from active list" in "\n".join(ctl.ha_log())
+
+
+def test_rebalance_on_start_moves_a_stopped_vm_to_the_best_node_before_it_starts(lab_env, ctl, ceph_pool, vms):
+    """Manager.pm next_state_request_start with `crs: ha-rebalance-on-start=1`: a service asked to
+    start is first relocated (offline: request_start_balance) to select_service_node's best-score
+    node; without it, a service starts where it is (the basic scheduler keeps its current node)."""
+    api = Api(lab_env["pve"], "pve-node1")
+    if "lt-good" not in ceph_pool["storages"]:
+        make_rbd_storage(api, ceph_pool, "lt-good", "good")
+    crowded = "pve-node1"
+    for vmid in (986, 987):  # the rebalance off: both start where they are (the control)
+        vms(vmid, node=crowded, scsi0="lt-good:1")
+        api.ok("POST", "/cluster/ha/resources", sid=f"vm:{vmid}")
+        poll(f"vm:{vmid} started", lambda vmid=vmid: service(api, f"vm:{vmid}")["status"] == f"vm:{vmid} ({crowded}, started)", 60)
+    try:
+        api.ok("PUT", "/cluster/options", crs="ha=basic,ha-rebalance-on-start=1")
+        vms(988, node=crowded, scsi0="lt-good:1")
+        api.ok("POST", "/cluster/ha/resources", sid="vm:988")
+        poll(
+            "vm:988 started elsewhere",
+            lambda: (s := service(api, "vm:988")) and s["state"] == "started" and s["node"] != crowded and "988" in ctl.holders(),
+            60,
+        )
+        log = "\n".join(ctl.ha_log())
+        assert f"service vm:988: re-balance selected new node {service(api, 'vm:988')['node']} for startup" in log
+        assert "service 'vm:988': state changed from 'request_start' to 'request_start_balance'" in log
+    finally:
+        api.ok("PUT", "/cluster/options", delete="crs")

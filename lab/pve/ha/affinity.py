@@ -195,7 +195,7 @@ def used_nodes(online: set[str], sd: dict[str, Any]) -> tuple[str | None, str | 
     if state in ("stopped", "request_start"):
         return None, None
     current = node if node in online and state in ("started", "request_stop", "fence", "freeze", "error", "recovery", "migrate", "relocate") else None
-    moving = target if state in ("migrate", "relocate") and target in online else None
+    moving = target if state in ("migrate", "relocate", "request_start_balance") and target in online else None
     return current, moving
 
 

@@ -20,7 +20,7 @@ LOCK_TIMEOUT = 120  # pmxcfs lock expiry: agent and manager locks
 STATUS_STALE = 30  # Status.pm: "old timestamp - dead?"
 TICK = 2  # how often the lab's CRM/LRM loop runs
 
-SUCCESS, ERROR = 0, 1
+SUCCESS, ERROR, IGNORED = 0, 1, 8  # Tools.pm: IGNORED "action was ignored for some good reason"
 # Manager.pm $fence_recovery_cleanup: the config locks safe to remove after fencing (the node
 # was reset, with all its state); any other lock (create, destroyed, ...) stays and blocks the start
 FENCE_REMOVABLE_LOCKS = ("backup", "mounted", "migrate", "clone", "rollback", "snapshot", "snapshot-delete", "suspending", "suspended")

@@ -9,9 +9,11 @@ from typing import Any
 from lab.pve.ha.common import (
     FENCE_DELAY,
     FENCE_REMOVABLE_LOCKS,
+    IGNORED,
     LOCK_TIMEOUT,
     SUCCESS,
 )
+from lab.pve.ha.usage import rebalance_on_start
 from lab.pve.units import ACTIVE, INACTIVE
 
 
@@ -134,7 +136,10 @@ class CrmMixin:
             if sid not in self.ss:
                 vm = self.vm_of(sid)
                 running = vm is not None and self.pve.lab_vm_running(vm)
-                state = "started" if cd["state"] == "started" else ("request_stop" if running else "stopped")
+                # Manager.pm manage: a new service is in request_start (or request_stop), and its
+                # first round takes it on (next_state_request_start). One the lab finds running is
+                # taken as started at once, marked running (so a move it needs is a live migration)
+                state = ("started" if running else "request_start") if cd["state"] == "started" else ("request_stop" if running else "stopped")
                 self.ss[sid] = {"node": cd["node"], "state": state}
                 if running and state == "started":
                     self.ss[sid]["running"] = 1
@@ -280,20 +285,38 @@ class CrmMixin:
                     self.pve.lab_steal_vm(self.vm_of(sid), target)
                     sd["node"] = target
             if cd["state"] == "started":
-                target = self.select_service_node(sid, cd, sd, "none") or sd["node"]
-                if target != sd["node"]:
-                    self.set_state(sid, sd, "relocate", target=target)
-                else:
-                    self.set_state(sid, sd, "started", node=sd["node"])
+                # next_state_stopped: "simply mark it started, if it's on the wrong node
+                # next_state_started will fix that for us", through request_start; manage
+                # repeats the round while a state changes
+                self.set_state(sid, sd, "request_start", node=sd["node"])
+                return True
             return False
+
+        if state == "request_start":
+            # next_state_request_start: with datacenter.cfg `crs: ha-rebalance-on-start=1` the
+            # service first moves (offline) to the scheduler's best node
+            node = sd["node"]
+            if rebalance_on_start(self.pve.datacenter):
+                target = self.select_service_node(sid, cd, sd, "best-score") or node
+                chosen = "new" if target != node else "current"
+                self.log(self.master, "pve-ha-crm", "info", f"service {sid}: re-balance selected {chosen} node {target} for startup")
+                if target != node:
+                    self.set_state(sid, sd, "request_start_balance", node=node, target=target)
+                    return True
+            self.set_state(sid, sd, "started", node=node)
+            return True
 
         if state == "request_stop":
             if (result is not None or not self.pve.lab_vm_running(self.vm_of(sid))) and sid not in self.jobs:
                 self.set_state(sid, sd, "stopped")
             return False
 
-        if state in ("migrate", "relocate"):
+        if state in ("migrate", "relocate", "request_start_balance"):
             if result is None:
+                return False
+            if result == IGNORED:  # next_state_migrate_relocate: a rebalance of a service already running
+                self.log(self.master, "pve-ha-crm", "info", f"service '{sid}' - rebalance-on-start request ignored - service already running")
+                self.set_state(sid, sd, "started" if cd["state"] == "started" else "request_stop", node=sd["node"])
                 return False
             if result == SUCCESS:
                 sd["node"] = sd.get("target", sd["node"])

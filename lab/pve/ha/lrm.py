@@ -11,6 +11,7 @@ import time
 from lab.pve.ha.common import (
     ERROR,
     FENCE_DELAY,
+    IGNORED,
     LOG,
     LRM_ROUND,
     MAX_ACTIVE_IDLE_ROUNDS,
@@ -263,7 +264,11 @@ class LrmMixin:
                     self.spawn(sid, self.job_start(sid, node))
             elif state in ("request_stop", "stopped", "error") and running:
                 self.spawn(sid, self.job_stop(sid, node))
-            elif state in ("migrate", "relocate"):
+            elif state == "request_start_balance" and running:
+                # LRM.pm exec_resource_agent: "ignoring rebalance-on-start for service ... - already running"
+                self.log(node, "pve-ha-lrm", "info", f"ignoring rebalance-on-start for service {sid} - already running")
+                self.results[sid] = IGNORED
+            elif state in ("migrate", "relocate", "request_start_balance"):
                 self.spawn(sid, self.job_migrate(sid, node, sd.get("target"), online=(state == "migrate")))
 
     def spawn(self, sid: str, coro) -> None:

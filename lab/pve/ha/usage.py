@@ -21,13 +21,23 @@ from typing import Any
 WEIGHTS = (1.0, 2.0, 5.0, 10.0)  # average CPU, highest CPU, average memory, highest memory: all minimised
 
 
-def crs_mode(datacenter: dict[str, str]) -> str:
-    """datacenter.cfg `crs: ha=...`; PVE's default `basic`."""
+def crs_option(datacenter: dict[str, str], name: str) -> str | None:
+    """One part of datacenter.cfg's `crs` property string, None when unset."""
     for item in str(datacenter.get("crs") or "").split(","):
         key, _, value = item.partition("=")
-        if key.strip() == "ha" and value.strip():
+        if key.strip() == name and value.strip():
             return value.strip()
-    return "basic"
+    return None
+
+
+def crs_mode(datacenter: dict[str, str]) -> str:
+    """datacenter.cfg `crs: ha=...`; PVE's default `basic`."""
+    return crs_option(datacenter, "ha") or "basic"
+
+
+def rebalance_on_start(datacenter: dict[str, str]) -> bool:
+    """datacenter.cfg `crs: ha-rebalance-on-start=<bool>` (Manager.pm update_crs_scheduler_mode), off by default."""
+    return (crs_option(datacenter, "ha-rebalance-on-start") or "0").lower() in ("1", "true", "yes", "on")
 
 
 def service_usage(config: dict[str, Any]) -> tuple[float, int]:
