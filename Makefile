@@ -14,7 +14,8 @@ ENV := source tools/env.sh && source tools/state-env.sh &&
 setup:
 	@bash tools/setup.sh
 
-test: setup
+test:
+	@bash tools/setup.sh --toolchain-later
 	@bash tools/run-tests.sh
 
 unit: setup
