@@ -20,6 +20,7 @@ each shutdown policy the stack sets.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,7 +127,7 @@ def test_the_stack_sets_the_shutdown_policy_and_a_graceful_reboot_follows_each(
         assert up.summary.result == "succeeded", hopt.text()[-3000:]
         assert options()["ha"] == {"shutdown_policy": policy} and owner_record() == owner
         wait_for(f"vm:{VMID} started on {NODE}", lambda: vm() == (NODE, "started") and pid() is not None, 90)
-        before = pid()
+        before, t0 = pid(), time.monotonic()
         if policy == "migrate":
             Control().call("POST", "/node/shutdown", {"node": NODE, "reboot": True})
             wait_for(f"vm:{VMID} moved away live", lambda: vm()[0] not in ("", NODE) and vm()[1] == "started", 60)
@@ -141,9 +142,8 @@ def test_the_stack_sets_the_shutdown_policy_and_a_graceful_reboot_follows_each(
         log = "\n".join(Control().ha_log())
         assert f"got shutdown request with shutdown policy '{policy}'" in log
         assert changes(hopt.preview().change_summary) == {}, hopt.text()[-3000:]
-        print(
-            f"\n  {policy}: a graceful reboot of {NODE}, vm:{VMID} {'live-migrated away and back' if policy == 'migrate' else 'stopped and started again there'}"
-        )
+        what = "live-migrated away and back" if policy == "migrate" else "stopped and started again there"
+        print(f"\n  {policy}: a graceful reboot of {NODE}, vm:{VMID} {what}: {time.monotonic() - t0:.1f} s from the reboot to the VM started on {NODE}")
 
     # 3. the scheduler, set and given back
     hopt.reconfigure(edit(shutdownPolicy="migrate", crs="static", rebalanceOnStart=True))
