@@ -172,11 +172,18 @@ class HaOptionsProvider(SshBacked, ResourceProvider):
             f"(removed without `pulumi destroy`), release them with `ceph config-key rm {OWNER_KEY}`"
         )
 
-    def look(self, props: HaOptionsInputs) -> tuple[dict[str, Any], dict[str, Any], str]:
+    def look(self, props: HaOptionsInputs, api: PveApi) -> tuple[dict[str, Any], dict[str, Any], str]:
         """The cluster's options, their effective values, and the owner."""
+        options = self.options(api)
         try:
-            options = self.options(self.api(props))
             return options, effective(options), self.holder(self.executor(props))
+        except RemoteError as exc:
+            raise failed("ha options: the owner record", exc) from None
+
+    def record(self, props: HaOptionsInputs, argv: list[str]) -> None:
+        """Set or remove the owner record (`ceph config-key set|rm`)."""
+        try:
+            check(self.executor(props).run(argv), render(argv))
         except RemoteError as exc:
             raise failed("ha options: the owner record", exc) from None
 
@@ -185,31 +192,26 @@ class HaOptionsProvider(SshBacked, ResourceProvider):
         props = ha_options_inputs(new)
         asked = wanted(props)
         if checks_due(new) and asked:
-            _, seen, holder = self.look(props)
+            _, seen, holder = self.look(props, self.api(props))
             if holder and holder != props["owner"] and any(seen[f] != v for f, v in asked.items()):
                 return CheckResult(inputs=new, failures=[CheckFailure(next(iter(asked)), self.refuse(holder, seen, asked))])
         return CheckResult(inputs=new, failures=[])
 
     def converge(self, props: HaOptionsInputs, clear: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Set what PROPS asks and remove CLEAR's fields (the stack's, no longer asked): the outputs."""
-        options, seen, holder = self.look(props)
+        """Set what PROPS asks and remove CLEAR's fields (the stack's, no longer asked): the outputs.
+        (The resource exists only while the config names at least one field: PROPS asks for something.)"""
+        api = self.api(props)
+        options, seen, holder = self.look(props, api)
         asked, owner = wanted(props), props["owner"]
         if holder and holder != owner:
             if any(seen[f] != v for f, v in asked.items()):
                 raise OperatorError(self.refuse(holder, seen, asked))
             return {**props, "seen": seen, "setBy": holder}  # another stack's: read-only
-        api = self.api(props)
         unset = {f for f in FIELDS if parsed(options.get(FIELDS[f][0])).get(FIELDS[f][1]) is None}
         self.put(api, put_arguments(options, {f: v for f, v in asked.items() if seen[f] != v or f in unset}, clear))
-        try:
-            executor = self.executor(props)
-            if asked and holder != owner:
-                check(executor.run(ceph_cli.config_key_set(OWNER_KEY, owner)), render(ceph_cli.config_key_set(OWNER_KEY, owner)))
-            elif not asked and holder == owner:
-                check(executor.run(ceph_cli.config_key_rm(OWNER_KEY)), render(ceph_cli.config_key_rm(OWNER_KEY)))
-        except RemoteError as exc:
-            raise failed("ha options: the owner record", exc) from None
-        return {**props, "seen": effective(self.options(api)), "setBy": owner if asked else ""}
+        if holder != owner:
+            self.record(props, ceph_cli.config_key_set(OWNER_KEY, owner))
+        return {**props, "seen": effective(self.options(api)), "setBy": owner}
 
     def create(self, raw: dict[str, Any]) -> CreateResult:
         try:
@@ -219,7 +221,7 @@ class HaOptionsProvider(SshBacked, ResourceProvider):
 
     def read(self, id_: str, raw: dict[str, Any]) -> ReadResult:
         props = ha_options_inputs(raw)
-        _, seen, holder = self.look(props)
+        _, seen, holder = self.look(props, self.api(props))
         return ReadResult(id_=id_, outs={**props, "seen": seen, "setBy": holder})
 
     def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
@@ -233,7 +235,7 @@ class HaOptionsProvider(SshBacked, ResourceProvider):
             changes = []  # another stack's settings: this stack only reads them
         else:
             changes += [f for f in FIELDS if news.get(f) is None and old.get(f) is not None]  # given back to PVE's default
-            if asked and holder != owner:
+            if holder != owner:
                 changes.append("owner")
         old_conn, new_conn = old.get("connection") or {}, news.get("connection") or {}
         if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
@@ -250,14 +252,12 @@ class HaOptionsProvider(SshBacked, ResourceProvider):
 
     def delete(self, id_: str, raw: dict[str, Any]) -> None:
         props = ha_options_inputs(raw)
-        options, _, holder = self.look(props)
+        api = self.api(props)
+        options, _, holder = self.look(props, api)
         if holder != props["owner"]:
             return  # another stack's settings (or no one's: set by hand since): left as they are
-        self.put(self.api(props), put_arguments(options, {}, tuple(f for f in FIELDS if props.get(f) is not None)))
-        try:
-            check(self.executor(props).run(ceph_cli.config_key_rm(OWNER_KEY)), render(ceph_cli.config_key_rm(OWNER_KEY)))
-        except RemoteError as exc:
-            raise failed("ha options: the owner record", exc) from None
+        self.put(api, put_arguments(options, {}, tuple(f for f in FIELDS if props.get(f) is not None)))
+        self.record(props, ceph_cli.config_key_rm(OWNER_KEY))
 
 
 class HaOptionsResource(Resource, module="pveceph", name="HaOptions"):
