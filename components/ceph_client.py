@@ -16,7 +16,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from clients import ceph_cli
 from clients.ceph_cli import Caps, normalise_caps
 from clients.ssh import Executor, RemoteError, check
-from components.dynamic import SshBacked
+from components.dynamic import SshBacked, connection_changed
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 
@@ -107,8 +107,7 @@ class ClientProvider(SshBacked, ResourceProvider):
             changes.append("caps")
         if olds.get("adopt") != news.get("adopt"):
             changes.append("adopt")
-        old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
-        if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
+        if connection_changed(olds, news):
             changes.append("connection")
         if not changes and self.gone(id_, news):
             # Deleted by hand, and the state does not know yet: with the client gone, PVE cannot

@@ -19,7 +19,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from clients.ssh import Executor, RemoteError, Unreachable
-from components.dynamic import SshBacked
+from components.dynamic import SshBacked, connection_changed
 from components.errors import OperatorError, failed
 from components.graph import child_options
 
@@ -118,9 +118,7 @@ class PackageProvider(SshBacked, ResourceProvider):
         replaces = [key for key in ("node", "package") if olds.get(key) != news.get(key)]
         if replaces:
             return DiffResult(changes=True, replaces=replaces, delete_before_replace=False)
-        old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
-        changed = any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user"))
-        return DiffResult(changes=changed, replaces=[], stables=["node", "package"])
+        return DiffResult(changes=connection_changed(olds, news), replaces=[], stables=["node", "package"])
 
     def update(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> UpdateResult:
         return UpdateResult(outs=self.ensure(package_inputs(new)))

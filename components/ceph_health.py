@@ -33,7 +33,7 @@ import pulumi
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from clients.ssh import Connection, Executor, RemoteError
-from components.dynamic import ExecutorFactory, SshBacked, checks_due, prefetch, whole_numbers
+from components.dynamic import ExecutorFactory, SshBacked, checks_due, connection_changed, prefetch, whole_numbers
 from components.errors import OperatorError, failed
 from components.graph import child_options
 
@@ -296,8 +296,7 @@ class HealthGateProvider(SshBacked, ResourceProvider):
     def diff(self, id_: str, old: dict[str, Any], new: dict[str, Any]) -> DiffResult:
         olds, news = health_gate_inputs(old), health_gate_inputs(new)
         changes = [key for key in COMPARED if olds.get(key) != news.get(key)]
-        old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
-        if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
+        if connection_changed(olds, news):
             changes.append("connection")
         return DiffResult(changes=bool(changes), replaces=[], stables=[])
 

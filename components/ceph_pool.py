@@ -17,7 +17,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from clients import ceph_cli
 from clients.ssh import Executor, RemoteError, Result, check
-from components.dynamic import SshBacked, whole_numbers
+from components.dynamic import SshBacked, connection_changed, whole_numbers
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 
@@ -152,8 +152,7 @@ class PoolProvider(SshBacked, ResourceProvider):
         for key in ("adopt", "allowDeletion"):
             if olds.get(key) != news.get(key):
                 changes.append(key)
-        old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
-        if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
+        if connection_changed(olds, news):
             changes.append("connection")
         return DiffResult(changes=bool(changes), replaces=[], stables=["name"])
 

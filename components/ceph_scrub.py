@@ -25,7 +25,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from clients import ceph_cli
 from clients.ssh import Executor, RemoteError, Result, check, render
-from components.dynamic import SshBacked, whole_numbers
+from components.dynamic import SshBacked, connection_changed, whole_numbers
 from components.errors import OperatorError, PartiallyCreated, failed
 from components.graph import child_options
 
@@ -145,8 +145,7 @@ class ScrubWindowProvider(SshBacked, ResourceProvider):
             changes = [prop for prop in KEYS if old_hours[prop] != new_hours[prop]]
             if owner and holder != owner:
                 changes.append("owner")  # a window set before the owner key: the stack that holds it claims it
-        old_conn, new_conn = olds.get("connection") or {}, news.get("connection") or {}
-        if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
+        if connection_changed(olds, news):
             changes.append("connection")
         return DiffResult(changes=bool(changes), replaces=[], stables=[])
 

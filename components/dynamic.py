@@ -66,6 +66,13 @@ class SshBacked:
         return factory(Connection.from_props(connection))
 
 
+def connection_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a resource's SSH connection input moved to another host, port or user (its key and
+    known hosts are secrets a diff does not compare)."""
+    old_conn, new_conn = old.get("connection") or {}, new.get("connection") or {}
+    return any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user"))
+
+
 def has_unknowns(value: Any) -> bool:
     """True when a property (or anything in it) is not known yet, as in a preview before its source exists."""
     from pulumi.runtime import rpc

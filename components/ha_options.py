@@ -37,7 +37,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from clients import ceph_cli
 from clients.pve.api import ApiProps, PveApi, api_errors, connect, reason
 from clients.ssh import Executor, RemoteError, check, render
-from components.dynamic import SshBacked, checks_due
+from components.dynamic import SshBacked, checks_due, connection_changed
 from components.errors import OperatorError, failed
 from components.graph import child_options
 
@@ -237,8 +237,7 @@ class HaOptionsProvider(SshBacked, ResourceProvider):
             changes += [f for f in FIELDS if news.get(f) is None and old.get(f) is not None]  # given back to PVE's default
             if holder != owner:
                 changes.append("owner")
-        old_conn, new_conn = old.get("connection") or {}, news.get("connection") or {}
-        if any(old_conn.get(k) != new_conn.get(k) for k in ("host", "port", "user")):
+        if connection_changed(old, news):
             changes.append("connection")
         return DiffResult(changes=bool(changes), replaces=[], stables=[])
 
