@@ -70,9 +70,14 @@ def ha_options_inputs(props: Mapping[str, Any]) -> HaOptionsInputs:
     return cast(HaOptionsInputs, props)
 
 
-def wanted(props: HaOptionsInputs) -> dict[str, Any]:
+def wanted(props: Mapping[str, Any]) -> dict[str, Any]:
     """The fields the config sets."""
     return {field: props.get(field) for field in FIELDS if props.get(field) is not None}
+
+
+def from_config(ha: HaSpec) -> dict[str, Any]:
+    """FIELDS as the config gives them (None: not the stack's to set)."""
+    return {"shutdownPolicy": ha.shutdown_policy, "crs": ha.crs, "rebalanceOnStart": ha.rebalance_on_start}
 
 
 def parsed(value: Any) -> dict[str, Any]:
@@ -270,8 +275,6 @@ class HaOptions(pulumi.ComponentResource):
 
     def __init__(self, name: str, ha: HaSpec, api: Any, connection: pulumi.Input[dict[str, Any]], owner: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("pveceph:ha:Options", name, None, opts)
-        props = HaOptionsInputs(
-            api=api, connection=connection, owner=owner, shutdownPolicy=ha.shutdown_policy, crs=ha.crs, rebalanceOnStart=ha.rebalance_on_start
-        )
+        props = ha_options_inputs({"api": api, "connection": connection, "owner": owner, **from_config(ha)})
         self.options = HaOptionsResource(f"{name}-options", props, child_options(self, opts))
         self.register_outputs({})

@@ -43,7 +43,8 @@ ROLE = "PulumiCephHA"  # PVE refuses role ids in its own namespace: "PVE..." (AP
 
 OPTIONS_ROLE = "PulumiCephHAOptions"  # Sys.Modify alone, on / (not propagated): datacenter.cfg's HA options
 OPTIONS_PRIVILEGES = ("Sys.Modify",)
-OPTIONS_CALLS = "PUT /cluster/options (ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart: datacenter.cfg)"
+OPTIONS_KEYS = "ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart"  # the config keys the role is for
+OPTIONS_CALLS = f"PUT /cluster/options ({OPTIONS_KEYS}: datacenter.cfg)"
 
 # privilege -> the calls that need it (what the rights check names when it is missing)
 ROLE_PRIVILEGES: dict[str, str] = {
@@ -214,8 +215,8 @@ def needed(storage_id: str, vms: Sequence[VmRights], options: bool = False) -> l
     if any(vm.ha for vm in vms):
         out += [Need(p, "/", root, "the HA resources") for p in HA_PRIVILEGES]
     elif options:  # GET /cluster/options without Sys.Audit answers `console` and `tag-style` alone
-        out.append(Need("Sys.Audit", "/", root, "ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart"))
-    out += [Need(p, "/", a, "ha.shutdownPolicy, ha.crs, ha.rebalanceOnStart") for a in every if a.role == OPTIONS_ROLE for p in OPTIONS_PRIVILEGES]
+        out.append(Need("Sys.Audit", "/", root, OPTIONS_KEYS))
+    out += [Need(p, "/", a, OPTIONS_KEYS) for a in every if a.role == OPTIONS_ROLE for p in OPTIONS_PRIVILEGES]
     out.append(Need("Datastore.Allocate", "/storage", storages, f"storage.id {storage_id} (create, delete)"))
     out += [Need(p, f"/storage/{storage_id}", storages, f"storage.id {storage_id}") for p in STORAGE_PRIVILEGES]
     for i, vm in enumerate(vms):

@@ -403,11 +403,7 @@ def ha_shutdown_policy(ctx: Context, f: Finding) -> None:
         f.problems.append(f"the cluster's options cannot be read ({exc})")
         return
     seen = ha_options.effective(answer)
-    asked = {
-        k: v
-        for k, v in {"shutdownPolicy": ctx.config.ha.shutdown_policy, "crs": ctx.config.ha.crs, "rebalanceOnStart": ctx.config.ha.rebalance_on_start}.items()
-        if v is not None
-    }
+    asked = ha_options.wanted(ha_options.from_config(ctx.config.ha))
     f.problems += [
         f"{ha_options.describe({k: seen[k]})} on the cluster, the config asks for {ha_options.describe({k: v})}" for k, v in asked.items() if seen[k] != v
     ]
