@@ -9,16 +9,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
 from pulumi import automation as auto
+from pulumi.automation._stack import StackInitMode  # the SDK's Stack(...) modes, not re-exported
 
 import lab
 import lab.ceph
@@ -48,6 +51,92 @@ def project_copy(where: Path, program: Path = ROOT / "__main__.py") -> Path:
     return where
 
 
+class _Deferred(threading.local):
+    on = False
+
+
+class LazyOutputs(Mapping[str, auto.OutputValue]):
+    """A stack's outputs, read (`pulumi stack output`, twice: masked and plain) the first time a test looks."""
+
+    def __init__(self, read: Callable[[], auto.OutputMap]):
+        self._read = read
+        self._map: auto.OutputMap | None = None
+
+    def _loaded(self) -> auto.OutputMap:
+        if self._map is None:
+            self._map = self._read()
+        return self._map
+
+    def __getitem__(self, key: str) -> auto.OutputValue:
+        return self._loaded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
+class EventSummaryStack(auto.Stack):
+    """The Automation API's Stack, whose up, refresh and destroy take their summary from the engine's
+    own event stream, as the SDK's preview does, and read the outputs only when a test looks.
+
+    The SDK runs three more CLI commands after each of them (`stack output` masked and plain, then
+    `stack history` for the summary): 0.6-0.9 s an operation, several hundred operations a CI run
+    (issue #22). The summary event is the engine's count of each step, which the history records
+    too; `result` is "succeeded" because the command exited 0 (a failed one raises CommandError, as
+    before). Without a summary event (none should be missing), the history is read as before.
+    """
+
+    _deferred = _Deferred()  # per thread: two_ups_at_once runs two operations at once
+
+    def outputs(self) -> auto.OutputMap:
+        if self._deferred.on:
+            return cast(auto.OutputMap, LazyOutputs(super().outputs))
+        return super().outputs()
+
+    def info(self, show_secrets: bool = True) -> auto.UpdateSummary | None:
+        if self._deferred.on:
+            return _PENDING  # replaced in _summarised, once every event has arrived
+        return super().info(show_secrets)
+
+    def _summarised(self, kind: str, operation: Callable[..., Any], **kwargs: Any) -> Any:
+        seen: list[auto.SummaryEvent] = []
+        user = kwargs.pop("on_event", None)
+
+        def on_event(event: auto.EngineEvent) -> None:
+            if event.summary_event is not None:
+                seen.append(event.summary_event)
+            if user is not None:
+                user(event)
+
+        self._deferred.on = True
+        try:
+            result = operation(on_event=on_event, **kwargs)
+        finally:
+            self._deferred.on = False
+        # the SDK has stopped its event server by now: every event it was sent has been handled
+        if seen:
+            result.summary = auto.UpdateSummary(
+                kind=kind, start_time=_PENDING.start_time, message="", environment={}, config={}, result="succeeded", resource_changes=seen[-1].resource_changes
+            )
+        else:
+            result.summary = super().info()
+        return result
+
+    def up(self, **kwargs: Any) -> auto.UpResult:  # type: ignore[override]
+        return cast(auto.UpResult, self._summarised("update", super().up, **kwargs))
+
+    def refresh(self, **kwargs: Any) -> auto.RefreshResult:  # type: ignore[override]
+        return cast(auto.RefreshResult, self._summarised("refresh", super().refresh, **kwargs))
+
+    def destroy(self, **kwargs: Any) -> auto.DestroyResult:  # type: ignore[override]
+        return cast(auto.DestroyResult, self._summarised("destroy", super().destroy, **kwargs))
+
+
+_PENDING = auto.UpdateSummary(kind="", start_time=datetime.datetime.now(), message="", environment={}, config={}, result="pending")
+
+
 class LabStack:
     def __init__(
         self,
@@ -71,7 +160,8 @@ class LabStack:
         self.env["SSL_CERT_FILE"] = lab_state["pve"]["ca_bundle"]  # the Go plugins verify the lab API with it
         self.env.update(env or {})  # another backend (the lab's RADOS Gateway), another PULUMI_HOME
         self.write_config()
-        self.stack = auto.create_or_select_stack(name, work_dir=str(self.work), opts=workspace_options(self.env, self.work))
+        workspace = auto.create_or_select_stack(name, work_dir=str(self.work), opts=workspace_options(self.env, self.work)).workspace
+        self.stack = EventSummaryStack(name, workspace, StackInitMode.SELECT)
         pve = lab_state["pve"]
         self.stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{pve['stack_token_id']}={pve['stack_token_secret']}", secret=True))
         self.log: list[str] = []
@@ -164,8 +254,6 @@ def lock_files(stack: LabStack) -> list[str]:
 def two_ups_at_once(stack: LabStack, timeout: float = 600) -> str:
     """`pulumi up` twice on STACK at the same instant (two workspaces on one backend): one must be
     refused by the backend's lock. Returns the refusal's message."""
-    import threading
-
     twin = auto.select_stack(stack.name, work_dir=str(stack.work), opts=workspace_options(stack.env, stack.work))
     start = threading.Barrier(2)
     outcomes: dict[str, Any] = {}
