@@ -110,6 +110,7 @@ class EventSummaryStack(auto.Stack):
             if user is not None:
                 user(event)
 
+        started = datetime.datetime.now()
         self._deferred.on = True
         try:
             result = operation(on_event=on_event, **kwargs)
@@ -118,7 +119,7 @@ class EventSummaryStack(auto.Stack):
         # the SDK has stopped its event server by now: every event it was sent has been handled
         if seen:
             result.summary = auto.UpdateSummary(
-                kind=kind, start_time=_PENDING.start_time, message="", environment={}, config={}, result="succeeded", resource_changes=seen[-1].resource_changes
+                kind=kind, start_time=started, message="", environment={}, config={}, result="succeeded", resource_changes=seen[-1].resource_changes
             )
         else:
             result.summary = super().info()
