@@ -29,13 +29,16 @@ phase() { echo "== [$((SECONDS - start)) s] $*"; }
 # package's build cache key, so without it a cold machine compiles bpg, the bridge and the SDK a
 # second time (138 s + 51 s -> 24 s + 9 s, issue #22).
 GO_TEST_FLAGS="-mod=readonly -trimpath"
+# go_tests DIR WHAT: the Go tests of tools/DIR, into $LOGS/go.log
+go_tests() {
+  echo "$2" >> "$LOGS/go.log"
+  (cd "tools/$1" && GOFLAGS=$GO_TEST_FLAGS go test ./) >> "$LOGS/go.log" 2>&1 || { echo "$2: failed, $LOGS/go.log"; return 1; }
+}
 toolchain_and_go_tests() {
   renice -n 19 -p "$BASHPID" >/dev/null  # this background job: the build and the tests inherit it
   bash tools/build-toolchain.sh > "$LOGS/toolchain.log" 2>&1 || { echo "the toolchain's build failed: $LOGS/toolchain.log"; return 1; }
-  echo "the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the API through any live node, a VM on a dead node, a VM that is not the stack's)" > "$LOGS/go.log"
-  (cd tools/proxmoxve && GOFLAGS=$GO_TEST_FLAGS go test ./) >> "$LOGS/go.log" 2>&1 || { echo "the proxmoxve bridge's Go tests failed: $LOGS/go.log"; return 1; }
-  echo "the language host's own Go tests (tools/langhost: GenerateProgram, the code pulumi import prints)" >> "$LOGS/go.log"
-  (cd tools/langhost && GOFLAGS=$GO_TEST_FLAGS go test ./) >> "$LOGS/go.log" 2>&1 || { echo "the language host's Go tests failed: $LOGS/go.log"; return 1; }
+  go_tests proxmoxve "the proxmoxve bridge's own Go tests (tools/proxmoxve: the token rule, the API through any live node, a VM on a dead node, a VM that is not the stack's)" || return 1
+  go_tests langhost "the language host's own Go tests (tools/langhost: GenerateProgram, the code pulumi import prints)" || return 1
   echo "[go tests] passed at $((SECONDS - start)) s" >> "$LOGS/go.log"
 }
 phase "the toolchain, then its Go tests: in the background (nice 19; their logs: $LOGS/toolchain.log, $LOGS/go.log)"
