@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -47,6 +48,15 @@ def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.
     return subprocess.run([pulumi_binary(env), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
 
 
+@functools.cache
+def pulumi_command(root: str) -> object:
+    """The Automation API's handle on the CLI under ROOT, made once a process: making one runs
+    `pulumi version` (even with the version check skipped), a CLI start each test stack paid."""
+    from pulumi import automation as auto
+
+    return auto.PulumiCommand(root=root, skip_version_check=True)
+
+
 def workspace_options(env: dict[str, str], work_dir: Path) -> object:
     """Automation API options that run the project's pulumi, not whatever the test process finds."""
     from pulumi import automation as auto
@@ -56,5 +66,5 @@ def workspace_options(env: dict[str, str], work_dir: Path) -> object:
         work_dir=str(work_dir),
         env_vars=env,
         pulumi_home=env.get("PULUMI_HOME"),
-        pulumi_command=auto.PulumiCommand(root=str(root), skip_version_check=True),
+        pulumi_command=pulumi_command(str(root)),
     )

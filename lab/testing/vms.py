@@ -70,7 +70,8 @@ class VmStack(LabStack):
         return sorted(r["vmid"] for r in api().cluster.resources.get(type="vm") if r["vmid"] in self.vm_ids)
 
     def images(self) -> list[str]:
-        return sorted(admin(f"rbd ls {self.prefix}-pool").split()) if pool_exists(f"{self.prefix}-pool") else []
+        pool = f"{self.prefix}-pool"  # one SSH round trip; none when the pool is gone (an error of `rbd ls` still raises)
+        return sorted(admin(f"if ceph osd pool ls | grep -qx {pool}; then rbd ls {pool}; fi").split())
 
     def lab_ha(self) -> list[str]:
         sids = {f"vm:{i}" for i in self.vm_ids}
