@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shlex
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -463,30 +464,6 @@ def remember_secret(value: str, kind: str = "") -> None:
         ledger.write(f"{kind}\t{value}\n" if kind else f"{value}\n")
 
 
-# forget's Ceph side in one SSH round trip and one Python start on the admin node (librados mon
-# commands, as the program's own scripts ask): the scrub window's owner key when PREFIX's stack set
-# it, the client (its key printed first, for the ledger), the pool. Each `ceph` command over SSH cost
-# about 0.45 s, and a test's setup and teardown ran up to seven.
-FORGET = r"""
-import json, os, sys, rados
-client, pool, owner_key, owner = sys.argv[1:5]
-with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
-    def mon(**command):
-        ret, out, err = cluster.mon_command(json.dumps(command), b"")
-        return ret, out
-    ret, out = mon(prefix="config-key get", key=owner_key)
-    if ret == 0 and out.decode().strip() == owner:
-        mon(prefix="config-key rm", key=owner_key)
-    ret, out = mon(prefix="auth get", entity="client." + client, format="json")
-    if ret == 0:
-        print(json.loads(out)[0]["key"])
-        assert mon(prefix="auth del", entity="client." + client)[0] == 0, "auth del"
-    if pool in cluster.list_pools():
-        ret, out = mon(prefix="osd pool delete", pool=pool, pool2=pool, yes_i_really_really_mean_it=True)
-        assert ret == 0, "osd pool delete: %d" % ret
-"""
-
-
 def forget(prefix: str) -> None:
     """Remove what an earlier, interrupted run of a test may have left in the lab."""
     from components.ceph_scrub import OWNER_KEY
@@ -494,7 +471,8 @@ def forget(prefix: str) -> None:
 
     if f"{prefix}-rbd" in storages():
         api().storage(f"{prefix}-rbd").delete()
-    key = admin(f"/usr/bin/python3 -c '{FORGET}' {prefix} {prefix}-pool {OWNER_KEY} {owner_tag('pve-ceph-ha', prefix)}").strip()
+    script = shlex.quote((Path(__file__).parent / "forget_ceph.py").read_text())  # the Ceph side in one SSH round trip
+    key = admin(f"/usr/bin/python3 -c {script} {prefix} {prefix}-pool {OWNER_KEY} {owner_tag('pve-ceph-ha', prefix)}").strip()
     if key:
         remember_secret(key)
 
