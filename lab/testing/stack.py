@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import datetime
 import json
 import os
 import shlex
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import yaml
 from proxmoxer.core import ResourceException  # type: ignore[import-untyped]
@@ -28,6 +27,7 @@ import lab
 import lab.ceph
 from lab import LabError, sshd, stack_config
 from lab.testing.engine import ROOT, cli, engine_env, workspace_options
+from lab.testing.summary import EventSummaryStack
 
 PREFIX = "pve-ceph-ha:"
 
@@ -52,91 +52,7 @@ def project_copy(where: Path, program: Path = ROOT / "__main__.py") -> Path:
     return where
 
 
-class _Deferred(threading.local):
-    on = False
-
-
-class LazyOutputs(Mapping[str, auto.OutputValue]):
-    """A stack's outputs, read (`pulumi stack output`, twice: masked and plain) the first time a test looks."""
-
-    def __init__(self, read: Callable[[], auto.OutputMap]):
-        self._read = read
-        self._map: auto.OutputMap | None = None
-
-    def _loaded(self) -> auto.OutputMap:
-        if self._map is None:
-            self._map = self._read()
-        return self._map
-
-    def __getitem__(self, key: str) -> auto.OutputValue:
-        return self._loaded()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._loaded())
-
-    def __len__(self) -> int:
-        return len(self._loaded())
-
-
-class EventSummaryStack(auto.Stack):
-    """The Automation API's Stack, whose up, refresh and destroy take their summary from the engine's
-    own event stream, as the SDK's preview does, and read the outputs only when a test looks.
-
-    The SDK runs three more CLI commands after each of them (`stack output` masked and plain, then
-    `stack history` for the summary): 0.6-0.9 s an operation, several hundred operations a CI run
-    (issue #22). The summary event is the engine's count of each step, which the history records
-    too; `result` is "succeeded" because the command exited 0 (a failed one raises CommandError, as
-    before). Without a summary event (none should be missing), the history is read as before.
-    """
-
-    _deferred = _Deferred()  # per thread: two_ups_at_once runs two operations at once
-
-    def outputs(self) -> auto.OutputMap:
-        if self._deferred.on:
-            return cast(auto.OutputMap, LazyOutputs(super().outputs))
-        return super().outputs()
-
-    def info(self, show_secrets: bool = True) -> auto.UpdateSummary | None:
-        if self._deferred.on:
-            return _PENDING  # replaced in _summarised, once every event has arrived
-        return super().info(show_secrets)
-
-    def _summarised(self, kind: str, operation: Callable[..., Any], **kwargs: Any) -> Any:
-        seen: list[auto.SummaryEvent] = []
-        user = kwargs.pop("on_event", None)
-
-        def on_event(event: auto.EngineEvent) -> None:
-            if event.summary_event is not None:
-                seen.append(event.summary_event)
-            if user is not None:
-                user(event)
-
-        started = datetime.datetime.now()
-        self._deferred.on = True
-        try:
-            result = operation(on_event=on_event, **kwargs)
-        finally:
-            self._deferred.on = False
-        # the SDK has stopped its event server by now: every event it was sent has been handled
-        if seen:
-            result.summary = auto.UpdateSummary(
-                kind=kind, start_time=started, message="", environment={}, config={}, result="succeeded", resource_changes=seen[-1].resource_changes
-            )
-        else:
-            result.summary = super().info()
-        return result
-
-    def up(self, **kwargs: Any) -> auto.UpResult:  # type: ignore[override]
-        return cast(auto.UpResult, self._summarised("update", super().up, **kwargs))
-
-    def refresh(self, **kwargs: Any) -> auto.RefreshResult:  # type: ignore[override]
-        return cast(auto.RefreshResult, self._summarised("refresh", super().refresh, **kwargs))
-
-    def destroy(self, **kwargs: Any) -> auto.DestroyResult:  # type: ignore[override]
-        return cast(auto.DestroyResult, self._summarised("destroy", super().destroy, **kwargs))
-
-
-_PENDING = auto.UpdateSummary(kind="", start_time=datetime.datetime.now(), message="", environment={}, config={}, result="pending")
+_SEALED: dict[tuple[str, str], tuple[str, str]] = {}  # (passphrase, token) -> (encryptionsalt, the token's ciphertext): LabStack._made
 
 
 class LabStack:
@@ -162,14 +78,36 @@ class LabStack:
         self.env["SSL_CERT_FILE"] = lab_state["pve"]["ca_bundle"]  # the Go plugins verify the lab API with it
         self.env.update(env or {})  # another backend (the lab's RADOS Gateway), another PULUMI_HOME
         self.write_config()
-        workspace = auto.LocalWorkspace(**vars(workspace_options(self.env, self.work)))
-        try:  # most test stacks are new: `stack init` first, one CLI run where select-then-init-then-select was three
-            self.stack = EventSummaryStack(name, workspace, StackInitMode.CREATE)
-        except auto.StackAlreadyExistsError:
-            self.stack = EventSummaryStack(name, workspace, StackInitMode.SELECT)
-        pve = lab_state["pve"]
-        self.stack.set_config("proxmoxApiToken", auto.ConfigValue(f"{pve['stack_token_id']}={pve['stack_token_secret']}", secret=True))
+        self.stack = self._made(auto.LocalWorkspace(**vars(workspace_options(self.env, self.work))))
         self.log: list[str] = []
+
+    def _made(self, workspace: auto.LocalWorkspace) -> EventSummaryStack:
+        """The stack, with the API token as a secret. Most test stacks are new: `stack init` first (one
+        CLI run where select, init and select again were three). A new stack takes the passphrase salt
+        and the token's ciphertext of the first stack this process made with the same passphrase (both
+        written to its Pulumi.<stack>.yaml, which `stack init` keeps): `pulumi config set --secret`
+        would run the CLI and its key derivation (0.3 s) again for the same value."""
+        pve, path = self.lab["pve"], self.work / f"Pulumi.{self.name}.yaml"
+        token, before = f"{pve['stack_token_id']}={pve['stack_token_secret']}", path.read_text()
+        sealed = _SEALED.get((self.env["PULUMI_CONFIG_PASSPHRASE"], token))
+        document = yaml.safe_load(before) or {}
+        if sealed is not None and "encryptionsalt" not in document:
+            document["encryptionsalt"], document.setdefault("config", {})[PREFIX + "proxmoxApiToken"] = sealed[0], {"secure": sealed[1]}
+            path.write_text(yaml.safe_dump(document))
+            try:
+                return EventSummaryStack(self.name, workspace, StackInitMode.CREATE)
+            except auto.StackAlreadyExistsError:
+                path.write_text(before)  # a stack of its own salt: the token as below
+        try:
+            stack = EventSummaryStack(self.name, workspace, StackInitMode.CREATE)
+        except auto.StackAlreadyExistsError:
+            stack = EventSummaryStack(self.name, workspace, StackInitMode.SELECT)
+        stack.set_config("proxmoxApiToken", auto.ConfigValue(token, secret=True))
+        document = yaml.safe_load(path.read_text())
+        _SEALED.setdefault(
+            (self.env["PULUMI_CONFIG_PASSPHRASE"], token), (document["encryptionsalt"], document["config"][PREFIX + "proxmoxApiToken"]["secure"])
+        )
+        return stack
 
     def write_config(self) -> None:
         text = yaml.safe_dump({"config": {PREFIX + k: v for k, v in self.config.items()}})
