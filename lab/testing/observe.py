@@ -38,6 +38,10 @@ class Observer(threading.Thread):
             self.polls += 1
             time.sleep(self.interval)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop polling once the VM was seen started elsewhere, or after GRACE seconds: the drill can
+        see it and exit between two polls (on 2 cores busy with a build, a poll takes a while), and the
+        observer would stop without its own reading. A later reading only makes the drill's lag smaller."""
+        self.join(timeout=grace)
         self._done.set()
         self.join(timeout=5)
