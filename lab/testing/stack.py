@@ -91,16 +91,16 @@ class LabStack:
         token, before = f"{pve['stack_token_id']}={pve['stack_token_secret']}", path.read_text()
         sealed = _SEALED.get((self.env["PULUMI_CONFIG_PASSPHRASE"], token))
         document = yaml.safe_load(before) or {}
-        if sealed is not None and "encryptionsalt" not in document:
+        reused = sealed is not None and "encryptionsalt" not in document
+        if reused:
             document["encryptionsalt"], document.setdefault("config", {})[PREFIX + "proxmoxApiToken"] = sealed[0], {"secure": sealed[1]}
             path.write_text(yaml.safe_dump(document))
-            try:
-                return EventSummaryStack(self.name, workspace, StackInitMode.CREATE)
-            except auto.StackAlreadyExistsError:
-                path.write_text(before)  # a stack of its own salt: the token as below
         try:
             stack = EventSummaryStack(self.name, workspace, StackInitMode.CREATE)
+            if reused:
+                return stack
         except auto.StackAlreadyExistsError:
+            path.write_text(before)  # a stack that exists keeps its own salt: the token is set as below
             stack = EventSummaryStack(self.name, workspace, StackInitMode.SELECT)
         stack.set_config("proxmoxApiToken", auto.ConfigValue(token, secret=True))
         document = yaml.safe_load(path.read_text())
