@@ -6,9 +6,12 @@ no Python traceback anywhere in the output, before any resource operation: the e
 stream (``on_event``) shows no step for any resource but the root ``pulumi:pulumi:Stack``, and
 the program registered nothing else. Nothing with the stack's names appears in the lab.
 
-One stack serves every case: each case writes a fresh copy of the lab config (lab/stack.yaml)
-with the one key broken, and sets or removes the ``proxmoxApiToken`` secret where the case is
-about it. A few cases only the engine can make are added: a whole key that is not a mapping, a
+Two stacks serve every case, two previews at once (issue #22: a refused preview is mostly one
+core's work, the CLI's key derivation and the program's start; the module ran one at a time in
+105 s): each case, on whichever stack is free, writes a fresh copy of the lab config
+(lab/stack.yaml) with the one key broken, and sets or removes the ``proxmoxApiToken`` secret where
+the case is about it. The previews start with the module, in the tests' order; each test waits for
+its own and checks it. A few cases only the engine can make are added: a whole key that is not a mapping, a
 key the model does not know, and the token stored in plain text.
 
 Then every key of a VM (``VmSpec``) gets the whole payload corpus of tests/unit/test_shell_payloads.py
@@ -20,9 +23,12 @@ problem at once), with nothing else refused.
 from __future__ import annotations
 
 import copy
+import functools
+import queue
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,7 @@ from tests.unit.helpers import TOKEN, valid_raw
 pytestmark = [pytest.mark.lab, pytest.mark.engine]
 
 STACK = "badeng"  # its pool, client and storage: badeng-pool, client.badeng, badeng-rbd
+STACKS = (STACK, f"{STACK}-2")  # the two stacks, both with badeng's names (nothing is ever made)
 ROOT_TYPE = "pulumi:pulumi:Stack"
 TOKEN_KEY = "proxmoxApiToken"
 PLAINTEXT = object()  # the engine-only case: a well-formed token set without --secret
@@ -82,33 +89,71 @@ class Tally:
 
     def summary(self, what: str) -> str:
         mean = sum(self.preview_seconds) / max(len(self.preview_seconds), 1)
-        return f"{what}: {len(self.tried)} tried, {len(self.passed)} passed, {self.seconds:.1f} s (preview mean {mean:.2f} s)"
+        return f"{what}: {len(self.tried)} tried, {len(self.passed)} passed, {self.seconds:.1f} s (preview mean {mean:.2f} s, {len(STACKS)} at once)"
 
 
 @dataclass
-class Run:
+class Worker:
+    """One of the module's stacks, and its stack file as LabStack wrote it (the salt, the secret token)."""
+
     stack: LabStack
-    pristine: dict[str, Any]  # the stack file as LabStack wrote it: encryptionsalt and the secret token
-    started: float
-    setup_seconds: float = 0.0
-    cases: Tally = field(default_factory=Tally)
-    payloads: Tally = field(default_factory=Tally)
+    pristine: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pristine = yaml.safe_load(self.stack_file.read_text())
+        assert "secure" in self.pristine["config"][PREFIX + TOKEN_KEY], "LabStack should have set the token as a secret"
 
     @property
     def stack_file(self) -> Path:
         return self.stack.work / f"Pulumi.{self.stack.name}.yaml"
 
 
+@dataclass
+class Run:
+    started: float
+    setup_seconds: float = 0.0
+    cases: Tally = field(default_factory=Tally)
+    payloads: Tally = field(default_factory=Tally)
+    previews: dict[str, Future[Refusal]] = field(default_factory=dict)  # test node id -> its refused preview
+
+    def refusal(self, request: pytest.FixtureRequest) -> Refusal:
+        """The requesting test's preview, once it is done (its assertion, if one failed)."""
+        return self.previews.pop(request.node.nodeid).result()
+
+
 @pytest.fixture(scope="module")
-def run(lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(request: pytest.FixtureRequest, lab_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     t0 = time.monotonic()
     forget(STACK)
-    stack = LabStack(STACK, lab_state, tmp_path_factory.mktemp(STACK), names(STACK))
-    pristine = yaml.safe_load((stack.work / f"Pulumi.{STACK}.yaml").read_text())
-    assert "secure" in pristine["config"][PREFIX + TOKEN_KEY], "LabStack should have set the token as a secret"
-    state = Run(stack, pristine, started=t0, setup_seconds=time.monotonic() - t0)
-    yield state
-    stack.remove()
+    workers = [Worker(LabStack(name, lab_state, tmp_path_factory.mktemp(name), names(STACK))) for name in STACKS]
+    state = Run(started=t0, setup_seconds=time.monotonic() - t0)
+    free: queue.Queue[Worker] = queue.Queue()
+    for worker in workers:
+        free.put(worker)
+
+    def on_a_free_stack(preview: Callable[[Worker], Refusal]) -> Refusal:
+        worker = free.get()
+        try:
+            return preview(worker)
+        finally:
+            free.put(worker)
+
+    pool = ThreadPoolExecutor(len(workers), thread_name_prefix=STACK)
+    try:
+        for item in request.session.items:  # the selected tests of this module, in their order
+            params = getattr(item, "callspec", None) and item.callspec.params  # type: ignore[attr-defined]
+            if getattr(item, "module", None) is not request.module or not params:
+                continue
+            if "case" in params:
+                job = functools.partial(case_preview, case=params["case"], tally=state.cases)
+            else:
+                job = functools.partial(payload_preview, key=params["key"], tally=state.payloads)
+            state.previews[item.nodeid] = pool.submit(on_a_free_stack, job)
+        yield state
+    finally:
+        pool.shutdown(cancel_futures=True)
+        for worker in workers:
+            worker.stack.remove()
 
 
 def _parts(path: str) -> list[str | int]:
@@ -166,28 +211,39 @@ def payload_config(key: str, payloads: list[str]) -> dict[str, Any]:
     return config
 
 
-def write_stack_file(run: Run, config: dict[str, Any]) -> None:
+def write_stack_file(worker: Worker, config: dict[str, Any]) -> None:
     """The whole stack file rewritten, with the secret token LabStack set. Not LabStack.reconfigure:
     it merges the top-level keys into the file, so an earlier case's ``adopt`` or ``vm`` would survive."""
-    run.stack.config = config
-    document = copy.deepcopy(run.pristine)
+    worker.stack.config = config
+    document = copy.deepcopy(worker.pristine)
     token = document["config"][PREFIX + TOKEN_KEY]
     document["config"] = {PREFIX + k: v for k, v in config.items()}
     document["config"][PREFIX + TOKEN_KEY] = token
-    run.stack_file.write_text(yaml.safe_dump(document))
+    worker.stack_file.write_text(yaml.safe_dump(document))
 
 
-def configure(run: Run, case: Case, config: dict[str, Any]) -> None:
+def configure(worker: Worker, case: Case, config: dict[str, Any]) -> None:
     """The stack file, then the secret where the case is about it."""
-    write_stack_file(run, config)
+    write_stack_file(worker, config)
     if case.path != TOKEN_KEY:
         return
+    stack = worker.stack.stack
     if case.value is DELETE:
-        run.stack.stack.remove_config(TOKEN_KEY)
+        stack.remove_config(TOKEN_KEY)
     elif case.value is PLAINTEXT:
-        run.stack.stack.set_config(TOKEN_KEY, auto.ConfigValue(TOKEN, secret=False))
+        stack.set_config(TOKEN_KEY, auto.ConfigValue(TOKEN, secret=False))
     else:
-        run.stack.stack.set_config(TOKEN_KEY, auto.ConfigValue(case.value, secret=True))
+        stack.set_config(TOKEN_KEY, auto.ConfigValue(case.value, secret=True))
+
+
+def case_preview(worker: Worker, case: Case, tally: Tally) -> Refusal:
+    configure(worker, case, case_config(case))
+    return refused_preview(worker.stack, tally)
+
+
+def payload_preview(worker: Worker, key: str, tally: Tally) -> Refusal:
+    write_stack_file(worker, payload_config(key, VM_PAYLOADS))
+    return refused_preview(worker.stack, tally)
 
 
 def resource_events(events: list[auto.EngineEvent]) -> list[tuple[str, str, str]]:
@@ -220,7 +276,7 @@ class Refusal:
         return line
 
 
-def refused_preview(run: Run, tally: Tally) -> Refusal:
+def refused_preview(stack: LabStack, tally: Tally) -> Refusal:
     """`pulumi preview` of the stack as configured: refused by the program without a traceback,
     before any resource operation (the engine stepped the root stack only, the program registered
     nothing else)."""
@@ -228,7 +284,7 @@ def refused_preview(run: Run, tally: Tally) -> Refusal:
     output: list[str] = []
     t0 = time.monotonic()
     with pytest.raises(auto.CommandError) as info:
-        run.stack.stack.preview(on_output=output.append, on_event=events.append, color="never")
+        stack.stack.preview(on_output=output.append, on_event=events.append, color="never")
     tally.preview_seconds.append(time.monotonic() - t0)
     shown = f"{info.value}\n" + "\n".join(output)
     diagnostics = [e.diagnostic_event for e in events if e.diagnostic_event is not None]
@@ -245,11 +301,10 @@ def refused_preview(run: Run, tally: Tally) -> Refusal:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_config_is_refused_before_any_resource_operation(run: Run, case: Case) -> None:
+def test_bad_config_is_refused_before_any_resource_operation(run: Run, case: Case, request: pytest.FixtureRequest) -> None:
     t0 = time.monotonic()
     run.cases.tried.append(case.id)
-    configure(run, case, case_config(case))
-    refusal = refused_preview(run, run.cases)
+    refusal = run.refusal(request)
 
     # refused by the program, naming the key and the rule, in what the operator reads
     line = refusal.error_naming(case.key)
@@ -268,11 +323,10 @@ def test_bad_config_is_refused_before_any_resource_operation(run: Run, case: Cas
 
 
 @pytest.mark.parametrize("key", VM_KEYS)
-def test_every_payload_in_a_vm_key_is_refused_in_one_preview(run: Run, key: str) -> None:
+def test_every_payload_in_a_vm_key_is_refused_in_one_preview(run: Run, key: str, request: pytest.FixtureRequest) -> None:
     t0 = time.monotonic()
     run.payloads.tried.append(key)
-    write_stack_file(run, payload_config(key, VM_PAYLOADS))
-    refusal = refused_preview(run, run.payloads)
+    refusal = run.refusal(request)
 
     # every VM's payload named, in one refusal: the program reports every problem at once
     for i in range(len(VM_PAYLOADS)):
