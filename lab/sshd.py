@@ -259,10 +259,25 @@ def ssh_argv(role: str, *, batch: bool = True) -> list[str]:
     return [*argv, f"{USER}@{HOSTS[role]}"]
 
 
+def _shared_connection(role: str) -> list[str]:
+    """OpenSSH options that run the commands for ROLE over one kept connection (ControlMaster), as an
+    operator's ~/.ssh/config often does: a command then costs no key exchange (an SSH `true` to the
+    admin node 0.24 s -> 0.02 s; the engine tests make hundreds of these reads, issue #22). Only for
+    the Ceph admin node: a PVE node's `poweroff` spares the session that ran it (lab.stop), so a
+    kept connection to a node would outlive the node. The master exits with the admin node's sshd
+    (`lab down` stops its sessions) or after 2 idle minutes; a stale socket is replaced. None when
+    the socket's path would pass the 104-byte limit of a Unix socket's name."""
+    path = paths.STATE / "ssh" / "cm-%C"  # %C: a 40-character hash of the host, port and user
+    if role != ADMIN_ROLE or len(str(path)) + 38 + 17 > 104:  # ssh binds it with a 17-character suffix first
+        return []
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", "-o", "ControlPersist=120"]
+
+
 def shell(role: str, command: str, timeout: float = 60) -> str:
     """Run COMMAND on ROLE as the lab's client (what an operator types over SSH); its stdout, or a
     LabError with the exit status and the end of stderr."""
-    done = subprocess.run([*ssh_argv(role), command], capture_output=True, text=True, timeout=timeout)
+    argv = ssh_argv(role)
+    done = subprocess.run([argv[0], *_shared_connection(role), *argv[1:], command], capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise LabError(f"`{command}` on {role} failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
     return done.stdout
