@@ -34,8 +34,8 @@ def settled(mode: str = "rules", deadline: float = 300) -> None:
             return False
         return all(unit["active"] == "active" for node in status["nodes"] for name, unit in control.services(node).items() if name.startswith("pve-ha-"))
 
-    wait_for(f"every lab PVE node on, online and running its HA services, in {mode} mode", nodes_up, deadline, interval=1)
-    wait_for("Ceph HEALTH_OK", lambda: admin("ceph health").startswith("HEALTH_OK"), deadline, interval=1)
+    wait_for(f"every lab PVE node on, online and running its HA services, in {mode} mode", nodes_up, deadline, interval=0.25)
+    wait_for("Ceph HEALTH_OK", lambda: admin("ceph health").startswith("HEALTH_OK"), deadline, interval=0.5)
 
 
 # The HA clock of the tests that count failovers rather than time them (issue #22): PVE's timers

@@ -13,6 +13,7 @@ drift_client_deleted``), since every later step would start from a state it does
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,10 @@ def run_steps(steps: Sequence[Callable[..., object]], **fixtures: Any) -> None:
                 value.mkdir(parents=True, exist_ok=True)
             args[param] = value
         print(f"\n  step {number} of {len(steps)}: {name}", flush=True)
+        t0 = time.monotonic()
         try:
             step(**args)
         except BaseException as exc:
             exc.add_note(f"in step {number} of {len(steps)}: {name} (the steps after it did not run)")
             raise
+        print(f"  step {number} done in {time.monotonic() - t0:.1f} s", flush=True)

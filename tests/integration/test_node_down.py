@@ -32,6 +32,7 @@ from pulumi import automation as auto
 import lab
 from lab import wait_for
 from lab.testing.engine import cli
+from lab.testing.shared import ha_clock
 from lab.testing.stack import LabStack, api, changes, forget_stack, names, node_online, remove_stack
 from lab.testing.steps import run_steps
 from lab.testing.vms import iso_vm
@@ -129,7 +130,8 @@ def a_vm_on_the_dead_node_is_refused_in_one_line_at_once(nd: LabStack) -> None:
 
 
 def after_ha_recovered_the_vm_preview_refresh_and_verify_tell_the_truth(nd: LabStack) -> None:
-    wait_for("VM recovered on another node", lambda: where(VM)[0] not in (None, "pve-node1") and where(VM)[1] == "running", 240)
+    with ha_clock():  # what the stack says after the recovery is the point here, not when it came
+        wait_for("VM recovered on another node", lambda: where(VM)[0] not in (None, "pve-node1") and where(VM)[1] == "running", 240)
     clean_preview(nd, "after the failover, endpoint still down")
     nd.refresh()
     code, report, lines = nd.verify()
