@@ -11,8 +11,8 @@ core's work, the CLI's key derivation and the program's start; the module ran on
 105 s): each case, on whichever stack is free, writes a fresh copy of the lab config
 (lab/stack.yaml) with the one key broken, and sets or removes the ``proxmoxApiToken`` secret where
 the case is about it. The previews start with the module, in the tests' order; each test waits for
-its own and checks it. A few cases only the engine can make are added: a whole key that is not a mapping, a
-key the model does not know, and the token stored in plain text.
+its own and checks it. A few cases only the engine can make are added: a whole key that is not a
+mapping, a key the model does not know, and the token stored in plain text.
 
 Then every key of a VM (``VmSpec``) gets the whole payload corpus of tests/unit/test_shell_payloads.py
 (shell and PVE API payloads) in one preview per key: one VM per payload, valid but for that key,
@@ -141,9 +141,10 @@ def run(request: pytest.FixtureRequest, lab_state: dict[str, Any], tmp_path_fact
     pool = ThreadPoolExecutor(len(workers), thread_name_prefix=STACK)
     try:
         for item in request.session.items:  # the selected tests of this module, in their order
-            params = getattr(item, "callspec", None) and item.callspec.params  # type: ignore[attr-defined]
-            if getattr(item, "module", None) is not request.module or not params:
+            callspec = getattr(item, "callspec", None)
+            if callspec is None or getattr(item, "module", None) is not request.module:
                 continue
+            params = callspec.params
             if "case" in params:
                 job = functools.partial(case_preview, case=params["case"], tally=state.cases)
             else:
