@@ -2,8 +2,10 @@
 
 import pulumi
 
-from components import config, credentials
+from components import config, credentials, sdk_runtime
 from components.stack import PveCephHa
+
+sdk_runtime.tune()  # the SDK's debug lines and its end-of-run wait (components/sdk_runtime.py)
 
 try:
     settings = config.load_from_pulumi()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 
 	"github.com/pulumi/pulumi-terraform-bridge/v3/pkg/pf/tfbridge"
@@ -23,10 +24,26 @@ var schema []byte
 var metadata []byte
 
 func main() {
+	collectLess()
 	stopProfile := startProfile()
 	stopOnInterrupt(stopProfile)
 	tfbridge.MainWithMuxer(context.Background(), "proxmoxve", proxmoxve.Provider(metadata), schema)
 	stopProfile()
+}
+
+// gcPercent is the plugin's garbage-collection target (GOGC) unless GOGC is set. A run's work here
+// is many short-lived copies of bpg's VM schema (the SDK's schemaMap.DeepCopy in every Diff, the
+// bridge's state upgrade in every Read): at Go's default 100 the collector took about a quarter of
+// the plugin's CPU in a no-op preview of 30 VMs. At 400 the plugin's CPU went 2.3 s -> 1.7 s and the
+// preview 5.5 s -> 5.2 s on 2 cores, for about 70 MB more peak memory (105 -> 175 MB, 30 VMs).
+// Measured with GOGC=100/400/800/off (off: 780 MB, and slower in page faults); issue #22.
+const gcPercent = 400
+
+// collectLess sets gcPercent, unless the operator's GOGC says otherwise (the runtime read it).
+func collectLess() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 }
 
 // startProfile: with PVECEPHHA_PLUGIN_CPUPROFILE=DIR, this process's CPU profile goes to
