@@ -102,13 +102,19 @@ def widen_server_pool(workers: int = SERVER_WORKERS) -> int:
     on SSH, so a refresh of the stack's 12 dynamic resources ran 4 at a time, and a Diff that takes
     a millisecond queued behind them: 1.5 s of a no-op preview's 2.6 s refresh (issue #22). The pool
     is made before our code is loaded (at the first call, by unpickling a provider), so it is found
-    here and its limit raised; the executor spawns the extra threads on demand. If a later SDK makes
-    its pool otherwise, nothing is found and nothing changes but the speed
-    (tests/unit/test_dynamic_server_pool.py says so).
+    here and its limit raised. The executor spawns a thread at each submit, which takes the oldest
+    call waiting: the calls that queued behind the first 4 (a refresh sends its 8 first reads at
+    once) would each take a later call's thread, and that later call (a Diff of a millisecond, which
+    the refresh of every resource depending on it waits for) would wait for a read to end: 0.45 s of
+    a no-op preview's refresh (measured 2026-12-07). So a thread is started here for each call
+    already waiting. If a later SDK makes its pool otherwise, nothing is found and nothing changes
+    but the speed (tests/unit/test_dynamic_server_pool.py says so).
     """
     widened = 0
     for pool in gc.get_objects():
         if isinstance(pool, futures.ThreadPoolExecutor) and getattr(pool, "_max_workers", workers) < workers:
             pool._max_workers = workers  # read by _adjust_thread_count at each submit
+            for _ in range(pool._work_queue.qsize()):
+                pool._adjust_thread_count()  # type: ignore[attr-defined]  # a thread for each call already waiting
             widened += 1
     return widened

@@ -38,3 +38,19 @@ def test_the_sdks_server_still_makes_its_pool_4_wide() -> None:
     assert spec is not None and spec.origin is not None
     server = Path(spec.origin).with_name("__main__.py").read_text()
     assert "futures.ThreadPoolExecutor(max_workers=4)" in server
+
+
+def test_calls_already_waiting_get_threads_so_a_later_quick_call_is_not_stuck_behind_them() -> None:
+    """A refresh sends its first reads at once: 4 run, the rest wait in the pool's queue when our
+    code (loaded by the first read) widens it. A Diff sent after them must run at once."""
+    pool = futures.ThreadPoolExecutor(max_workers=4)
+    release = threading.Event()
+    try:
+        reads = [pool.submit(release.wait, 10) for _ in range(8)]  # 4 running, 4 waiting in the queue
+        widen_server_pool()
+        diff = pool.submit(lambda: "diffed")
+        assert diff.result(timeout=2) == "diffed"  # without a thread per waiting read, it waits for a read to end
+        assert not any(read.done() for read in reads)
+    finally:
+        release.set()
+        pool.shutdown()
