@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -70,11 +70,9 @@ async def settle_outputs() -> None:
         await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
 
 
-def settle_outputs_first(
-    sdk_wait: Callable[..., Awaitable[None]] | None = None,
-) -> None:
+def settle_outputs_first() -> None:
     """The SDK's end-of-run wait (``pulumi.runtime.stack.wait_for_rpcs``) runs after ``settle_outputs``."""
-    wait = sdk_wait or sdk_stack.wait_for_rpcs
+    wait = sdk_stack.wait_for_rpcs
     if getattr(wait, "settles_outputs_first", False):
         return
 
